@@ -31,6 +31,7 @@ type Ticket struct {
 	SuppressTriggers bool      `json:"suppress_triggers"`
 	Tags             []string  `json:"tags"`
 	Source           string    `json:"source,omitempty"`
+	CommentCount     int64     `json:"comment_count,omitempty"`
 	Comments         []Comment `json:"comments,omitempty"`
 }
 

@@ -1,0 +1,48 @@
+// Command mailgate turns Gmail mailboxes into a helpdesk's ticket queue and
+// relays the helpdesk's outgoing mail. This package only parses flags and
+// wires the configuration into the packages that do the work.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: tests call it with their own writers.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	if err := app.Run(args); err != nil {
+		code := 1
+		if ec, ok := err.(cli.ExitCoder); ok {
+			code = ec.ExitCode()
+		}
+		fmt.Fprintf(stderr, "mailgate: %v\n", err)
+		return code
+	}
+	return 0
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "mailgate",
+		Usage:     "Gmail mailboxes in, helpdesk tickets out (Redis); the helpdesk's mail relayed via Gmail or DKIM-signed direct",
+		Version:   version(),
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// run prints errors itself, once, with the exit code they carry.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags:          globalFlags(),
+		Commands: []*cli.Command{
+			configCommand(),
+			ticketsCommand(),
+			versionCommand(),
+		},
+	}
+}

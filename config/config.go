@@ -1,0 +1,318 @@
+// Package config loads, defaults and validates mailgate's YAML configuration.
+//
+// A configuration is built in three layers, later ones winning: Defaults, the
+// YAML file, then MAILGATE_<SECTION>_<KEY> environment variables (and CLI
+// flags, through Set). Validate runs last and reports every problem at once,
+// each as "section.key: reason", so an admin fixes a file in one go.
+//
+// The structs are plain data: no package here opens files, dials or listens.
+// mailgate.example.yaml at the repository root lists every key with its
+// default; a test keeps it equal to Defaults.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// TLS modes for google.imap_tls and google.smtp_tls.
+const (
+	TLSImplicit = "implicit" // TLS from the first byte (IMAPS 993, SMTPS 465).
+	TLSStartTLS = "starttls" // plaintext greeting, then STARTTLS (RFC 3207, RFC 2595).
+	TLSPlain    = "plain"    // no TLS at all; only allowed to loopback hosts.
+)
+
+// DKIM signing algorithms for dkim.keys[].algorithm.
+const (
+	DKIMRSA     = "rsa"     // rsa-sha256, RFC 6376.
+	DKIMEd25519 = "ed25519" // ed25519-sha256, RFC 8463.
+)
+
+// Config is mailgate's whole configuration.
+type Config struct {
+	Redis   Redis   `yaml:"redis"`
+	Tickets Tickets `yaml:"tickets"`
+	Secrets Secrets `yaml:"secrets"`
+	Google  Google  `yaml:"google"`
+	Fetch   Fetch   `yaml:"fetch"`
+	Relay   Relay   `yaml:"relay"`
+	DKIM    DKIM    `yaml:"dkim"`
+	HTTP    HTTP    `yaml:"http"`
+	Log     Log     `yaml:"log"`
+
+	// ShutdownGrace bounds how long a stop waits for in-flight work.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// Redis says where tickets, events and the relay queue live.
+type Redis struct {
+	// URL is a go-redis URL: redis://, rediss:// or unix://. It may hold
+	// a password, so Masked hides that part.
+	URL    string `yaml:"url" secret:"url"`
+	Prefix string `yaml:"prefix"`
+	// Addrs are Cluster or Sentinel seed addresses (host:port).
+	Addrs []string `yaml:"addrs"`
+	// MasterName selects Sentinel mode; Addrs are then the sentinels.
+	MasterName  string   `yaml:"master_name"`
+	DialTimeout Duration `yaml:"dial_timeout"`
+}
+
+// Tickets tunes how mail becomes tickets.
+type Tickets struct {
+	MaxRawBytes      int64    `yaml:"max_raw_bytes"`
+	StreamMaxLen     int64    `yaml:"stream_max_len"`
+	SupportAddresses []string `yaml:"support_addresses"`
+}
+
+// Secrets says where key material lives.
+type Secrets struct {
+	// KeyFile holds the AES-256 key that encrypts refresh tokens at rest.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Google holds the OAuth client and the Gmail endpoints. The endpoints are
+// configurable so tests and self-hosted setups can point them elsewhere.
+type Google struct {
+	ClientID     string   `yaml:"client_id"`
+	ClientSecret string   `yaml:"client_secret" secret:"true"`
+	AuthURL      string   `yaml:"auth_url"`
+	TokenURL     string   `yaml:"token_url"`
+	UserinfoURL  string   `yaml:"userinfo_url"`
+	IMAPAddr     string   `yaml:"imap_addr"`
+	IMAPTLS      string   `yaml:"imap_tls"`
+	SMTPAddr     string   `yaml:"smtp_addr"`
+	SMTPTLS      string   `yaml:"smtp_tls"`
+	CAFile       string   `yaml:"ca_file"`
+	Scopes       []string `yaml:"scopes"`
+}
+
+// Fetch tunes how mailboxes are polled and how failures are retried.
+type Fetch struct {
+	PollInterval Duration `yaml:"poll_interval"`
+	IDLE         bool     `yaml:"idle"`
+	IDLERestart  Duration `yaml:"idle_restart"`
+	MaxAttempts  int      `yaml:"max_attempts"`
+	BatchSize    int      `yaml:"batch_size"`
+	// SenderRateLimit is mails per sender per SenderRateWindow; 0 disables it.
+	SenderRateLimit  int      `yaml:"sender_rate_limit"`
+	SenderRateWindow Duration `yaml:"sender_rate_window"`
+	LeaseTTL         Duration `yaml:"lease_ttl"`
+	BackoffMax       Duration `yaml:"backoff_max"`
+}
+
+// Relay configures the SMTP submission listener the helpdesk sends through
+// and the limits that keep mailgate inside Gmail's sending quotas.
+type Relay struct {
+	Listen          string      `yaml:"listen"`
+	ListenTLS       string      `yaml:"listen_tls"`
+	Hostname        string      `yaml:"hostname"`
+	TLSCert         string      `yaml:"tls_cert"`
+	TLSKey          string      `yaml:"tls_key"`
+	Users           []RelayUser `yaml:"users"`
+	AllowedNetworks []string    `yaml:"allowed_networks"`
+	AllowedSenders  []string    `yaml:"allowed_senders"`
+	MaxRecipients   int         `yaml:"max_recipients"`
+	MaxMessageBytes int64       `yaml:"max_message_bytes"`
+
+	Smarthost         string `yaml:"smarthost"`
+	SmarthostUser     string `yaml:"smarthost_user"`
+	SmarthostPassword string `yaml:"smarthost_password" secret:"true"`
+
+	QuotaWarnAt                      float64 `yaml:"quota_warn_at"`
+	GmailDailyLimit                  int     `yaml:"gmail_daily_limit"`
+	WorkspaceDailyLimit              int     `yaml:"workspace_daily_limit"`
+	MaxRecipientsPerMessage          int     `yaml:"max_recipients_per_message"`
+	WorkspaceDailyRecipients         int     `yaml:"workspace_daily_recipients"`
+	WorkspaceDailyExternalRecipients int     `yaml:"workspace_daily_external_recipients"`
+
+	MaxQueueLifetime   Duration   `yaml:"max_queue_lifetime"`
+	RetrySchedule      []Duration `yaml:"retry_schedule"`
+	Workers            int        `yaml:"workers"`
+	RewriteFromAddress string     `yaml:"rewrite_from_address"`
+}
+
+// RelayUser is one SMTP AUTH account on the relay.
+type RelayUser struct {
+	Name         string `yaml:"name"`
+	PasswordHash string `yaml:"password_hash" secret:"true"`
+}
+
+// DKIM lists signing keys and the facts needed to advise on DNS records.
+type DKIM struct {
+	Keys           []DKIMKey `yaml:"keys"`
+	EgressIP       string    `yaml:"egress_ip"`
+	EgressHostname string    `yaml:"egress_hostname"`
+	DMARCRUA       string    `yaml:"dmarc_rua"`
+}
+
+// DKIMKey is one signing key, published at <selector>._domainkey.<domain>.
+type DKIMKey struct {
+	Domain         string `yaml:"domain"`
+	Selector       string `yaml:"selector"`
+	Algorithm      string `yaml:"algorithm"`
+	PrivateKeyFile string `yaml:"private_key_file"`
+}
+
+// HTTP configures the web listener.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Defaults returns a new configuration holding every default. Empty lists
+// are nil.
+func Defaults() *Config {
+	return &Config{
+		Redis: Redis{
+			URL:         "redis://127.0.0.1:6379/0",
+			Prefix:      "mailgate:",
+			DialTimeout: Duration(5 * time.Second),
+		},
+		Tickets: Tickets{
+			MaxRawBytes:  50 << 20,
+			StreamMaxLen: 1_000_000,
+		},
+		Secrets: Secrets{KeyFile: "mailgate.key"},
+		Google: Google{
+			AuthURL:     "https://accounts.google.com/o/oauth2/auth",
+			TokenURL:    "https://oauth2.googleapis.com/token",
+			UserinfoURL: "https://openidconnect.googleapis.com/v1/userinfo",
+			IMAPAddr:    "imap.gmail.com:993",
+			IMAPTLS:     TLSImplicit,
+			SMTPAddr:    "smtp.gmail.com:587",
+			SMTPTLS:     TLSStartTLS,
+			Scopes:      []string{"https://mail.google.com/", "email"},
+		},
+		Fetch: Fetch{
+			PollInterval:     Duration(time.Minute),
+			IDLE:             true,
+			IDLERestart:      Duration(25 * time.Minute),
+			MaxAttempts:      5,
+			BatchSize:        50,
+			SenderRateLimit:  20,
+			SenderRateWindow: Duration(time.Hour),
+			LeaseTTL:         Duration(30 * time.Second),
+			BackoffMax:       Duration(5 * time.Minute),
+		},
+		Relay: Relay{
+			Listen:                           "127.0.0.1:2525",
+			AllowedNetworks:                  []string{"127.0.0.0/8", "::1/128"},
+			MaxRecipients:                    100,
+			MaxMessageBytes:                  25 << 20,
+			QuotaWarnAt:                      0.9,
+			GmailDailyLimit:                  500,
+			WorkspaceDailyLimit:              2000,
+			MaxRecipientsPerMessage:          100,
+			WorkspaceDailyRecipients:         10000,
+			WorkspaceDailyExternalRecipients: 3000,
+			MaxQueueLifetime:                 Duration(120 * time.Hour),
+			RetrySchedule: []Duration{
+				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
+				Duration(time.Hour), Duration(2 * time.Hour),
+			},
+			Workers: 4,
+		},
+		HTTP:          HTTP{Listen: "127.0.0.1:8025"},
+		Log:           Log{Level: "info", Format: "text"},
+		ShutdownGrace: Duration(30 * time.Second),
+	}
+}
+
+// Load builds a configuration: Defaults, then the YAML file at path (none if
+// path is ""), then MAILGATE_* overrides from environ (os.Environ format),
+// then Validate. Every error names the key, and for file errors the line.
+// Unless the file cannot be read or parsed at all, the error lists every
+// problem found in the file, the environment and validation together.
+func Load(path string, environ []string) (*Config, error) {
+	c := Defaults()
+	var errs []error
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		root, err := parseFile(path, data)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, decodeNode(path, root, c))
+	}
+	errs = append(errs, c.applyEnv(environ), c.Validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// YAML renders the configuration in the file format Load reads. It includes
+// secrets; print Masked().YAML() instead.
+func (c *Config) YAML() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Duration is a time.Duration written in YAML, env vars and flags as a Go
+// duration string ("30s", "25m", "120h").
+type Duration time.Duration
+
+// Duration returns d as a time.Duration.
+func (d Duration) Duration() time.Duration { return time.Duration(d) }
+
+// String formats d without zero trailing units: "1m", not "1m0s".
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// MarshalYAML writes d as a duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a duration string such as "5m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration like \"30s\", got %s", n.Line, nodeKind(n))
+	}
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = v
+	return nil
+}
+
+func parseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		if _, numErr := strconv.ParseFloat(strings.TrimSpace(s), 64); numErr == nil {
+			return 0, fmt.Errorf("invalid duration %q (missing unit, e.g. \"%ss\")", s, strings.TrimSpace(s))
+		}
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	return Duration(v), nil
+}

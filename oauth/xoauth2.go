@@ -1,0 +1,249 @@
+package oauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-sasl"
+)
+
+// XOAUTH2 is the SASL mechanism name Gmail documents for IMAP and SMTP.
+const XOAUTH2 = "XOAUTH2"
+
+// XOAUTH2Error is the JSON a server sends as its one challenge when it
+// rejects a token, e.g. {"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}.
+// OAUTHBEARER (RFC 7628 section 3.2.2) uses the same three fields, so the
+// clients of both mechanisms report it with this type.
+type XOAUTH2Error struct {
+	Status  string `json:"status"`
+	Schemes string `json:"schemes,omitempty"`
+	Scope   string `json:"scope,omitempty"`
+}
+
+func (e *XOAUTH2Error) Error() string {
+	var b strings.Builder
+	b.WriteString("oauth: server rejected the access token")
+	if e.Status != "" {
+		fmt.Fprintf(&b, " (status %s", e.Status)
+		if e.Scope != "" {
+			fmt.Fprintf(&b, ", scope %s", e.Scope)
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// XOAUTH2Client is a go-sasl client for Google's XOAUTH2 mechanism
+// (https://developers.google.com/gmail/imap/xoauth2-protocol). Use one per
+// authentication attempt; it is not safe for concurrent use.
+type XOAUTH2Client struct {
+	user, token string
+	challenged  bool
+	lastErr     *XOAUTH2Error
+}
+
+var _ sasl.Client = (*XOAUTH2Client)(nil)
+
+// NewXOAUTH2Client returns a client that authenticates user (the full email
+// address) with an OAuth2 access token.
+func NewXOAUTH2Client(user, token string) *XOAUTH2Client {
+	return &XOAUTH2Client{user: user, token: token}
+}
+
+// Start returns the initial response "user=<email>^Aauth=Bearer <token>^A^A".
+// go-imap and go-smtp base64-encode it on the wire.
+func (c *XOAUTH2Client) Start() (mech string, ir []byte, err error) {
+	// A ^A inside either field would let it forge the other one.
+	if strings.ContainsAny(c.user, "\x01") || strings.ContainsAny(c.token, "\x01") {
+		return "", nil, errors.New("oauth: XOAUTH2 user or token contains a control-A byte")
+	}
+	return XOAUTH2, []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
+}
+
+// Next answers the server's only possible challenge: on failure Gmail sends a
+// base64 JSON error (decoded by go-imap/go-smtp before it reaches us) and
+// expects an empty response, after which it sends the final NO / 535.
+//
+// The response must be a non-nil empty slice: go-smtp reads a nil response as
+// "authentication finished" and would report success without waiting for the
+// server's verdict; go-imap sends "=" for it, go-smtp an empty line.
+func (c *XOAUTH2Client) Next(challenge []byte) ([]byte, error) {
+	if c.challenged {
+		return nil, sasl.ErrUnexpectedServerChallenge
+	}
+	c.challenged = true
+	c.lastErr = parseAuthError(challenge)
+	return []byte{}, nil
+}
+
+// LastError returns the error the server described in its challenge, or nil
+// if there was none. Callers attach it to the error Authenticate/Auth return
+// (see Explain): the final NO / 535 line alone does not say why.
+func (c *XOAUTH2Client) LastError() *XOAUTH2Error { return c.lastErr }
+
+// parseAuthError decodes an error challenge. A challenge that is not the
+// documented JSON still means failure, so it yields an empty XOAUTH2Error
+// rather than nil.
+func parseAuthError(challenge []byte) *XOAUTH2Error {
+	var e XOAUTH2Error
+	if err := json.Unmarshal(challenge, &e); err != nil {
+		return &XOAUTH2Error{}
+	}
+	return &e
+}
+
+// oauthBearerClient wraps go-sasl's OAUTHBEARER client. go-sasl's Next
+// returns the server's error instead of a response; go-imap then abandons the
+// command mid-exchange. RFC 7628 section 3.2.3 wants the client to answer the
+// error challenge with a single %x01 so the server can finish with NO / 535.
+type oauthBearerClient struct {
+	sasl.Client
+	challenged bool
+	lastErr    *XOAUTH2Error
+}
+
+func (c *oauthBearerClient) Next(challenge []byte) ([]byte, error) {
+	if c.challenged {
+		return nil, sasl.ErrUnexpectedServerChallenge
+	}
+	c.challenged = true
+	c.lastErr = parseAuthError(challenge)
+	return []byte{0x01}, nil
+}
+
+func (c *oauthBearerClient) LastError() *XOAUTH2Error { return c.lastErr }
+
+// Mechanism picks the SASL client for a server that advertises serverMechs
+// (IMAP "AUTH=" capabilities or the SMTP AUTH list, case-insensitive).
+// XOAUTH2 wins when both are offered, as Gmail does; OAUTHBEARER is used only
+// when it is the only one; if neither is listed XOAUTH2 is tried anyway, so
+// the server, not mailgate, produces the error. The returned client has a
+// LastError method; see Explain.
+func Mechanism(serverMechs []string, user string, token string) sasl.Client {
+	var bearer bool
+	for _, m := range serverMechs {
+		switch strings.ToUpper(strings.TrimSpace(m)) {
+		case XOAUTH2:
+			return NewXOAUTH2Client(user, token)
+		case sasl.OAuthBearer:
+			bearer = true
+		}
+	}
+	if bearer {
+		return &oauthBearerClient{Client: sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{
+			Username: user,
+			Token:    token,
+		})}
+	}
+	return NewXOAUTH2Client(user, token)
+}
+
+// Explain adds the server's error challenge, if c (from Mechanism or
+// NewXOAUTH2Client) received one, to err, the error the IMAP or SMTP client
+// returned. The result wraps both, so errors.As finds *XOAUTH2Error as well as
+// the protocol error (*imap.Error, *smtp.SMTPError). A nil err stays nil.
+func Explain(c sasl.Client, err error) error {
+	if err == nil {
+		return nil
+	}
+	lc, ok := c.(interface{ LastError() *XOAUTH2Error })
+	if !ok {
+		return err
+	}
+	if e := lc.LastError(); e != nil {
+		return fmt.Errorf("%w: %w", err, e)
+	}
+	return err
+}
+
+// ParseXOAUTH2 parses an XOAUTH2 initial response, for fake servers.
+func ParseXOAUTH2(ir []byte) (user, token string, err error) {
+	rest, ok := bytes.CutSuffix(ir, []byte("\x01\x01"))
+	if !ok {
+		return "", "", errors.New("oauth: XOAUTH2 response does not end in ^A^A")
+	}
+	var gotUser, gotAuth bool
+	for _, field := range bytes.Split(rest, []byte{0x01}) {
+		k, v, ok := bytes.Cut(field, []byte("="))
+		if !ok {
+			return "", "", errors.New("oauth: XOAUTH2 field without '='")
+		}
+		switch string(k) {
+		case "user":
+			user, gotUser = string(v), true
+		case "auth":
+			scheme, tok, ok := strings.Cut(string(v), " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				return "", "", errors.New("oauth: XOAUTH2 auth is not a Bearer token")
+			}
+			token, gotAuth = tok, true
+		default:
+			return "", "", fmt.Errorf("oauth: XOAUTH2 unknown field %q", k)
+		}
+	}
+	if !gotUser || user == "" || !gotAuth || token == "" {
+		return "", "", errors.New("oauth: XOAUTH2 response lacks user or auth")
+	}
+	return user, token, nil
+}
+
+// XOAUTH2ErrorChallenge returns the JSON challenge a server sends when it
+// rejects a token, as Gmail does. The bytes are unencoded: go-imap and
+// go-smtp servers base64 them on the wire.
+func XOAUTH2ErrorChallenge(status string, scope string) []byte {
+	b, err := json.Marshal(XOAUTH2Error{Status: status, Schemes: "Bearer", Scope: scope})
+	if err != nil {
+		panic(err) // three strings always marshal
+	}
+	return b
+}
+
+// NewXOAUTH2Server returns a go-sasl server for XOAUTH2, for fake Gmail
+// servers. authenticate returns nil to accept user and token; otherwise its
+// error is sent as the JSON challenge and, after the client's (empty)
+// response, returned as the final error. go-smtp turns a plain error into
+// 454 4.7.0 and go-imap into NO, so wrap the returned server if the fake must
+// answer like Gmail (535 5.7.8 / NO [AUTHENTICATIONFAILED]).
+func NewXOAUTH2Server(authenticate func(user, token string) *XOAUTH2Error) sasl.Server {
+	return &xoauth2Server{authenticate: authenticate}
+}
+
+type xoauth2Server struct {
+	authenticate func(user, token string) *XOAUTH2Error
+	failed       *XOAUTH2Error
+	done         bool
+}
+
+func (s *xoauth2Server) Next(response []byte) (challenge []byte, done bool, err error) {
+	if s.failed != nil {
+		// Any response ends the exchange; the client was told why already.
+		return nil, true, s.failed
+	}
+	if s.done {
+		return nil, true, sasl.ErrUnexpectedClientResponse
+	}
+	if response == nil {
+		// No initial response (IMAP without SASL-IR): ask for it. A nil
+		// challenge becomes "+ " in go-imap and "334 " in go-smtp; an empty
+		// non-nil one would become "+ =", which clients read as a challenge.
+		return nil, false, nil
+	}
+	s.done = true
+	user, token, err := ParseXOAUTH2(response)
+	if err != nil {
+		s.failed = &XOAUTH2Error{Status: "400", Schemes: "Bearer", Scope: GmailScope}
+		return XOAUTH2ErrorChallenge(s.failed.Status, s.failed.Scope), false, nil
+	}
+	if e := s.authenticate(user, token); e != nil {
+		s.failed = e
+		b, err := json.Marshal(e)
+		if err != nil {
+			panic(err) // three strings always marshal
+		}
+		return b, false, nil
+	}
+	return nil, true, nil
+}

@@ -1,0 +1,190 @@
+package tickets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// newTicket is the ticket a mail opens if it threads onto none.
+func newTicket(m *Parsed, src Source, support map[string]bool, now time.Time) *Ticket {
+	t := &Ticket{
+		SupportAddress:   supportAddress(m, src, support),
+		Requester:        requester(m),
+		CC:               nonSupport(m.CC, support),
+		Subject:          m.Subject,
+		Status:           StatusNew,
+		CreatedAt:        now,
+		UpdatedAt:        now,
+		SuppressTriggers: src.SuppressTriggers,
+		Tags:             append([]string{}, src.Tags...),
+		Source:           src.Origin,
+	}
+	if t.Subject == "" {
+		t.Subject = "(no subject)"
+	}
+	if len(m.Problems) > 0 {
+		t.Tags = append(t.Tags, "malformed")
+	}
+	if t.CC == nil {
+		t.CC = []Address{}
+	}
+	return t
+}
+
+func newComment(m *Parsed, raw []byte, rawSHA string, truncated bool, received time.Time) *Comment {
+	c := &Comment{
+		Author:       requester(m),
+		To:           orEmpty(m.To),
+		CC:           orEmpty(m.CC),
+		Subject:      m.Subject,
+		Text:         m.Text,
+		HTML:         m.HTML,
+		MessageID:    m.MessageID,
+		InReplyTo:    m.InReplyTo,
+		References:   m.References,
+		Date:         m.Date,
+		ReceivedAt:   received,
+		Attachments:  []Attachment{},
+		Raw:          "raw:" + rawSHA,
+		RawSize:      int64(len(raw)),
+		RawTruncated: truncated,
+		Problems:     m.Problems,
+	}
+	if c.Date.IsZero() {
+		// Keep the mail's own Date; only a mail without one gets the time
+		// it was received.
+		c.Date = received
+	}
+	for _, p := range m.Parts {
+		c.Attachments = append(c.Attachments, p.Attachment)
+	}
+	return c
+}
+
+// requester is who the ticket is from: From, else Reply-To.
+func requester(m *Parsed) Address {
+	if m.From.Email != "" || len(m.ReplyTo) == 0 {
+		return m.From
+	}
+	return m.ReplyTo[0]
+}
+
+func supportAddress(m *Parsed, src Source, support map[string]bool) string {
+	if src.SupportAddress != "" {
+		return strings.ToLower(src.SupportAddress)
+	}
+	for _, a := range slices.Concat(m.To, m.CC) {
+		if support[a.Email] {
+			return a.Email
+		}
+	}
+	if len(m.To) > 0 {
+		return m.To[0].Email
+	}
+	return ""
+}
+
+func nonSupport(as []Address, support map[string]bool) []Address {
+	var out []Address
+	for _, a := range as {
+		if !support[a.Email] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func orEmpty(as []Address) []Address {
+	if as == nil {
+		return []Address{}
+	}
+	return as
+}
+
+// participants are the people of a mail who may thread later replies onto
+// its ticket by headers: its sender and CCs, but never a support address.
+func participants(m *Parsed, support map[string]bool) []string {
+	var out []string
+	for _, a := range append([]Address{requester(m)}, m.CC...) {
+		if a.Email != "" && !support[a.Email] && !slices.Contains(out, a.Email) {
+			out = append(out, a.Email)
+		}
+	}
+	return out
+}
+
+// threadRefs lists the Message-IDs a mail answers, in the order the
+// threading rules try them: In-Reply-To first, then References from the
+// newest (last) to the oldest (RFC 5322 section 3.6.4).
+func threadRefs(m *Parsed) (refs, kinds []string) {
+	seen := map[string]bool{m.MessageID: true}
+	add := func(id, kind string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			refs = append(refs, id)
+			kinds = append(kinds, kind)
+		}
+	}
+	for _, id := range m.InReplyTo {
+		add(id, "in-reply-to")
+	}
+	for i := len(m.References) - 1; i >= 0; i-- {
+		add(m.References[i], "references")
+	}
+	// A mail citing hundreds of ids is not worth hundreds of lookups.
+	const maxRefs = 20
+	if len(refs) > maxRefs {
+		refs, kinds = refs[:maxRefs], kinds[:maxRefs]
+	}
+	return refs, kinds
+}
+
+var subjectTokenRE = regexp.MustCompile(`\[#(\d{1,18})\]`)
+
+// subjectToken returns the ticket id of a "[#1042]" token in the subject.
+func subjectToken(subject string) string {
+	if m := subjectTokenRE.FindStringSubmatch(subject); m != nil {
+		return strings.TrimLeft(m[1], "0")
+	}
+	return ""
+}
+
+// dedupeKey names a mail for "was it ingested already": its Message-ID, or
+// a hash of its bytes when it has none.
+func dedupeKey(m *Parsed, rawSHA string) string {
+	if m.MessageID != "" {
+		return "id:" + m.MessageID
+	}
+	return "sha256:" + rawSHA
+}
+
+// jsonTail marshals v and drops the opening brace, so the ingest script can
+// prepend the ids it assigns.
+func jsonTail(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	if len(b) < 2 || b[0] != '{' || b[1] == '}' {
+		return "", fmt.Errorf("jsonTail: %s is not a non-empty object", b)
+	}
+	return string(b[1:]), nil
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func describe(m *Parsed, rawSHA string) string {
+	if m.MessageID != "" {
+		return "<" + m.MessageID + ">"
+	}
+	return "sha256:" + rawSHA[:12]
+}

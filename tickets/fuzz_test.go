@@ -1,0 +1,48 @@
+package tickets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzParse checks Parse's promises on any input: no panic (Parse recovers
+// its own, so a recovered one shows up as a Problem), valid UTF-8 text and
+// parts whose metadata matches their bytes. Seeds: the test mails plus
+// testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "mail", "*.eml"))
+	for _, name := range files {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p := Parse(raw)
+		for _, pr := range p.Problems {
+			if strings.HasPrefix(pr, "parser panic") {
+				t.Fatalf("Parse(%q): %s", raw, pr)
+			}
+		}
+		for what, s := range map[string]string{"Text": p.Text, "HTML": p.HTML, "Subject": p.Subject, "From.Name": p.From.Name} {
+			if !utf8.ValidString(s) {
+				t.Fatalf("Parse(%q).%s = %q, not valid UTF-8", raw, what, s)
+			}
+		}
+		for i, part := range p.Parts {
+			sum := sha256.Sum256(part.Data)
+			if part.Size != int64(len(part.Data)) || part.SHA256 != hex.EncodeToString(sum[:]) {
+				t.Fatalf("Parse(%q).Parts[%d] = %+v, metadata does not match %d bytes", raw, i, part.Attachment, len(part.Data))
+			}
+			if part.Filename == "" || !utf8.ValidString(part.Filename) || strings.ContainsAny(part.Filename, "/\\") {
+				t.Fatalf("Parse(%q).Parts[%d].Filename = %q", raw, i, part.Filename)
+			}
+		}
+	})
+}

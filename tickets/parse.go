@@ -1,0 +1,600 @@
+package tickets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	netmail "net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // registers ISO-8859-x, Windows-125x, ISO-2022-JP, GB18030, ...
+	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+)
+
+// Parsed is what Parse extracts from one RFC 5322 message.
+type Parsed struct {
+	MessageID  string   // without angle brackets, "" if absent
+	InReplyTo  []string // msg-ids without brackets
+	References []string // msg-ids without brackets, in header order
+	Subject    string   // RFC 2047-decoded, UTF-8
+	From       Address  // Email lower-cased
+	To, CC     []Address
+	ReplyTo    []Address
+	Date       time.Time // zero when missing or unparseable (unparseable adds a Problem)
+	// Text is the plain-text body in UTF-8: the text/plain parts when there
+	// are any (several are joined by a blank line), otherwise a rendering
+	// of the HTML body. Line endings are "\n".
+	Text string
+	// HTML is the text/html body in UTF-8, if any.
+	HTML string
+	// Parts are the attachments and inline images, in MIME order.
+	Parts []Part
+	// Header is the top-level header, for rules that look at fields Parse
+	// does not interpret (Auto-Submitted, Precedence, report types).
+	Header gomail.Header
+	// Problems says what could not be parsed; non-empty means malformed.
+	Problems []string
+}
+
+// Part is one non-body MIME part with its decoded bytes.
+type Part struct {
+	Attachment
+	Data []byte `json:"-"`
+}
+
+// Limits that keep hostile input from costing more than a large honest mail.
+const (
+	maxDepth = 20   // nested multiparts; real mail rarely goes past 5
+	maxParts = 1000 // leaf parts per message
+)
+
+// Parse extracts what the helpdesk needs from a raw message. It never fails
+// and never panics: what cannot be parsed is reported in Problems and the
+// fields are filled as well as the input allows.
+func Parse(raw []byte) (p *Parsed) {
+	p = &Parsed{}
+	w := &walker{p: p}
+	var body []byte
+	defer func() {
+		if r := recover(); r != nil {
+			w.problem("parser panic: %v", r)
+		}
+		w.finish(body)
+	}()
+
+	var h textproto.Header
+	h, body = w.splitHeader(raw, "header")
+	p.Header = gomail.Header{Header: message.Header{Header: h}}
+	w.headers()
+	w.entity(h, body, 0, walkCtx{})
+	return p
+}
+
+// walker collects the bodies and parts of one message while it descends
+// the MIME tree.
+type walker struct {
+	p      *Parsed
+	plains []string
+	htmls  []string
+	meta   []partMeta // parallel to p.Parts
+	leaves int
+}
+
+// partMeta is what the inline decision needs once the HTML body is known.
+type partMeta struct {
+	disposition string
+	inRelated   bool
+}
+
+type walkCtx struct {
+	parent    string // subtype of the enclosing multipart ("mixed", "related", ...)
+	inRelated bool
+}
+
+func (w *walker) problem(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	for _, old := range w.p.Problems {
+		if old == s {
+			return
+		}
+	}
+	w.p.Problems = append(w.p.Problems, s)
+}
+
+// headers fills the fields that come from the top-level header.
+func (w *walker) headers() {
+	p := w.p
+	h := &p.Header
+	p.Subject = strings.TrimSpace(oneLine(w.headerText(h.Get("Subject"), "Subject")))
+
+	if h.Has("Message-Id") {
+		ids := ParseMsgIDs(h.Get("Message-Id"))
+		if len(ids) == 0 {
+			w.problem("Message-ID: no msg-id in %q", clip(h.Get("Message-Id")))
+		} else {
+			p.MessageID = ids[0]
+		}
+	}
+	p.InReplyTo = ParseMsgIDs(strings.Join(h.Values("In-Reply-To"), " "))
+	p.References = ParseMsgIDs(strings.Join(h.Values("References"), " "))
+
+	if from := w.addresses("From"); len(from) > 0 {
+		p.From = from[0]
+	} else {
+		w.problem("From: no address")
+	}
+	p.To = w.addresses("To")
+	p.CC = w.addresses("Cc")
+	p.ReplyTo = w.addresses("Reply-To")
+
+	if v := h.Get("Date"); v != "" {
+		t, err := parseDate(v)
+		if err != nil {
+			w.problem("Date: cannot parse %q", clip(v))
+		}
+		p.Date = t
+	}
+}
+
+// addresses parses an address-list field, RFC 5322 section 3.4. Mail in
+// the wild breaks the grammar often enough (unbalanced quotes, ";" as a
+// separator) that a failed parse falls back to picking out what looks like
+// addresses, so the requester is not lost.
+func (w *walker) addresses(key string) []Address {
+	vals := w.p.Header.Values(key)
+	if len(vals) == 0 {
+		return nil
+	}
+	v := strings.Join(vals, ", ")
+	if !utf8.ValidString(v) {
+		w.problem("%s: 8-bit bytes without encoding, decoded as windows-1252", key)
+		v = windows1252(v)
+	}
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	list, err := gomail.ParseAddressList(v)
+	if err != nil {
+		w.problem("%s: %v; addresses extracted leniently from %q", key, err, clip(v))
+		return w.lenientAddresses(v, key)
+	}
+	var out []Address // nil, not empty, for "undisclosed-recipients:;"
+	for _, a := range list {
+		out = append(out, w.address(a, key))
+	}
+	return out
+}
+
+func (w *walker) address(a *netmail.Address, key string) Address {
+	name := a.Name
+	if strings.Contains(name, "=?") {
+		// net/mail leaves encoded-words inside quoted strings alone.
+		name = w.decodeWords(name, key)
+	}
+	return Address{Name: strings.ToValidUTF8(name, "\uFFFD"), Email: strings.ToLower(a.Address)}
+}
+
+var looseAddr = regexp.MustCompile(`[^\s<>()\[\]",;:@]+@[^\s<>()\[\]",;:@]+`)
+
+func (w *walker) lenientAddresses(v, key string) []Address {
+	var out []Address
+	seen := map[string]int{}
+	prev := 0
+	for _, m := range looseAddr.FindAllStringIndex(v, -1) {
+		email := strings.ToLower(strings.TrimRight(v[m[0]:m[1]], "."))
+		// The display name is what lies between the previous address and
+		// this one, minus the separators, quotes and brackets around it.
+		seg := strings.TrimLeft(v[prev:m[0]], " \t>,;")
+		name := strings.TrimSpace(strings.Trim(strings.TrimSpace(seg), `"'<> `))
+		name = w.decodeWords(name, key)
+		prev = m[1]
+		if i, ok := seen[email]; ok {
+			if out[i].Name == "" {
+				out[i].Name = name
+			}
+			continue
+		}
+		seen[email] = len(out)
+		out = append(out, Address{Name: name, Email: email})
+	}
+	return out
+}
+
+// dateLayouts are formats seen in the wild that net/mail's RFC 5322
+// parser rejects.
+var dateLayouts = []string{
+	time.RFC3339,
+	"Mon, 2 Jan 06 15:04:05 -0700",
+	"2 Jan 06 15:04:05 -0700",
+	"Mon, 2 Jan 2006 15:04:05 -0700 MST",
+	"Mon Jan _2 15:04:05 2006",
+	"Mon Jan _2 15:04:05 -0700 2006",
+	"Mon Jan _2 15:04:05 MST 2006",
+	"2006-01-02 15:04:05 -0700",
+	"2006-01-02 15:04:05",
+	"Mon, 2 Jan 2006 15:04 -0700",
+}
+
+func parseDate(v string) (time.Time, error) {
+	t, err := netmail.ParseDate(v)
+	if err == nil {
+		return t, nil
+	}
+	s := strings.Join(strings.Fields(v), " ")
+	for _, l := range dateLayouts {
+		if t, e := time.Parse(l, s); e == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, err
+}
+
+// ParseMsgIDs extracts the msg-ids of a Message-ID, In-Reply-To or
+// References field (RFC 5322 section 3.6.4) without their angle brackets.
+// It tolerates what real mailers send: missing brackets, commas, comments,
+// phrases ("Your message of ..."), folding inside an id. Duplicates are
+// dropped; order is kept.
+func ParseMsgIDs(s string) []string {
+	var ids []string
+	add := func(id string) {
+		id = strings.Join(strings.Fields(id), "")
+		if id == "" {
+			return
+		}
+		for _, old := range ids {
+			if old == id {
+				return
+			}
+		}
+		ids = append(ids, id)
+	}
+	for i := 0; i < len(s); {
+		switch c := s[i]; c {
+		case '(':
+			i = skipComment(s, i)
+		case '"':
+			i = skipQuoted(s, i)
+		case '<':
+			j := strings.IndexAny(s[i+1:], "<>")
+			switch {
+			case j < 0:
+				add(s[i+1:])
+				i = len(s)
+			case s[i+1+j] == '<': // missing '>': the next '<' starts a new id
+				add(s[i+1 : i+1+j])
+				i += 1 + j
+			default:
+				add(s[i+1 : i+1+j])
+				i += j + 2
+			}
+		case ' ', '\t', '\r', '\n', ',', ';', '>':
+			i++
+		default:
+			j := i
+			for j < len(s) && !strings.ContainsRune(" \t\r\n,;<>(\"", rune(s[j])) {
+				j++
+			}
+			if tok := s[i:j]; strings.Contains(tok, "@") {
+				add(tok)
+			}
+			i = j
+		}
+	}
+	return ids
+}
+
+// skipComment returns the index after the comment that starts at s[i]
+// ("(" ... ")", nested, with backslash escapes).
+func skipComment(s string, i int) int {
+	depth := 0
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(s)
+}
+
+func skipQuoted(s string, i int) int {
+	for i++; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(s)
+}
+
+// entity handles one MIME entity: it descends into multiparts and sorts
+// leaves into bodies and parts.
+func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx) {
+	mh := message.Header{Header: h}
+	mt, params := w.contentType(mh, ctx)
+	disp, dparams := w.params(mh.Get("Content-Disposition"), "Content-Disposition")
+
+	if strings.HasPrefix(mt, "multipart/") {
+		w.multipart(mt, params, body, depth, ctx)
+		return
+	}
+	w.leaves++
+	if w.leaves > maxParts {
+		if w.leaves == maxParts+1 {
+			w.problem("more than %d parts, the rest ignored", maxParts)
+		}
+		return
+	}
+	data := w.transferDecode(body, mh.Get("Content-Transfer-Encoding"), mt)
+
+	// A text part is the body unless it says it is an attachment
+	// (RFC 2183 section 2.2).
+	if (mt == "text/plain" || mt == "text/html") && disp != "attachment" {
+		s := normalizeNewlines(w.decodeCharset(data, params["charset"], mt))
+		if mt == "text/plain" {
+			if strings.EqualFold(params["format"], "flowed") {
+				s = unflow(s, strings.EqualFold(params["delsp"], "yes"))
+			}
+			w.plains = append(w.plains, s)
+		} else {
+			w.htmls = append(w.htmls, s)
+		}
+		return
+	}
+	w.addPart(mh, mt, params, disp, dparams, data, ctx)
+}
+
+// contentType parses Content-Type, RFC 2045 section 5.2: a missing or
+// invalid one means text/plain (message/rfc822 inside a multipart/digest,
+// RFC 2046 section 5.1.5).
+func (w *walker) contentType(h message.Header, ctx walkCtx) (string, map[string]string) {
+	def := "text/plain"
+	if ctx.parent == "digest" {
+		def = "message/rfc822"
+	}
+	v := h.Get("Content-Type")
+	if strings.TrimSpace(v) == "" {
+		return def, map[string]string{}
+	}
+	mt, params := w.params(v, "Content-Type")
+	if i := strings.IndexByte(mt, '/'); i <= 0 || i == len(mt)-1 {
+		w.problem("Content-Type: invalid media type %q, using %s", clip(mt), def)
+		mt = def
+	}
+	return mt, params
+}
+
+func (w *walker) multipart(mt string, params map[string]string, body []byte, depth int, ctx walkCtx) {
+	if depth >= maxDepth {
+		w.problem("%s: nested deeper than %d, ignored", mt, maxDepth)
+		return
+	}
+	boundary := params["boundary"]
+	if boundary == "" {
+		w.problem("%s: no boundary, body kept as text", mt)
+		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
+		return
+	}
+	parts, closed := splitMultipart(body, boundary)
+	if len(parts) == 0 {
+		w.problem("%s: no part found for boundary %q, body kept as text", mt, clip(boundary))
+		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
+		return
+	}
+	if !closed {
+		w.problem("%s: closing boundary %q missing (truncated message?)", mt, clip(boundary))
+	}
+	sub := mt[len("multipart/"):]
+	inner := walkCtx{parent: sub, inRelated: ctx.inRelated || sub == "related"}
+	for _, part := range parts {
+		ph, pbody := w.splitHeader(part, mt+" part header")
+		w.entity(ph, pbody, depth+1, inner)
+	}
+}
+
+func (w *walker) addPart(h message.Header, mt string, params map[string]string, disp string, dparams map[string]string, data []byte, ctx walkCtx) {
+	name := dparams["filename"]
+	if name == "" {
+		name = params["name"]
+	}
+	name = sanitizeFilename(name)
+	if name == "" && (mt == "message/rfc822" || mt == "message/global") {
+		// A forwarded message is shown under its own subject.
+		if subj := embeddedSubject(data); subj != "" {
+			name = sanitizeFilename(subj) + ".eml"
+		}
+	}
+	if name == "" {
+		name = fmt.Sprintf("attachment-%d.%s", len(w.p.Parts)+1, extension(mt))
+	}
+	sum := sha256.Sum256(data)
+	w.p.Parts = append(w.p.Parts, Part{
+		Attachment: Attachment{
+			Filename:    name,
+			ContentType: mt,
+			Size:        int64(len(data)),
+			SHA256:      hex.EncodeToString(sum[:]),
+			ContentID:   contentID(h.Get("Content-Id")),
+			Inline:      disp == "inline",
+		},
+		Data: data,
+	})
+	w.meta = append(w.meta, partMeta{disposition: disp, inRelated: ctx.inRelated})
+}
+
+// embeddedSubject decodes the Subject of a message/rfc822 part. Problems
+// of the embedded message are not the outer message's.
+func embeddedSubject(data []byte) string {
+	scratch := &walker{p: &Parsed{}}
+	h, _ := scratch.splitHeader(data, "")
+	return oneLine(scratch.headerText(h.Get("Subject"), "Subject"))
+}
+
+func contentID(v string) string {
+	v = strings.TrimSpace(v)
+	v = strings.TrimPrefix(v, "<")
+	v = strings.TrimSuffix(v, ">")
+	return strings.ToValidUTF8(strings.TrimSpace(v), "")
+}
+
+// finish chooses the text, decides which parts are inline and makes every
+// string valid UTF-8. It runs even after a recovered panic.
+func (w *walker) finish(body []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.problem("parser panic: %v", r)
+		}
+		p := w.p
+		p.Text = strings.ToValidUTF8(p.Text, "\uFFFD")
+		p.HTML = strings.ToValidUTF8(p.HTML, "\uFFFD")
+		p.Subject = strings.ToValidUTF8(p.Subject, "\uFFFD")
+	}()
+	p := w.p
+	p.HTML = strings.TrimSpace(strings.Join(w.htmls, "\n"))
+	var texts []string
+	for _, t := range w.plains {
+		if t = trimText(t); t != "" {
+			texts = append(texts, t)
+		}
+	}
+	p.Text = strings.Join(texts, "\n\n")
+	if p.Text == "" && p.HTML != "" {
+		p.Text = trimText(htmlToText(p.HTML))
+	}
+	if p.Text == "" && p.HTML == "" && len(p.Parts) == 0 && len(w.plains) == 0 {
+		p.Text = trimText(normalizeNewlines(lossyUTF8(body)))
+	}
+
+	// RFC 2387: a part of a multipart/related that the HTML references by
+	// cid: is shown in place even without a Content-Disposition.
+	var lowerHTML string
+	for i := range p.Parts {
+		a := &p.Parts[i].Attachment
+		m := w.meta[i]
+		if a.Inline || m.disposition != "" || !m.inRelated || a.ContentID == "" {
+			continue
+		}
+		if lowerHTML == "" {
+			lowerHTML = strings.ToLower(p.HTML)
+		}
+		a.Inline = strings.Contains(lowerHTML, "cid:"+strings.ToLower(a.ContentID))
+	}
+}
+
+// trimText drops leading blank lines and trailing white space.
+func trimText(s string) string {
+	s = strings.TrimRight(s, " \t\r\n")
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 || strings.TrimSpace(s[:i]) != "" {
+			return s
+		}
+		s = s[i+1:]
+	}
+}
+
+func oneLine(s string) string {
+	if strings.ContainsAny(s, "\r\n\t") {
+		s = strings.Join(strings.Fields(s), " ")
+	}
+	return s
+}
+
+// clip shortens a value quoted in a Problem.
+func clip(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// sanitizeFilename keeps the base name only, so a stored attachment can
+// never be written outside its directory, and drops control characters.
+func sanitizeFilename(s string) string {
+	s = oneLine(s)
+	if i := strings.LastIndexAny(s, `/\`); i >= 0 {
+		s = s[i+1:]
+	}
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if s == "." || s == ".." {
+		return ""
+	}
+	if utf8.RuneCountInString(s) > 200 {
+		s = string([]rune(s)[:200])
+	}
+	return s
+}
+
+// extensions names synthesised attachments. A fixed table, not
+// mime.ExtensionsByType, so names do not depend on the host's mime.types.
+var extensions = map[string]string{
+	"application/gzip":              "gz",
+	"application/json":              "json",
+	"application/msword":            "doc",
+	"application/octet-stream":      "bin",
+	"application/pdf":               "pdf",
+	"application/pgp-encrypted":     "pgp",
+	"application/pgp-signature":     "asc",
+	"application/pkcs7-mime":        "p7m",
+	"application/pkcs7-signature":   "p7s",
+	"application/rtf":               "rtf",
+	"application/vnd.ms-excel":      "xls",
+	"application/vnd.ms-powerpoint": "ppt",
+	"application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         "xlsx",
+	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   "docx",
+	"application/x-pkcs7-signature":                                             "p7s",
+	"application/xml":                                                           "xml",
+	"application/zip":                                                           "zip",
+	"audio/mpeg":                                                                "mp3",
+	"image/bmp":                                                                 "bmp",
+	"image/gif":                                                                 "gif",
+	"image/heic":                                                                "heic",
+	"image/jpeg":                                                                "jpg",
+	"image/png":                                                                 "png",
+	"image/svg+xml":                                                             "svg",
+	"image/tiff":                                                                "tif",
+	"image/webp":                                                                "webp",
+	"message/delivery-status":                                                   "txt",
+	"message/disposition-notification":                                          "txt",
+	"message/global":                                                            "eml",
+	"message/rfc822":                                                            "eml",
+	"text/calendar":                                                             "ics",
+	"text/csv":                                                                  "csv",
+	"text/html":                                                                 "html",
+	"text/plain":                                                                "txt",
+	"text/rfc822-headers":                                                       "txt",
+	"text/vcard":                                                                "vcf",
+	"text/x-vcard":                                                              "vcf",
+	"video/mp4":                                                                 "mp4",
+}
+
+func extension(mt string) string {
+	if e, ok := extensions[mt]; ok {
+		return e
+	}
+	if strings.HasPrefix(mt, "text/") {
+		return "txt"
+	}
+	return "bin"
+}

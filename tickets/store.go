@@ -1,0 +1,246 @@
+package tickets
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed ingest.lua
+var ingestLua string
+
+var ingestScript = redis.NewScript(ingestLua)
+
+// Options configure a Store. cmd/mailgate builds them from config.
+type Options struct {
+	// Prefix starts every key ("mailgate:"). Under Redis Cluster a prefix
+	// without a hash tag is wrapped in one, see NewStore.
+	Prefix string
+	// MaxRawBytes caps the raw message kept per mail; 0 means no cap.
+	MaxRawBytes int64
+	// StreamMaxLen trims the event stream approximately; 0 keeps all.
+	StreamMaxLen int64
+	// SupportAddresses returns the addresses mail is received at (the
+	// connected accounts and configured extras), lower-cased. May be nil.
+	SupportAddresses func(ctx context.Context) ([]string, error)
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Store is the ticket store on Redis.
+type Store struct {
+	rdb  redis.UniversalClient
+	opts Options
+	p    string
+}
+
+// NewStore returns a Store on rdb. With a *redis.ClusterClient every key
+// gets the hash tag of the prefix, so the ingest script (which touches the
+// dedupe index, the ticket and the stream at once) runs on one slot: a
+// helpdesk's tickets are small and atomic ingest matters more than
+// spreading them across shards.
+func NewStore(rdb redis.UniversalClient, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = "mailgate:"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := opts.Prefix
+	if _, ok := rdb.(*redis.ClusterClient); ok && !strings.Contains(p, "{") {
+		p = "{" + strings.TrimSuffix(p, ":") + "}:"
+	}
+	return &Store{rdb: rdb, opts: opts, p: p}
+}
+
+// Key returns the full Redis key for a name under the store's prefix
+// ("events" → "mailgate:events"). Helpdesks and the CLI use it to find the
+// stream and the raw messages.
+func (s *Store) Key(name string) string { return s.p + name }
+
+// Source says where a mail came from.
+type Source struct {
+	// SupportAddress is the mailbox the mail arrived at; empty means the
+	// first support address among its recipients, else its first To.
+	SupportAddress string
+	// Origin names the channel, e.g. "imap:support@example.com" or "cli".
+	Origin string
+	// SuppressTriggers marks tickets whose helpdesk automations must not
+	// fire (the initial import of recent mail).
+	SuppressTriggers bool
+	// Tags are added to a ticket this mail creates.
+	Tags []string
+	// ReceivedAt is when the mail was received; zero means now.
+	ReceivedAt time.Time
+}
+
+// Result tells what Ingest did.
+type Result struct {
+	Ticket     int64
+	Comment    int64  // 1-based index of the comment in its ticket
+	Created    bool   // a new ticket was opened
+	Duplicate  bool   // the mail was ingested before; nothing was written
+	ThreadedBy string // rule that attached a reply ("" for new tickets)
+	EventID    string // stream entry id of the event ("" for duplicates)
+}
+
+// Ingest turns one raw RFC 5322 message into a ticket or a comment,
+// exactly once: a mail already ingested (same Message-ID, or same bytes
+// when it has none) returns its ticket and writes nothing.
+func (s *Store) Ingest(ctx context.Context, raw []byte, src Source) (Result, error) {
+	return s.IngestParsed(ctx, raw, Parse(raw), src)
+}
+
+// IngestParsed is Ingest for a message the caller already parsed.
+func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Source) (Result, error) {
+	support, err := s.supportSet(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	now := s.opts.Now().UTC()
+	received := src.ReceivedAt
+	if received.IsZero() {
+		received = now
+	}
+	rawSHA := sha256Hex(raw)
+	keep := raw
+	if s.opts.MaxRawBytes > 0 && int64(len(raw)) > s.opts.MaxRawBytes {
+		keep = raw[:s.opts.MaxRawBytes]
+	}
+	c := newComment(m, raw, rawSHA, len(keep) < len(raw), received)
+	t := newTicket(m, src, support, now)
+
+	refs, kinds := threadRefs(m)
+	keys := []string{s.Key("seq"), s.Key("tickets"), s.Key("events"), s.Key("seen:" + dedupeKey(m, rawSHA)), s.Key("msg:-")}
+	if m.MessageID != "" {
+		keys[4] = s.Key("msg:" + m.MessageID)
+	}
+	for _, r := range refs {
+		keys = append(keys, s.Key("msg:"+r))
+	}
+	tjson, err := jsonTail(t)
+	if err != nil {
+		return Result{}, err
+	}
+	cjson, err := jsonTail(c)
+	if err != nil {
+		return Result{}, err
+	}
+	args := []any{
+		s.p, len(refs), subjectToken(m.Subject), m.From.Email, now.Format(time.RFC3339Nano),
+		tjson, cjson, strings.Join(participants(m, support), "\n"), strconv.FormatBool(src.SuppressTriggers),
+		s.opts.StreamMaxLen, m.MessageID,
+	}
+	for _, k := range kinds {
+		args = append(args, k)
+	}
+
+	// One round trip: the raw mail and attachment bytes (content-addressed,
+	// so writing them twice is harmless) and the ingest script.
+	var script *redis.Cmd
+	_, err = s.pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.SetNX(ctx, s.Key("raw:"+rawSHA), keep, 0)
+		for _, part := range m.Parts {
+			pipe.SetNX(ctx, s.Key("blob:"+part.SHA256), part.Data, 0)
+		}
+		script = ingestScript.EvalSha(ctx, pipe, keys, args...)
+		return nil
+	})
+	if err != nil && redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
+		// The server lost its script cache (restart, failover): Run loads it.
+		script = ingestScript.Run(ctx, s.rdb, keys, args...)
+		err = script.Err()
+	}
+	if err != nil {
+		return Result{}, s.fail(ctx, fmt.Errorf("ingest %s: %w", describe(m, rawSHA), err))
+	}
+	return parseResult(script)
+}
+
+func parseResult(cmd *redis.Cmd) (Result, error) {
+	vals, err := cmd.StringSlice()
+	if err != nil || len(vals) < 2 {
+		return Result{}, fmt.Errorf("ingest: unexpected script reply %v: %v", cmd.Val(), err)
+	}
+	var r Result
+	tid, cidx, _ := strings.Cut(vals[1], ":")
+	r.Ticket, _ = strconv.ParseInt(tid, 10, 64)
+	r.Comment, _ = strconv.ParseInt(cidx, 10, 64)
+	switch vals[0] {
+	case "duplicate":
+		r.Duplicate = true
+	case "ticket.created":
+		r.Created = true
+	}
+	if len(vals) >= 4 {
+		r.ThreadedBy, r.EventID = vals[2], vals[3]
+	}
+	return r, nil
+}
+
+// RegisterOutbound records the Message-ID of a mail the helpdesk sent about
+// ticket id, so that a customer's reply to it threads onto that ticket.
+func (s *Store) RegisterOutbound(ctx context.Context, id int64, messageID string) error {
+	messageID = strings.Trim(strings.TrimSpace(messageID), "<>")
+	if messageID == "" {
+		return errors.New("register outbound: empty Message-ID")
+	}
+	n, err := s.rdb.Exists(ctx, s.ticketKey(id)).Result()
+	if err != nil {
+		return s.fail(ctx, fmt.Errorf("register outbound %s for #%d: %w", messageID, id, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("register outbound %s: %w: #%d", messageID, ErrNotFound, id)
+	}
+	return s.fail(ctx, s.rdb.Set(ctx, s.Key("msg:"+messageID), id, 0).Err())
+}
+
+// ErrNotFound is returned for a ticket that does not exist.
+var ErrNotFound = errors.New("no such ticket")
+
+func (s *Store) ticketKey(id int64) string { return s.Key("ticket:" + strconv.FormatInt(id, 10)) }
+
+func (s *Store) supportSet(ctx context.Context) (map[string]bool, error) {
+	set := map[string]bool{}
+	if s.opts.SupportAddresses == nil {
+		return set, nil
+	}
+	addrs, err := s.opts.SupportAddresses(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("support addresses: %w", err)
+	}
+	for _, a := range addrs {
+		set[strings.ToLower(a)] = true
+	}
+	return set, nil
+}
+
+func (s *Store) pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	return s.rdb.Pipelined(ctx, fn)
+}
+
+// fail passes err through, and on a connection error makes a cluster client
+// reload its slot map at once: go-redis only does so on MOVED or every 60 s,
+// so after a master dies it would keep failing for about a minute.
+func (s *Store) fail(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	var nerr net.Error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok && (errors.As(err, &nerr) || errors.Is(err, redis.ErrClosed)) {
+		cc.ReloadState(ctx)
+	}
+	return err
+}
