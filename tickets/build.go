@@ -137,10 +137,18 @@ func threadRefs(m *Parsed) (refs, kinds []string) {
 	for i := len(m.References) - 1; i >= 0; i-- {
 		add(m.References[i], "references")
 	}
-	// A mail citing hundreds of ids is not worth hundreds of lookups.
+	return limitRefs(refs, kinds)
+}
+
+// limitRefs caps the lookups: a mail citing hundreds of ids is not worth
+// hundreds of them.
+func limitRefs(refs, kinds []string) ([]string, []string) {
 	const maxRefs = 20
 	if len(refs) > maxRefs {
-		refs, kinds = refs[:maxRefs], kinds[:maxRefs]
+		refs = refs[:maxRefs]
+	}
+	if len(kinds) > len(refs) {
+		kinds = kinds[:len(refs)]
 	}
 	return refs, kinds
 }

@@ -12,7 +12,9 @@
 -- ARGV[7] comment JSON without its opening "{"
 -- ARGV[8] participants, "\n"-separated  ARGV[9] suppress_triggers
 -- ARGV[10] stream max length (0: no trim)  ARGV[11] own message id or ""
--- ARGV[12..11+n] rule name of each ref ("in-reply-to" or "references")
+-- ARGV[12] noise reason ("" for a normal mail, see noise.go)
+-- ARGV[13] sender rate limit (0: none)  ARGV[14] rate window in ms
+-- ARGV[15..14+n] rule name of each ref ("in-reply-to" or "references")
 --
 -- Every key lives under the prefix; in Redis Cluster the prefix carries a
 -- hash tag so that all of them share one slot (see store.go).
@@ -24,13 +26,57 @@ end
 
 local nrefs = tonumber(ARGV[2])
 local sender = ARGV[4]
+local maxlen = tonumber(ARGV[10])
+local function publish(fields)
+  if maxlen > 0 then
+    return redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+  return redis.call('XADD', KEYS[3], '*', unpack(fields))
+end
+
+-- Noise (auto-replies, bounces, our own mail) opens nothing; it is reported
+-- on the ticket it is about, found by any reference, whoever sent it.
+local noise = ARGV[12]
+if noise ~= '' then
+  local tid = '0'
+  for i = 1, nrefs do
+    local t = redis.call('GET', KEYS[5 + i])
+    if t then tid = t break end
+  end
+  redis.call('SET', KEYS[4], tid .. ':0')
+  local typ = 'mail.suppressed'
+  if noise == 'bounce' then typ = 'mail.bounced' end
+  local eid = publish({'type', typ, 'ticket', tid, 'reason', noise, 'suppress_triggers', 'true',
+    'message_id', ARGV[11], 'data', '{' .. ARGV[7]})
+  return {'suppressed', tid .. ':0', noise, eid}
+end
+
+-- A sender over its rate is a loop in the making (two robots answering
+-- each other): keep the mail's bytes, report it, open nothing. The mail is
+-- not marked seen, so an admin can ingest it again later.
+local limit = tonumber(ARGV[13])
+if limit > 0 and sender ~= '' then
+  local rk = p .. 'rate:' .. sender
+  local n = redis.call('INCR', rk)
+  if n == 1 then redis.call('PEXPIRE', rk, ARGV[14]) end
+  if n > limit then
+    if n == limit + 1 then
+      publish({'type', 'sender.rate_limited', 'ticket', '0', 'reason', 'rate-limited', 'sender', sender,
+        'suppress_triggers', 'true', 'message_id', '', 'data', '{"sender":"' .. sender .. '","limit":' .. limit .. '}'})
+    end
+    local eid = publish({'type', 'mail.suppressed', 'ticket', '0', 'reason', 'rate-limited', 'suppress_triggers', 'true',
+      'message_id', ARGV[11], 'data', '{' .. ARGV[7]})
+    return {'suppressed', '0:0', 'rate-limited', eid}
+  end
+end
+
 local target, rule = nil, ''
 -- Header threading only joins a ticket the sender already takes part in,
 -- so a reply to a newsletter never merges unrelated customers.
 for i = 1, nrefs do
   local tid = redis.call('GET', KEYS[5 + i])
   if tid and sender ~= '' and redis.call('SISMEMBER', p .. 'ticket:' .. tid .. ':people', sender) == 1 then
-    target, rule = tid, ARGV[11 + i]
+    target, rule = tid, ARGV[14 + i]
     break
   end
 end
@@ -73,12 +119,5 @@ if ARGV[11] ~= '' then
   redis.call('SET', KEYS[5], id)
 end
 
-local maxlen = tonumber(ARGV[10])
-local fields = {'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', ARGV[9], 'message_id', ARGV[11], 'data', data}
-local eid
-if maxlen > 0 then
-  eid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(fields))
-else
-  eid = redis.call('XADD', KEYS[3], '*', unpack(fields))
-end
+local eid = publish({'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', ARGV[9], 'message_id', ARGV[11], 'data', data})
 return {typ, id .. ':' .. idx, rule, eid}

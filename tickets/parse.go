@@ -1,10 +1,12 @@
 package tickets
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	netmail "net/mail"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -50,39 +52,47 @@ type Part struct {
 // Limits that keep hostile input from costing more than a large honest mail.
 const (
 	maxDepth = 20   // nested multiparts; real mail rarely goes past 5
-	maxParts = 1000 // leaf parts per message
+	maxParts = 1000 // MIME entities per message
 )
 
 // Parse extracts what the helpdesk needs from a raw message. It never fails
 // and never panics: what cannot be parsed is reported in Problems and the
 // fields are filled as well as the input allows.
-func Parse(raw []byte) (p *Parsed) {
-	p = &Parsed{}
+func Parse(raw []byte) *Parsed {
+	p := &Parsed{}
 	w := &walker{p: p}
-	var body []byte
+	// Each phase is guarded on its own, so a bug in one (say, the address
+	// fallback) still leaves the others' results.
+	h, body := textproto.Header{}, raw
+	w.guard(func() { h, body = w.splitHeader(raw, "header") })
+	p.Header = gomail.Header{Header: message.Header{Header: h}}
+	w.guard(w.headers)
+	w.guard(func() { w.entity(h, body, 0, walkCtx{}) })
+	w.guard(func() { w.finish(body) })
+	p.Text = strings.ToValidUTF8(p.Text, "\uFFFD")
+	p.HTML = strings.ToValidUTF8(p.HTML, "\uFFFD")
+	p.Subject = strings.ToValidUTF8(p.Subject, "\uFFFD")
+	return p
+}
+
+func (w *walker) guard(f func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.problem("parser panic: %v", r)
 		}
-		w.finish(body)
 	}()
-
-	var h textproto.Header
-	h, body = w.splitHeader(raw, "header")
-	p.Header = gomail.Header{Header: message.Header{Header: h}}
-	w.headers()
-	w.entity(h, body, 0, walkCtx{})
-	return p
+	f()
 }
 
 // walker collects the bodies and parts of one message while it descends
 // the MIME tree.
 type walker struct {
-	p      *Parsed
-	plains []string
-	htmls  []string
-	meta   []partMeta // parallel to p.Parts
-	leaves int
+	p        *Parsed
+	plains   []string
+	htmls    []string
+	meta     []partMeta // parallel to p.Parts
+	entities int
+	seen     map[string]bool // Problems already reported
 }
 
 // partMeta is what the inline decision needs once the HTML body is known.
@@ -96,14 +106,25 @@ type walkCtx struct {
 	inRelated bool
 }
 
+// maxProblems bounds the list: a mail with thousands of bad lines is
+// malformed, and saying so a hundred times is enough.
+const maxProblems = 100
+
 func (w *walker) problem(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
-	for _, old := range w.p.Problems {
-		if old == s {
-			return
-		}
+	if w.seen == nil {
+		w.seen = map[string]bool{}
 	}
-	w.p.Problems = append(w.p.Problems, s)
+	if w.seen[s] {
+		return
+	}
+	w.seen[s] = true
+	switch n := len(w.p.Problems); {
+	case n < maxProblems:
+		w.p.Problems = append(w.p.Problems, s)
+	case n == maxProblems:
+		w.p.Problems = append(w.p.Problems, "more problems not listed")
+	}
 }
 
 // headers fills the fields that come from the top-level header.
@@ -241,16 +262,16 @@ func parseDate(v string) (time.Time, error) {
 // dropped; order is kept.
 func ParseMsgIDs(s string) []string {
 	var ids []string
+	seen := map[string]bool{}
 	add := func(id string) {
-		id = strings.Join(strings.Fields(id), "")
-		if id == "" {
+		if strings.ContainsAny(id, " \t\r\n") {
+			id = strings.Join(strings.Fields(id), "")
+		}
+		id = strings.ToValidUTF8(id, "\uFFFD")
+		if id == "" || seen[id] {
 			return
 		}
-		for _, old := range ids {
-			if old == id {
-				return
-			}
-		}
+		seen[id] = true
 		ids = append(ids, id)
 	}
 	for i := 0; i < len(s); {
@@ -323,6 +344,13 @@ func skipQuoted(s string, i int) int {
 // entity handles one MIME entity: it descends into multiparts and sorts
 // leaves into bodies and parts.
 func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx) {
+	w.entities++
+	if w.entities > maxParts {
+		if w.entities == maxParts+1 {
+			w.problem("more than %d MIME parts, the rest ignored", maxParts)
+		}
+		return
+	}
 	mh := message.Header{Header: h}
 	mt, params := w.contentType(mh, ctx)
 	disp, dparams := w.params(mh.Get("Content-Disposition"), "Content-Disposition")
@@ -331,19 +359,17 @@ func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx)
 		w.multipart(mt, params, body, depth, ctx)
 		return
 	}
-	w.leaves++
-	if w.leaves > maxParts {
-		if w.leaves == maxParts+1 {
-			w.problem("more than %d parts, the rest ignored", maxParts)
-		}
-		return
-	}
 	data := w.transferDecode(body, mh.Get("Content-Transfer-Encoding"), mt)
 
 	// A text part is the body unless it says it is an attachment
 	// (RFC 2183 section 2.2).
 	if (mt == "text/plain" || mt == "text/html") && disp != "attachment" {
-		s := normalizeNewlines(w.decodeCharset(data, params["charset"], mt))
+		cs := params["charset"]
+		if cs == "" && mt == "text/html" {
+			cs = metaCharset(data)
+		}
+		s := normalizeNewlines(w.decodeCharset(data, cs, mt))
+		s = strings.TrimPrefix(s, "\uFEFF")
 		if mt == "text/plain" {
 			if strings.EqualFold(params["format"], "flowed") {
 				s = unflow(s, strings.EqualFold(params["delsp"], "yes"))
@@ -354,7 +380,23 @@ func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx)
 		}
 		return
 	}
+	if len(data) > 0 && len(body) > 0 && &data[0] == &body[0] {
+		// Not transfer-encoded: do not keep the caller's buffer alive
+		// or let its reuse change the part.
+		data = bytes.Clone(data)
+	}
 	w.addPart(mh, mt, params, disp, dparams, data, ctx)
+}
+
+var metaCharsetRE = regexp.MustCompile(`(?i)<meta[^>]*charset\s*=\s*["']?\s*([a-z0-9_.:-]+)`)
+
+// metaCharset finds the charset an HTML body declares for itself, for
+// when the Content-Type has none.
+func metaCharset(b []byte) string {
+	if m := metaCharsetRE.FindSubmatch(b[:min(len(b), 4096)]); m != nil {
+		return string(m[1])
+	}
+	return ""
 }
 
 // contentType parses Content-Type, RFC 2045 section 5.2: a missing or
@@ -400,6 +442,9 @@ func (w *walker) multipart(mt string, params map[string]string, body []byte, dep
 	sub := mt[len("multipart/"):]
 	inner := walkCtx{parent: sub, inRelated: ctx.inRelated || sub == "related"}
 	for _, part := range parts {
+		if w.entities > maxParts {
+			break
+		}
 		ph, pbody := w.splitHeader(part, mt+" part header")
 		w.entity(ph, pbody, depth+1, inner)
 	}
@@ -450,18 +495,9 @@ func contentID(v string) string {
 	return strings.ToValidUTF8(strings.TrimSpace(v), "")
 }
 
-// finish chooses the text, decides which parts are inline and makes every
-// string valid UTF-8. It runs even after a recovered panic.
+// finish chooses the text and decides which parts are inline. It runs
+// even after a recovered panic, with what was collected until then.
 func (w *walker) finish(body []byte) {
-	defer func() {
-		if r := recover(); r != nil {
-			w.problem("parser panic: %v", r)
-		}
-		p := w.p
-		p.Text = strings.ToValidUTF8(p.Text, "\uFFFD")
-		p.HTML = strings.ToValidUTF8(p.HTML, "\uFFFD")
-		p.Subject = strings.ToValidUTF8(p.Subject, "\uFFFD")
-	}()
 	p := w.p
 	p.HTML = strings.TrimSpace(strings.Join(w.htmls, "\n"))
 	var texts []string
@@ -480,17 +516,40 @@ func (w *walker) finish(body []byte) {
 
 	// RFC 2387: a part of a multipart/related that the HTML references by
 	// cid: is shown in place even without a Content-Disposition.
-	var lowerHTML string
+	var refs map[string]bool
 	for i := range p.Parts {
 		a := &p.Parts[i].Attachment
 		m := w.meta[i]
 		if a.Inline || m.disposition != "" || !m.inRelated || a.ContentID == "" {
 			continue
 		}
-		if lowerHTML == "" {
-			lowerHTML = strings.ToLower(p.HTML)
+		if refs == nil {
+			refs = cidRefs(p.HTML)
 		}
-		a.Inline = strings.Contains(lowerHTML, "cid:"+strings.ToLower(a.ContentID))
+		a.Inline = refs[strings.ToLower(a.ContentID)]
+	}
+}
+
+// cidRefs returns the lower-cased Content-IDs that html refers to with
+// cid: URLs (RFC 2392).
+func cidRefs(html string) map[string]bool {
+	refs := map[string]bool{}
+	s := strings.ToLower(html)
+	for {
+		i := strings.Index(s, "cid:")
+		if i < 0 {
+			return refs
+		}
+		s = s[i+4:]
+		end := strings.IndexAny(s, "\"'>) \t\r\n")
+		if end < 0 {
+			end = len(s)
+		}
+		if id, err := url.PathUnescape(s[:end]); err == nil {
+			refs[id] = true
+		}
+		refs[s[:end]] = true
+		s = s[end:]
 	}
 }
 

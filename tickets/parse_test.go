@@ -671,3 +671,45 @@ func BenchmarkParse10KB(b *testing.B) {
 		Parse(raw)
 	}
 }
+
+func TestParseConcatenatesPlainParts(t *testing.T) {
+	raw := "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n" +
+		"--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nFirst part.\r\n\r\n" +
+		"--m\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n" +
+		"--m\r\nContent-Type: text/plain\r\n\r\n-- \r\nMailing list footer\r\n" +
+		"--m\r\nContent-Type: application/octet-stream\r\n\r\nraw bytes\r\n" +
+		"--m--\r\n"
+	p := Parse([]byte(raw))
+	wantNoProblems(t, p)
+	if want := "First part.\n\n-- \nMailing list footer"; p.Text != want {
+		t.Errorf("Text = %q, want %q", p.Text, want)
+	}
+	var names []string
+	for _, part := range p.Parts {
+		names = append(names, part.Filename)
+		if part.Inline {
+			t.Errorf("%s is Inline, want attachment (no disposition)", part.Filename)
+		}
+	}
+	if want := []string{"attachment-1.jpg", "attachment-2.bin"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("Parts = %q, want %q", names, want)
+	}
+}
+
+func TestParseHTMLMetaCharset(t *testing.T) {
+	raw := "From: a@example.com\nContent-Type: text/html\n\n<html><head><meta charset=\"iso-8859-15\"></head><body>Caf\xe9 \xa4</body></html>"
+	p := Parse([]byte(raw))
+	wantNoProblems(t, p)
+	if p.Text != "Café €" {
+		t.Errorf("Text = %q, want %q", p.Text, "Café €")
+	}
+}
+
+func TestParsePartDoesNotAliasInput(t *testing.T) {
+	raw := []byte("From: a@example.com\nContent-Type: application/octet-stream\n\nabc")
+	p := Parse(raw)
+	copy(raw[len(raw)-3:], "xyz")
+	if len(p.Parts) != 1 || string(p.Parts[0].Data) != "abc" {
+		t.Errorf("Parts = %+v, want data \"abc\" after the input changed", p.Parts)
+	}
+}

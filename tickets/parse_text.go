@@ -71,7 +71,12 @@ func htmlToText(s string) string {
 		case strings.HasPrefix(s, "<!--"):
 			// An unterminated comment would hide the rest of the body;
 			// keep the text rather than follow HTML5 here.
-			if end := strings.Index(s[4:], "-->"); end >= 0 {
+			end := -1
+			if !t.noCommentEnd {
+				end = strings.Index(s[4:], "-->")
+				t.noCommentEnd = end < 0 // no need to look again
+			}
+			if end >= 0 {
 				s = s[4+end+3:]
 			} else {
 				s = s[4:]
@@ -165,6 +170,16 @@ type textOut struct {
 	lineStart bool
 	quote     int // blockquote depth
 	pre       int // <pre> depth: white space is kept
+
+	noCommentEnd bool // no "-->" follows: unterminated comments are text
+}
+
+// maxQuotePrefix bounds the "> " prefix, so nested blockquotes cannot make
+// the text quadratic in the input.
+const maxQuotePrefix = 10
+
+func (t *textOut) prefix(sep string) string {
+	return strings.Repeat(sep, min(t.quote, maxQuotePrefix))
 }
 
 var (
@@ -263,7 +278,7 @@ func (t *textOut) flush() {
 		t.b = trimTrailingSpaces(t.b)
 		for i := 0; i < t.breaks; i++ {
 			if i > 0 && t.quote > 0 {
-				t.b = append(t.b, strings.Repeat(">", t.quote)...)
+				t.b = append(t.b, t.prefix(">")...)
 			}
 			t.b = append(t.b, '\n')
 		}
@@ -272,7 +287,7 @@ func (t *textOut) flush() {
 	}
 	if t.lineStart {
 		if t.quote > 0 {
-			t.b = append(t.b, strings.Repeat("> ", t.quote)...)
+			t.b = append(t.b, t.prefix("> ")...)
 		}
 		t.lineStart, t.space = false, false
 		return

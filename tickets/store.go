@@ -28,6 +28,11 @@ type Options struct {
 	MaxRawBytes int64
 	// StreamMaxLen trims the event stream approximately; 0 keeps all.
 	StreamMaxLen int64
+	// SenderRateLimit is how many mails one sender may turn into tickets
+	// or comments per SenderRateWindow before the rest are suppressed as a
+	// probable mail loop; 0 disables the limit.
+	SenderRateLimit  int
+	SenderRateWindow time.Duration
 	// SupportAddresses returns the addresses mail is received at (the
 	// connected accounts and configured extras), lower-cased. May be nil.
 	SupportAddresses func(ctx context.Context) ([]string, error)
@@ -94,6 +99,10 @@ type Result struct {
 	Duplicate  bool   // the mail was ingested before; nothing was written
 	ThreadedBy string // rule that attached a reply ("" for new tickets)
 	EventID    string // stream entry id of the event ("" for duplicates)
+	// Suppressed says why the mail opened no ticket and added no comment
+	// (one of the Noise* reasons); Ticket is then the ticket it concerns,
+	// or 0.
+	Suppressed string
 }
 
 // Ingest turns one raw RFC 5322 message into a ticket or a comment,
@@ -122,7 +131,16 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 	c := newComment(m, raw, rawSHA, len(keep) < len(raw), received)
 	t := newTicket(m, src, support, now)
 
+	noise := classify(m, support)
 	refs, kinds := threadRefs(m)
+	if noise == NoiseBounce {
+		refs, kinds = limitRefs(bounceRefs(m), nil)
+	}
+	rateLimit := s.opts.SenderRateLimit
+	if src.SuppressTriggers {
+		// The initial import is old mail, not a loop happening now.
+		rateLimit = 0
+	}
 	keys := []string{s.Key("seq"), s.Key("tickets"), s.Key("events"), s.Key("seen:" + dedupeKey(m, rawSHA)), s.Key("msg:-")}
 	if m.MessageID != "" {
 		keys[4] = s.Key("msg:" + m.MessageID)
@@ -141,10 +159,14 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 	args := []any{
 		s.p, len(refs), subjectToken(m.Subject), m.From.Email, now.Format(time.RFC3339Nano),
 		tjson, cjson, strings.Join(participants(m, support), "\n"), strconv.FormatBool(src.SuppressTriggers),
-		s.opts.StreamMaxLen, m.MessageID,
+		s.opts.StreamMaxLen, m.MessageID, noise, rateLimit, s.opts.SenderRateWindow.Milliseconds(),
 	}
-	for _, k := range kinds {
-		args = append(args, k)
+	for i := range refs {
+		kind := "references"
+		if i < len(kinds) {
+			kind = kinds[i]
+		}
+		args = append(args, kind)
 	}
 
 	// One round trip: the raw mail and attachment bytes (content-addressed,
@@ -178,14 +200,16 @@ func parseResult(cmd *redis.Cmd) (Result, error) {
 	tid, cidx, _ := strings.Cut(vals[1], ":")
 	r.Ticket, _ = strconv.ParseInt(tid, 10, 64)
 	r.Comment, _ = strconv.ParseInt(cidx, 10, 64)
+	if len(vals) >= 4 {
+		r.ThreadedBy, r.EventID = vals[2], vals[3]
+	}
 	switch vals[0] {
 	case "duplicate":
 		r.Duplicate = true
 	case "ticket.created":
 		r.Created = true
-	}
-	if len(vals) >= 4 {
-		r.ThreadedBy, r.EventID = vals[2], vals[3]
+	case "suppressed":
+		r.Suppressed, r.ThreadedBy = r.ThreadedBy, ""
 	}
 	return r, nil
 }
