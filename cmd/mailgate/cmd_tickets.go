@@ -82,8 +82,13 @@ func ticketsList(c *cli.Context) error {
 }
 
 func ticketsShow(c *cli.Context) error {
-	id, err := strconv.ParseInt(strings.TrimPrefix(c.Args().First(), "#"), 10, 64)
-	if c.NArg() != 1 || err != nil {
+	args, asJSON := trailingJSON(c)
+	var id int64
+	var err error
+	if len(args) == 1 {
+		id, err = strconv.ParseInt(strings.TrimPrefix(args[0], "#"), 10, 64)
+	}
+	if len(args) != 1 || err != nil {
 		return cli.Exit("usage: mailgate tickets show ID (a ticket number such as 42 or #42)", 1)
 	}
 	cfg, err := loadConfig(c)
@@ -99,7 +104,7 @@ func ticketsShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
+	if asJSON {
 		return writeJSON(c.App.Writer, t)
 	}
 	w := c.App.Writer
@@ -213,6 +218,22 @@ func emlFiles(args []string) ([]string, error) {
 		out = append(out, found...)
 	}
 	return out, nil
+}
+
+// trailingJSON returns the arguments and whether JSON output was asked
+// for, accepting "--json" after the arguments too ("tickets show 42
+// --json"), which urfave/cli would otherwise take as an argument.
+func trailingJSON(c *cli.Context) ([]string, bool) {
+	asJSON := c.Bool("json")
+	var args []string
+	for _, a := range c.Args().Slice() {
+		if a == "--json" || a == "-json" {
+			asJSON = true
+			continue
+		}
+		args = append(args, a)
+	}
+	return args, asJSON
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -60,6 +60,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, cli.Exit(err, exitConfig)
 	}
+	slog.SetDefault(newLogger(cfg, os.Stderr))
 	return cfg, nil
 }
 
@@ -74,9 +75,18 @@ func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// redisLog sends go-redis's own messages (pool dial retries...) to the
+// debug log instead of stderr: the error that reaches the user says it.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
 // openRedis connects as configured: Sentinel when redis.master_name is set,
 // Cluster when redis.addrs lists seeds, else a single node.
 func openRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, error) {
+	redis.SetLogger(redisLog{slog.Default()})
 	rc := cfg.Redis
 	var rdb redis.UniversalClient
 	switch {
@@ -142,6 +152,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tick
 		Prefix:           cfg.Redis.Prefix,
 		MaxRawBytes:      cfg.Tickets.MaxRawBytes,
 		StreamMaxLen:     cfg.Tickets.StreamMaxLen,
+		SenderRateLimit:  cfg.Fetch.SenderRateLimit,
+		SenderRateWindow: cfg.Fetch.SenderRateWindow.Duration(),
 		SupportAddresses: func(context.Context) ([]string, error) { return extra, nil },
 		Logger:           log,
 	})

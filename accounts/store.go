@@ -1,0 +1,462 @@
+package accounts
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/oauth"
+)
+
+var (
+	//go:embed connect.lua
+	connectLua    string
+	connectScript = redis.NewScript(connectLua)
+
+	//go:embed update.lua
+	updateLua    string
+	updateScript = redis.NewScript(updateLua)
+)
+
+// disconnectedWarning is what `accounts list` shows for an account an admin
+// disconnected (G15: a disconnected account shows a warning).
+const disconnectedWarning = "disconnected: no mail is received from this account until it is reconnected"
+
+// Options configure a Store. cmd/mailgate builds them from config.
+type Options struct {
+	// Prefix starts every key ("mailgate:"). Under Redis Cluster a prefix
+	// without a hash tag is wrapped in one, as the ticket store does.
+	Prefix string
+	// Box seals refresh tokens at rest. Required to store or read a
+	// token; listing accounts works without it.
+	Box *oauth.Box
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Extra are support addresses that are not connected accounts
+	// (tickets.support_addresses).
+	Extra []string
+}
+
+// Store keeps accounts in Redis. It is safe for concurrent use.
+//
+// Keys, under the prefix: account:<email> (hash, the refresh token sealed
+// in its "token" field), accounts (set of emails), lease:<email>,
+// attempts:<email>:<uidvalidity>:<uid>; changes are published on
+// accounts:changed.
+type Store struct {
+	rdb  redis.UniversalClient
+	opts Options
+	p    string
+}
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = "mailgate:"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	p := opts.Prefix
+	// Connect touches the account hash and the accounts set in one
+	// script, so under Cluster both must share a slot.
+	if _, ok := rdb.(*redis.ClusterClient); ok && !strings.Contains(p, "{") {
+		p = "{" + strings.TrimSuffix(p, ":") + "}:"
+	}
+	return &Store{rdb: rdb, opts: opts, p: p}
+}
+
+func (s *Store) accountKey(email string) string { return s.p + "account:" + email }
+func (s *Store) setKey() string                 { return s.p + "accounts" }
+func (s *Store) leaseKey(email string) string   { return s.p + "lease:" + email }
+func (s *Store) channel() string                { return s.p + "accounts:changed" }
+
+func (s *Store) attemptsKey(email string, uidValidity, uid uint32) string {
+	return fmt.Sprintf("%sattempts:%s:%d:%d", s.p, email, uidValidity, uid)
+}
+
+func (s *Store) now() string { return s.opts.Now().UTC().Format(time.RFC3339Nano) }
+
+// Connect adds an account or reconnects a known one, storing refreshToken
+// sealed with the Box (the email is the additional data, so a sealed token
+// copied to another account does not open). The account becomes connected
+// and its Warning and LastError are cleared.
+//
+// On the first connect it records ConnectedAt, a.ImportRecent and
+// a.Fallback, and SendViaGmail starts true (G8's default; a.SendViaGmail is
+// ignored, since a zero Account must not turn sending off). A reconnect
+// keeps all of those, the fetch cursor, the counters and ImportDone, so
+// nothing is imported twice (G16). a.Kind "" keeps the stored kind (gmail
+// for a new account); the other fields of a are ignored.
+func (s *Store) Connect(ctx context.Context, a Account, refreshToken string) (reconnected bool, err error) {
+	email, err := NormalizeEmail(a.Email)
+	if err != nil {
+		return false, err
+	}
+	kind := a.Kind
+	if kind != "" {
+		if kind, err = ParseKind(string(kind)); err != nil {
+			return false, err
+		}
+	}
+	if a.ImportRecent < 0 {
+		return false, fmt.Errorf("connect %s: import_recent must be 0 or more, got %d", email, a.ImportRecent)
+	}
+	sealed, err := s.seal(email, refreshToken)
+	if err != nil {
+		return false, fmt.Errorf("connect %s: %w", email, err)
+	}
+	n, err := connectScript.Run(ctx, s.rdb,
+		[]string{s.accountKey(email), s.setKey()},
+		email, string(kind), sealed, s.now(), a.ImportRecent, "1", a.Fallback, s.channel(),
+	).Int()
+	if err != nil {
+		return false, fmt.Errorf("connect %s: %w", email, err)
+	}
+	return n == 1, nil
+}
+
+// Get returns one account. An unknown address gives an error wrapping
+// ErrNotFound.
+func (s *Store) Get(ctx context.Context, email string) (*Account, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	h, err := s.rdb.HGetAll(ctx, s.accountKey(e)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("account %s: %w", e, err)
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("account %s: %w", e, ErrNotFound)
+	}
+	return parseAccount(e, h), nil
+}
+
+// List returns every account ever connected, disconnected ones included,
+// sorted by email.
+func (s *Store) List(ctx context.Context) ([]*Account, error) {
+	emails, err := s.rdb.SMembers(ctx, s.setKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	slices.Sort(emails)
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(emails))
+	for i, e := range emails {
+		cmds[i] = pipe.HGetAll(ctx, s.accountKey(e))
+	}
+	if len(emails) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list accounts: %w", err)
+		}
+	}
+	out := make([]*Account, 0, len(emails))
+	for i, e := range emails {
+		if h := cmds[i].Val(); len(h) > 0 {
+			out = append(out, parseAccount(e, h))
+		}
+	}
+	return out, nil
+}
+
+// Disconnect stops an account (G14): state disconnected, the refresh token
+// deleted, no longer a support address. The fetch cursor and counters stay
+// for a later reconnect.
+func (s *Store) Disconnect(ctx context.Context, email string) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, e, "exists", true, update{
+		set: []string{"state", string(StateDisconnected), "warning", disconnectedWarning, "updated_at", s.now()},
+		del: []string{"token"},
+	})
+}
+
+// SetError puts a connected account in state error with a warning for the
+// admin (G15) and the underlying error. It stays a support address. An
+// account an admin disconnected meanwhile is left alone (ErrDisconnected).
+func (s *Store) SetError(ctx context.Context, email string, warning string, cause error) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	last := ""
+	if cause != nil {
+		last = cause.Error()
+	}
+	if warning == "" {
+		warning = last
+	}
+	now := s.now()
+	return s.update(ctx, e, "live", true, update{
+		set: []string{"state", string(StateError), "warning", warning, "last_error", last, "error_at", now, "updated_at", now},
+	})
+}
+
+// RefreshToken returns the account's decrypted refresh token. It fails with
+// ErrNotFound, ErrDisconnected, or oauth.ErrOpen when the token does not
+// open (another key file, or a token copied from another account).
+func (s *Store) RefreshToken(ctx context.Context, email string) (string, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return "", err
+	}
+	if s.opts.Box == nil {
+		return "", fmt.Errorf("refresh token of %s: no key configured (secrets.key_file)", e)
+	}
+	v, err := s.rdb.HMGet(ctx, s.accountKey(e), "email", "token").Result()
+	if err != nil {
+		return "", fmt.Errorf("refresh token of %s: %w", e, err)
+	}
+	if v[0] == nil {
+		return "", fmt.Errorf("refresh token of %s: %w", e, ErrNotFound)
+	}
+	sealed, _ := v[1].(string)
+	if sealed == "" {
+		return "", fmt.Errorf("refresh token of %s: %w", e, ErrDisconnected)
+	}
+	plain, err := s.opts.Box.Open([]byte(sealed), []byte(e))
+	if err != nil {
+		return "", fmt.Errorf("refresh token of %s: %w (was secrets.key_file replaced? then reconnect the account)", e, err)
+	}
+	return string(plain), nil
+}
+
+// SaveRefreshToken replaces the stored refresh token, when the token
+// endpoint rotated it. It refuses (ErrDisconnected) for an account an admin
+// disconnected meanwhile.
+func (s *Store) SaveRefreshToken(ctx context.Context, email, token string) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	sealed, err := s.seal(e, token)
+	if err != nil {
+		return fmt.Errorf("save refresh token of %s: %w", e, err)
+	}
+	return s.update(ctx, e, "live", false, update{set: []string{"token", sealed}})
+}
+
+// SupportAddresses returns the addresses mail is received at: accounts
+// connected or in error (an errored account is still ours, which matters
+// for loop detection) and Options.Extra, lower-cased, sorted, without
+// duplicates. Disconnected accounts are not included (G6, G14).
+func (s *Store) SupportAddresses(ctx context.Context) ([]string, error) {
+	emails, err := s.rdb.SMembers(ctx, s.setKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("support addresses: %w", err)
+	}
+	out := make([]string, 0, len(emails)+len(s.opts.Extra))
+	if len(emails) > 0 {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.StringCmd, len(emails))
+		for i, e := range emails {
+			cmds[i] = pipe.HGet(ctx, s.accountKey(e), "state")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("support addresses: %w", err)
+		}
+		for i, e := range emails {
+			switch State(cmds[i].Val()) {
+			case StateConnected, StateError:
+				out = append(out, e)
+			}
+		}
+	}
+	for _, x := range s.opts.Extra {
+		if x = strings.ToLower(strings.TrimSpace(x)); x != "" {
+			out = append(out, x)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Cursor returns how far fetching got; the zero Cursor when the account
+// was never fetched.
+func (s *Store) Cursor(ctx context.Context, email string) (Cursor, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return Cursor{}, err
+	}
+	v, err := s.rdb.HMGet(ctx, s.accountKey(e), "email", "uidvalidity", "last_uid").Result()
+	if err != nil {
+		return Cursor{}, fmt.Errorf("cursor of %s: %w", e, err)
+	}
+	if v[0] == nil {
+		return Cursor{}, fmt.Errorf("cursor of %s: %w", e, ErrNotFound)
+	}
+	str := func(x any) string { s, _ := x.(string); return s }
+	return Cursor{UIDValidity: parseUint32(str(v[1])), LastUID: parseUint32(str(v[2]))}, nil
+}
+
+// SetCursor records how far fetching got.
+func (s *Store) SetCursor(ctx context.Context, email string, c Cursor) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, e, "exists", false, update{set: []string{
+		"uidvalidity", strconv.FormatUint(uint64(c.UIDValidity), 10),
+		"last_uid", strconv.FormatUint(uint64(c.LastUID), 10),
+	}})
+}
+
+// MarkImportDone records that the initial import (G4) has run, so a
+// restart or reconnect never runs it again.
+func (s *Store) MarkImportDone(ctx context.Context, email string) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, e, "exists", false, update{set: []string{"import_done", "1"}})
+}
+
+// RecordPoll records a successful poll that imported n mails.
+func (s *Store) RecordPoll(ctx context.Context, email string, imported int) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, e, "exists", false, update{
+		set:  []string{"last_poll", s.now()},
+		incr: []string{"imported", strconv.Itoa(imported)},
+	})
+}
+
+// AddQuarantined counts one more quarantined mail.
+func (s *Store) AddQuarantined(ctx context.Context, email string) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, e, "exists", false, update{incr: []string{"quarantined", "1"}})
+}
+
+// Changed returns a channel that receives a value after accounts are
+// connected, disconnected or put in error, by this process or another one;
+// bursts are coalesced into one value. The subscription is in place when
+// Changed returns. The channel is closed when ctx is done. Messages sent
+// while the Redis connection is down are lost, so a supervisor should also
+// re-list accounts now and then (every poll interval is plenty).
+func (s *Store) Changed(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	ps := s.rdb.Subscribe(ctx, s.channel())
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := ps.Receive(rctx) // the subscription confirmation
+	cancel()
+	if err != nil {
+		// Not subscribed yet (go-redis retries); the caller should look
+		// at the accounts once rather than miss a change.
+		out <- struct{}{}
+	}
+	go func() {
+		defer close(out)
+		defer ps.Close()
+		msgs := ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-msgs:
+				if !ok {
+					return
+				}
+				select {
+				case out <- struct{}{}:
+				default: // one pending signal is enough
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// update is one call of update.lua: fields to set, fields to delete,
+// field/increment pairs.
+type update struct {
+	set, del, incr []string
+}
+
+func (s *Store) update(ctx context.Context, email, guard string, publish bool, u update) error {
+	ch := ""
+	if publish {
+		ch = s.channel()
+	}
+	args := make([]any, 0, 6+len(u.set)+len(u.del)+len(u.incr))
+	args = append(args, guard, ch, email, len(u.set)/2)
+	for _, v := range u.set {
+		args = append(args, v)
+	}
+	args = append(args, len(u.del))
+	for _, v := range u.del {
+		args = append(args, v)
+	}
+	args = append(args, len(u.incr)/2)
+	for _, v := range u.incr {
+		args = append(args, v)
+	}
+	res, err := updateScript.Run(ctx, s.rdb, []string{s.accountKey(email)}, args...).Text()
+	switch {
+	case err != nil:
+		return fmt.Errorf("account %s: %w", email, err)
+	case res == "missing":
+		return fmt.Errorf("account %s: %w", email, ErrNotFound)
+	case res == "disconnected":
+		return fmt.Errorf("account %s: %w", email, ErrDisconnected)
+	}
+	return nil
+}
+
+func (s *Store) seal(email, token string) (string, error) {
+	if s.opts.Box == nil {
+		return "", errors.New("no key configured to encrypt the refresh token (secrets.key_file)")
+	}
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return "", errors.New("empty refresh token")
+	}
+	return string(s.opts.Box.Seal([]byte(token), []byte(email))), nil
+}
+
+func parseAccount(email string, h map[string]string) *Account {
+	a := &Account{
+		Email:        email,
+		Kind:         Kind(h["kind"]),
+		State:        State(h["state"]),
+		Warning:      h["warning"],
+		LastError:    h["last_error"],
+		ErrorAt:      parseTime(h["error_at"]),
+		ConnectedAt:  parseTime(h["connected_at"]),
+		ImportDone:   h["import_done"] == "1",
+		LastPoll:     parseTime(h["last_poll"]),
+		SendViaGmail: h["send_via_gmail"] == "1",
+		Fallback:     h["fallback"],
+	}
+	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
+	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)
+	a.Quarantined, _ = strconv.ParseInt(h["quarantined"], 10, 64)
+	return a
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func parseUint32(s string) uint32 {
+	n, _ := strconv.ParseUint(s, 10, 32)
+	return uint32(n)
+}
