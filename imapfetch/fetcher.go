@@ -1,0 +1,365 @@
+package imapfetch
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"golang.org/x/oauth2"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// TLS modes for Options.TLSMode.
+const (
+	TLSImplicit = "implicit" // TLS from the first byte, like imap.gmail.com:993
+	TLSStartTLS = "starttls" // plaintext greeting, then STARTTLS
+	TLSPlain    = "plain"    // no TLS at all: refused unless the host is loopback
+)
+
+// Options configure a Fetcher. cmd/mailgate builds them from config; zero
+// fields get the defaults named below.
+type Options struct {
+	// IMAPAddr is host:port of the IMAP server; default imap.gmail.com:993.
+	IMAPAddr string
+	// TLSMode is TLSImplicit (default), TLSStartTLS or TLSPlain.
+	TLSMode string
+	// TLSConfig is used for TLS (RootCAs from fetch.ca_file); nil means
+	// the system roots.
+	TLSConfig *tls.Config
+	// PollInterval is how often INBOX is searched for new mail, and how
+	// often Run re-lists accounts; default 1m (seed G2).
+	PollInterval time.Duration
+	// IdleRestart re-issues IDLE this often, before the server's cut-off
+	// (Gmail's is about 29 minutes); default 25m.
+	IdleRestart time.Duration
+	// LeaseTTL is the lifetime of an account's polling lease; it is
+	// renewed every LeaseTTL/3. Default 30s.
+	LeaseTTL time.Duration
+	// BackoffMax caps the wait between reconnects; default 5m. The first
+	// wait is 1s (or BackoffMax if smaller), doubling, with jitter.
+	BackoffMax time.Duration
+	// IDLE waits for new mail with IMAP IDLE when the server offers it, so
+	// a mail becomes a ticket within seconds rather than PollInterval.
+	IDLE bool
+	// MaxAttempts is how many failed ingests quarantine a mail; default 5.
+	MaxAttempts int
+	// BatchSize is how many messages one FETCH asks for; default 20.
+	BatchSize int
+	// CommandTimeout bounds one IMAP command, one ingest and one store
+	// write; a server that stops answering is disconnected. Default 2m.
+	CommandTimeout time.Duration
+	// OAuth is the client configuration used to refresh access tokens.
+	OAuth *oauth2.Config
+	// HTTPClient talks to the token endpoint; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Holder names this process in leases (default host:pid:random). Two
+	// Fetchers sharing one Redis must have different holders.
+	Holder string
+	// Logger receives the fetcher's logs (keys account, uid, ticket); nil
+	// means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ClientID is sent with the IMAP ID command (Google asks clients to
+	// identify themselves); nil sends name "mailgate".
+	ClientID *imap.IDData
+}
+
+func (o *Options) setDefaults() {
+	if o.IMAPAddr == "" {
+		o.IMAPAddr = "imap.gmail.com:993"
+	}
+	if o.TLSMode == "" {
+		o.TLSMode = TLSImplicit
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Minute
+	}
+	if o.IdleRestart <= 0 {
+		o.IdleRestart = 25 * time.Minute
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 5 * time.Minute
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 20
+	}
+	if o.CommandTimeout <= 0 {
+		o.CommandTimeout = 2 * time.Minute
+	}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.Holder = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ClientID == nil {
+		o.ClientID = &imap.IDData{Name: "mailgate", Vendor: "mailgate"}
+	}
+}
+
+func (o *Options) validate() error {
+	switch o.TLSMode {
+	case TLSImplicit, TLSStartTLS, TLSPlain:
+	default:
+		return fmt.Errorf("imapfetch: unknown TLS mode %q (want implicit, starttls or plain)", o.TLSMode)
+	}
+	if o.OAuth == nil {
+		return errors.New("imapfetch: Options.OAuth is required")
+	}
+	return nil
+}
+
+// AccountStore is the part of *accounts.Store the fetcher uses.
+type AccountStore interface {
+	List(ctx context.Context) ([]*accounts.Account, error)
+	Get(ctx context.Context, email string) (*accounts.Account, error)
+	RefreshToken(ctx context.Context, email string) (string, error)
+	SaveRefreshToken(ctx context.Context, email, token string) error
+	SetError(ctx context.Context, email, warning string, cause error) error
+	Cursor(ctx context.Context, email string) (accounts.Cursor, error)
+	SetCursor(ctx context.Context, email string, c accounts.Cursor) error
+	MarkImportDone(ctx context.Context, email string) error
+	RecordPoll(ctx context.Context, email string, imported int) error
+	Attempt(ctx context.Context, email string, uidValidity, uid uint32) (int, error)
+	ClearAttempts(ctx context.Context, email string, uidValidity, uid uint32) error
+	AddQuarantined(ctx context.Context, email string) error
+	AcquireLease(ctx context.Context, email, holder string, ttl time.Duration) (bool, error)
+	RenewLease(ctx context.Context, email, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, email, holder string) error
+}
+
+// changeNotifier is the optional part of AccountStore that tells Run about
+// connects and disconnects at once instead of at the next PollInterval.
+type changeNotifier interface {
+	Changed(ctx context.Context) <-chan struct{}
+}
+
+// TicketStore is the part of *tickets.Store the fetcher uses.
+type TicketStore interface {
+	Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error)
+	Quarantine(ctx context.Context, raw []byte, account string, uid uint32, reason string) error
+}
+
+// Report says what one PollOnce did.
+type Report struct {
+	Fetched       int // messages fetched from the server
+	InitialImport int // of which by the initial import (G4)
+	Created       int // new tickets
+	Comments      int // mails added to existing tickets
+	Duplicates    int // mails ingested before (Message-ID dedupe)
+	Suppressed    int // mails the loop rules kept from opening tickets
+	Quarantined   int // poison mails set aside
+	Errors        int // mails that failed and will be retried
+}
+
+func (r *Report) add(o Report) {
+	r.Fetched += o.Fetched
+	r.InitialImport += o.InitialImport
+	r.Created += o.Created
+	r.Comments += o.Comments
+	r.Duplicates += o.Duplicates
+	r.Suppressed += o.Suppressed
+	r.Quarantined += o.Quarantined
+	r.Errors += o.Errors
+}
+
+// ErrLeaseHeld is returned by PollOnce when another fetcher (usually the
+// running daemon) is polling the account.
+var ErrLeaseHeld = errors.New("imapfetch: another mailgate process is polling this account")
+
+// ErrNotConnected is returned by PollOnce for an account that is not in
+// state connected.
+var ErrNotConnected = errors.New("imapfetch: account is not connected")
+
+// Fetcher runs the workers. Create it with New.
+type Fetcher struct {
+	acc  AccountStore
+	st   TicketStore
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Fetcher reading accounts from acc and writing mail to st.
+func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
+	opts.setDefaults()
+	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger}
+}
+
+// handle is a running worker as the supervisor sees it.
+type handle struct {
+	email    string
+	cancel   context.CancelFunc
+	stopping bool // the supervisor cancelled it
+	done     chan struct{}
+}
+
+// Run supervises one worker per connected account until ctx ends: it lists
+// the accounts at start, whenever the account store reports a change, and
+// every PollInterval; starts workers for connected accounts and stops those
+// of accounts that are no longer connected. One failing account never
+// stops the others. When ctx ends Run waits for the workers, which finish
+// the mail they are ingesting (and its \Seen) before returning; it returns
+// nil then, or an error for invalid Options.
+func (f *Fetcher) Run(ctx context.Context) error {
+	if err := f.opts.validate(); err != nil {
+		return err
+	}
+	var changed <-chan struct{}
+	if n, ok := f.acc.(changeNotifier); ok {
+		changed = n.Changed(ctx)
+	}
+	tick := time.NewTicker(f.opts.PollInterval)
+	defer tick.Stop()
+
+	workers := make(map[string]*handle)
+	exited := make(chan *handle)
+	var wg sync.WaitGroup
+
+	reconcile := func() {
+		list, err := f.acc.List(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.log.Warn("imapfetch: list accounts", "err", err)
+			}
+			return
+		}
+		want := make(map[string]bool, len(list))
+		for _, a := range list {
+			if a.State == accounts.StateConnected {
+				want[a.Email] = true
+			}
+		}
+		for email, h := range workers {
+			if !want[email] && !h.stopping {
+				f.log.Info("imapfetch: stopping worker", "account", email)
+				h.stopping = true
+				h.cancel()
+			}
+		}
+		for email := range want {
+			if _, ok := workers[email]; ok {
+				continue // running, or still stopping: started after it exits
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			h := &handle{email: email, cancel: cancel, done: make(chan struct{})}
+			workers[email] = h
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer cancel()
+				f.newWorker(email).run(wctx)
+				select {
+				case exited <- h:
+				case <-ctx.Done():
+				}
+			}()
+		}
+	}
+
+	reconcile()
+	for {
+		select {
+		case <-ctx.Done():
+			f.log.Info("imapfetch: shutting down, finishing in-flight mail", "workers", len(workers))
+			wg.Wait()
+			return nil
+		case _, ok := <-changed:
+			if !ok {
+				changed = nil
+				continue
+			}
+			reconcile()
+		case <-tick.C:
+			reconcile()
+		case h := <-exited:
+			if workers[h.email] == h {
+				delete(workers, h.email)
+			}
+			// A worker the supervisor stopped may be wanted again (a quick
+			// disconnect/reconnect). One that stopped by itself (revoked
+			// access) waits for a change or the next tick, so a worker
+			// that keeps failing at once cannot spin.
+			if h.stopping {
+				reconcile()
+			}
+		}
+	}
+}
+
+// PollOnce connects to one account, runs the initial import if it is due,
+// fetches new mail once, and logs out. progress, if not nil, is called
+// after each mail with the number done and the number known so far (the
+// import's N first, then the new mail found after it), for the CLI's
+// "N/50". It takes the account's lease and fails with ErrLeaseHeld when
+// another process holds it for longer than LeaseTTL.
+func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done, total int)) (Report, error) {
+	if err := f.opts.validate(); err != nil {
+		return Report{}, err
+	}
+	a, err := f.acc.Get(ctx, email)
+	if err != nil {
+		return Report{}, err
+	}
+	if a.State != accounts.StateConnected {
+		return Report{}, fmt.Errorf("%w: %s is %s", ErrNotConnected, a.Email, a.State)
+	}
+	w := f.newWorker(a.Email)
+	deadline := time.NewTimer(f.opts.LeaseTTL)
+	defer deadline.Stop()
+	for {
+		ok, err := f.acc.AcquireLease(ctx, w.email, f.opts.Holder, f.opts.LeaseTTL)
+		if err != nil {
+			return Report{}, err
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return Report{}, ctx.Err()
+		case <-deadline.C:
+			return Report{}, fmt.Errorf("%s: %w", w.email, ErrLeaseHeld)
+		case <-time.After(jitter(f.opts.LeaseTTL / 10)):
+		}
+	}
+	lctx, release := w.holdLease(ctx)
+	defer release()
+
+	rep, err := w.session(lctx, true, progress)
+	if err != nil && w.isInvalidGrant(err) {
+		if w.tokenChanged(ctx) {
+			// Reconnected meanwhile: try again with the new token.
+			var r2 Report
+			r2, err = w.session(lctx, true, progress)
+			rep.add(r2)
+		}
+		if err != nil && w.isInvalidGrant(err) {
+			w.markRevoked(ctx, err)
+		}
+	}
+	return rep, err
+}

@@ -1,0 +1,56 @@
+package tickets
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mailgate/mailgate/internal/redistest"
+)
+
+// BenchmarkIngest10KB measures ingest of a realistic 10 KB mail (text and
+// HTML alternatives, an attachment, French text, threading headers) into a
+// local redis-server: parse, then one pipelined round trip (raw, blob,
+// script). "parallel" runs 16 ingesting goroutines, as several fetchers do.
+//
+//	go test -run '^$' -bench Ingest -benchtime 5000x ./tickets
+func BenchmarkIngest10KB(b *testing.B) {
+	raw := benchMail(b)
+	srv := redistest.Start(b)
+	rdb := srv.Client(b)
+	rdb.Options().PoolSize = 32
+	s := NewStore(rdb, Options{})
+	ctx := context.Background()
+	var n atomic.Int64
+	unique := func() []byte {
+		id := "bench-" + strconv.FormatInt(n.Add(1), 10) + "@mail.gmail.com"
+		return bytes.Replace(raw, []byte("CAF-bench-0001@mail.gmail.com"), []byte(id), 1)
+	}
+	report := func(b *testing.B) {
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mails/s")
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for b.Loop() {
+			if r, err := s.Ingest(ctx, unique(), Source{}); err != nil || r.Duplicate {
+				b.Fatalf("Ingest = %+v, %v", r, err)
+			}
+		}
+		report(b)
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		b.SetParallelism(8) // 8 × GOMAXPROCS goroutines
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if r, err := s.Ingest(ctx, unique(), Source{}); err != nil || r.Duplicate {
+					b.Errorf("Ingest = %+v, %v", r, err)
+					return
+				}
+			}
+		})
+		report(b)
+	})
+}
