@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -35,11 +36,17 @@ func main() {
 	rdb := redis.NewClient(opts)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if err := consume(ctx, rdb, *prefix+"events", *group, *consumer, *from, *once, os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
 
-	stream := *prefix + "events"
-	err = rdb.XGroupCreateMkStream(ctx, stream, *group, *from).Err()
+// consume reads the stream as the group's consumer until ctx ends (or, with
+// once, until nothing is waiting), writing a line per event to out.
+func consume(ctx context.Context, rdb *redis.Client, stream, group, consumer, from string, once bool, out io.Writer) error {
+	err := rdb.XGroupCreateMkStream(ctx, stream, group, from).Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		log.Fatalf("create group: %v", err)
+		return fmt.Errorf("create group: %w", err)
 	}
 
 	// First re-read what this consumer received but never acknowledged
@@ -47,42 +54,43 @@ func main() {
 	next := "0"
 	for ctx.Err() == nil {
 		block := 5 * time.Second
-		if *once {
+		if once {
 			block = -1 // XREADGROUP without BLOCK
 		}
 		res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: *group, Consumer: *consumer, Streams: []string{stream, next}, Count: 100, Block: block,
+			Group: group, Consumer: consumer, Streams: []string{stream, next}, Count: 100, Block: block,
 		}).Result()
 		if err == redis.Nil || (err == nil && len(res[0].Messages) == 0) {
 			if next == "0" {
 				next = ">"
 				continue
 			}
-			if *once {
-				return
+			if once {
+				return nil
 			}
 			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return nil
 			}
 			log.Printf("read: %v (retrying)", err)
 			time.Sleep(time.Second)
 			continue
 		}
 		for _, m := range res[0].Messages {
-			if err := handle(m); err != nil {
+			if err := handle(m, out); err != nil {
 				log.Printf("event %s: %v (left pending, will be retried)", m.ID, err)
 				continue
 			}
-			rdb.XAck(ctx, stream, *group, m.ID)
+			rdb.XAck(ctx, stream, group, m.ID)
 		}
 	}
+	return nil
 }
 
 // handle is where a helpdesk creates its ticket or adds the comment.
-func handle(m redis.XMessage) error {
+func handle(m redis.XMessage, out io.Writer) error {
 	typ, _ := m.Values["type"].(string)
 	data, _ := m.Values["data"].(string)
 	switch typ {
@@ -98,7 +106,7 @@ func handle(m redis.XMessage) error {
 		if err := json.Unmarshal([]byte(data), &t); err != nil {
 			return err
 		}
-		fmt.Printf("%s new ticket #%d from %s: %q (triggers suppressed: %v)\n", m.ID, t.ID, t.Requester.Email, t.Subject, t.SuppressTriggers)
+		fmt.Fprintf(out, "%s new ticket #%d from %s: %q (triggers suppressed: %v)\n", m.ID, t.ID, t.Requester.Email, t.Subject, t.SuppressTriggers)
 	case "ticket.comment":
 		var c struct {
 			Ticket     int64  `json:"ticket"`
@@ -111,10 +119,10 @@ func handle(m redis.XMessage) error {
 		if err := json.Unmarshal([]byte(data), &c); err != nil {
 			return err
 		}
-		fmt.Printf("%s comment %d on #%d from %s (threaded by %s)\n", m.ID, c.Index, c.Ticket, c.Author.Email, c.ThreadedBy)
+		fmt.Fprintf(out, "%s comment %d on #%d from %s (threaded by %s)\n", m.ID, c.Index, c.Ticket, c.Author.Email, c.ThreadedBy)
 	default:
 		// Newer mailgate versions add event types; skip, don't fail.
-		fmt.Printf("%s %s (ignored)\n", m.ID, typ)
+		fmt.Fprintf(out, "%s %s (ignored)\n", m.ID, typ)
 	}
 	return nil
 }
