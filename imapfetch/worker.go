@@ -35,6 +35,8 @@ type worker struct {
 	uidValidity uint32
 	quarantined map[uint32]bool // UIDs under uidValidity
 	failed      map[uint32]bool // UIDs with an attempt counted
+
+	polled bool // the last session completed at least one poll
 }
 
 func (f *Fetcher) newWorker(email string) *worker {
@@ -60,10 +62,10 @@ func (w *worker) run(ctx context.Context) {
 		}
 		lctx, release := w.holdLease(ctx)
 		start := o.Now()
-		rep, err := w.session(lctx, false, nil)
+		_, err := w.session(lctx, false, nil)
 		leaseLost := errors.Is(context.Cause(lctx), errLeaseLost)
 		release()
-		if rep.polled {
+		if w.polled {
 			bo.reset()
 		}
 		switch {
@@ -85,7 +87,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 		wait := bo.next()
 		level := slog.LevelWarn
-		if errors.Is(err, errServerClosed) && rep.polled {
+		if errors.Is(err, errServerClosed) && w.polled {
 			// Servers end long sessions (Gmail's IDLE cut-off); routine.
 			level = slog.LevelInfo
 		}

@@ -53,4 +53,20 @@ func BenchmarkIngest10KB(b *testing.B) {
 		})
 		report(b)
 	})
+	// Redis's share: the same mail parsed once, only the Message-ID varied.
+	b.Run("store-only-parallel", func(b *testing.B) {
+		parsed := Parse(raw)
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				m := *parsed
+				m.MessageID = "bench-" + strconv.FormatInt(n.Add(1), 10) + "@mail.gmail.com"
+				if r, err := s.IngestParsed(ctx, raw, &m, Source{}); err != nil || r.Duplicate {
+					b.Errorf("IngestParsed = %+v, %v", r, err)
+					return
+				}
+			}
+		})
+		report(b)
+	})
 }

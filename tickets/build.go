@@ -1,6 +1,7 @@
 package tickets
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -175,10 +176,16 @@ func dedupeKey(m *Parsed, rawSHA string) string {
 // jsonTail marshals v and drops the opening brace, so the ingest script can
 // prepend the ids it assigns.
 func jsonTail(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// HTML bodies are full of < > &: escaping them as \u003c makes the
+	// JSON (stored twice, in the ticket and on the stream) much larger for
+	// no benefit to a JSON consumer.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return "", err
 	}
+	b := bytes.TrimRight(buf.Bytes(), "\n")
 	if len(b) < 2 || b[0] != '{' || b[1] == '}' {
 		return "", fmt.Errorf("jsonTail: %s is not a non-empty object", b)
 	}

@@ -1,0 +1,427 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/oauth2"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/oauth"
+)
+
+// consentTimeout bounds the browser flow: long enough to find the right
+// Google account, short enough that a forgotten terminal frees its port.
+const consentTimeout = 5 * time.Minute
+
+// verifyTimeout bounds the token and userinfo calls that check a token.
+const verifyTimeout = 30 * time.Second
+
+func accountsCommand() *cli.Command {
+	importFlag := &cli.IntFlag{Name: "import-recent", Value: 50,
+		Usage: "on first connection, turn the `N` most recent mails (read or unread) into tickets with helpdesk triggers suppressed; 0 imports none"}
+	kindFlag := &cli.StringFlag{Name: "kind", DefaultText: "gmail, or unchanged for a known account",
+		Usage: "`KIND` of account: gmail (500 mails a day) or workspace (Google Workspace, 2,000 a day)"}
+	noBrowser := &cli.BoolFlag{Name: "no-browser", Usage: "only print the consent URL, do not try to open a browser (headless servers)"}
+	skipVerify := &cli.BoolFlag{Name: "skip-verify", Usage: "store the token without asking Google which account it belongs to"}
+	// Not Required: cli would check that before emailArg parses the flags
+	// written after EMAIL. accountsConnect checks it for add.
+	tokenFile := &cli.StringFlag{Name: "refresh-token-file", Usage: "read the account's OAuth refresh token from `FILE` instead of a browser consent"}
+	return &cli.Command{
+		Name:  "accounts",
+		Usage: "connect, list and disconnect the Gmail accounts mail is fetched from",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "connect",
+				Usage:     "authorise a Gmail account in a browser (OAuth consent) and start fetching it",
+				ArgsUsage: "EMAIL",
+				Flags:     []cli.Flag{importFlag, kindFlag, noBrowser},
+				Action:    accountsConnect,
+			},
+			{
+				Name:      "add",
+				Usage:     "connect a Gmail account with a refresh token obtained elsewhere (no browser)",
+				ArgsUsage: "EMAIL",
+				Flags:     []cli.Flag{tokenFile, importFlag, kindFlag, skipVerify},
+				Action:    accountsConnect,
+			},
+			{
+				Name:   "list",
+				Usage:  "list accounts with their state, last poll and warnings",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "machine-readable JSON output (never includes tokens)"}},
+				Action: accountsList,
+			},
+			{
+				Name:      "disconnect",
+				Usage:     "stop fetching an account and forget its token; its position is kept for a reconnect",
+				ArgsUsage: "EMAIL",
+				Action:    accountsDisconnect,
+			},
+			{
+				Name:      "reconnect",
+				Usage:     "authorise a known account again (browser, or --refresh-token-file) and clear its warning",
+				ArgsUsage: "EMAIL",
+				Flags:     []cli.Flag{tokenFile, noBrowser, skipVerify},
+				Action:    accountsConnect,
+			},
+		},
+	}
+}
+
+// accountsConnect serves connect, add and reconnect: they differ only in
+// where the token comes from and whether the account must exist already.
+func accountsConnect(c *cli.Context) error {
+	verb := c.Command.Name
+	email, err := emailArg(c)
+	if err != nil {
+		return err
+	}
+	if verb == "add" && c.String("refresh-token-file") == "" {
+		return cli.Exit("usage: mailgate accounts add EMAIL --refresh-token-file FILE (or `mailgate accounts connect EMAIL` for the browser consent)", 1)
+	}
+	kind := accounts.Kind("")
+	if c.String("kind") != "" {
+		if kind, err = accounts.ParseKind(c.String("kind")); err != nil {
+			return cli.Exit(err, 1)
+		}
+	}
+	if n := c.Int("import-recent"); n < 0 {
+		return cli.Exit(fmt.Sprintf("--import-recent=%d: want 0 (import nothing) or a number of recent mails such as 50", n), 1)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	// Everything that can fail locally fails before the browser dance.
+	st, rdb, err := openAccounts(c.Context, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	prev, err := st.Get(c.Context, email)
+	switch {
+	case errors.Is(err, accounts.ErrNotFound):
+		if verb == "reconnect" {
+			return cli.Exit(fmt.Sprintf("no account %s: connect it first with `mailgate accounts connect %s`", email, email), 1)
+		}
+		prev = nil
+	case err != nil:
+		return err
+	}
+
+	var token string
+	if path := c.String("refresh-token-file"); path != "" {
+		token, err = tokenFromFile(c, cfg, email, path)
+	} else {
+		if cfg.Google.ClientID == "" {
+			return cli.Exit("google.client_id is not set: create an OAuth client of type \"Desktop app\" in Google Cloud Console and set google.client_id and google.client_secret (see README)", exitConfig)
+		}
+		token, err = tokenFromBrowser(c, cfg, email)
+	}
+	if err != nil {
+		return err
+	}
+
+	reconnected, err := st.Connect(c.Context, accounts.Account{Email: email, Kind: kind, ImportRecent: c.Int("import-recent")}, token)
+	if err != nil {
+		return err
+	}
+	a, err := st.Get(c.Context, email)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if !reconnected {
+		fmt.Fprintf(w, "Connected %s (%s): it is now a support address.\n", a.Email, a.Kind)
+		if a.ImportRecent > 0 {
+			fmt.Fprintf(w, "The initial import of the %d most recent mails (read or unread) runs at the next fetch, with helpdesk triggers suppressed:\n  mailgate fetch --once %s   (or a running `mailgate serve` picks it up)\n", a.ImportRecent, a.Email)
+		} else {
+			fmt.Fprintf(w, "No existing mail is imported: only mail arriving from now on becomes tickets, from the next fetch on:\n  mailgate fetch --once %s   (or a running `mailgate serve` picks it up)\n", a.Email)
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "Reconnected %s (%s): state %s", a.Email, a.Kind, a.State)
+	if prev != nil && prev.Warning != "" {
+		fmt.Fprintf(w, ", warning cleared (was: %s)", prev.Warning)
+	}
+	fmt.Fprintln(w, ".")
+	if cur, err := st.Cursor(c.Context, email); err == nil && cur.LastUID > 0 {
+		fmt.Fprintf(w, "Fetching resumes after UID %d: mail already imported is not imported again; unread mail that arrived meanwhile becomes tickets at the next fetch.\n", cur.LastUID)
+	} else {
+		fmt.Fprintln(w, "Mail already imported is not imported again; unread mail that arrived meanwhile becomes tickets at the next fetch.")
+	}
+	if c.IsSet("import-recent") && c.Int("import-recent") != a.ImportRecent {
+		fmt.Fprintf(c.App.ErrWriter, "note: --import-recent ignored: %s was connected before, and its initial import choice (%d) stands\n", a.Email, a.ImportRecent)
+	}
+	return nil
+}
+
+// tokenFromBrowser runs the OAuth consent (PKCE, loopback redirect) and
+// returns the refresh token, refusing one for another account than email:
+// the seed's "wrong account" mistake (G7).
+func tokenFromBrowser(c *cli.Context, cfg *config.Config, email string) (string, error) {
+	w := c.App.Writer
+	ctx, cancel := context.WithTimeout(c.Context, consentTimeout)
+	defer cancel()
+	res, err := oauth.Consent(ctx, googleOAuth(cfg), oauth.ConsentOptions{
+		Email:       email,
+		UserinfoURL: cfg.Google.UserinfoURL,
+		OpenURL: func(u string) {
+			fmt.Fprintf(w, "Open this URL in a browser signed in to %s:\n  %s\n", email, u)
+			if !c.Bool("no-browser") {
+				openBrowser(u)
+			}
+			fmt.Fprintf(w, "Waiting up to %s for the consent...\n", consentTimeout)
+		},
+	})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "", fmt.Errorf("%w: run the command again and open the URL within %s", err, consentTimeout)
+		}
+		return "", err
+	}
+	fmt.Fprintf(w, "Google authorised: %s\n", res.Email)
+	if !strings.EqualFold(res.Email, email) {
+		return "", wrongAccount(res.Email, email)
+	}
+	return res.Token.RefreshToken, nil
+}
+
+// tokenFromFile reads a refresh token and, unless --skip-verify, checks
+// with Google that it works and belongs to email.
+func tokenFromFile(c *cli.Context, cfg *config.Config, email, path string) (string, error) {
+	token, err := readTokenFile(path, c.App.ErrWriter)
+	if err != nil {
+		return "", err
+	}
+	if c.Bool("skip-verify") {
+		fmt.Fprintf(c.App.Writer, "Token not verified (--skip-verify): the first fetch will tell whether it works for %s.\n", email)
+		return token, nil
+	}
+	if cfg.Google.ClientID == "" {
+		return "", cli.Exit("google.client_id is not set: a refresh token works only with the OAuth client it was issued to; set google.client_id and google.client_secret (or pass --skip-verify)", exitConfig)
+	}
+	ctx, cancel := context.WithTimeout(c.Context, verifyTimeout)
+	defer cancel()
+	// The token endpoint may rotate the refresh token while we verify it;
+	// then the one in the file is dead and the new one must be stored.
+	src := oauth.NewSource(googleOAuth(cfg), token, func(_ context.Context, rotated string) error {
+		token = rotated
+		return nil
+	})
+	at, err := src.Token(ctx)
+	if errors.Is(err, oauth.ErrInvalidGrant) {
+		return "", fmt.Errorf("Google refused the refresh token in %s (invalid_grant): it was revoked, or it expired (after 7 days when the OAuth app is in \"testing\" status), or the password changed. Get a new token, or use `mailgate accounts connect %s` to consent in a browser. Nothing was stored: %w", path, email, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("verify the refresh token at %s: %w (--skip-verify stores it without this check)", cfg.Google.TokenURL, err)
+	}
+	actual, err := oauth.Email(ctx, nil, cfg.Google.UserinfoURL, at.AccessToken)
+	if err != nil {
+		return "", fmt.Errorf("learn which account the token belongs to (it needs the \"email\" scope; --skip-verify stores it without this check): %w", err)
+	}
+	fmt.Fprintf(c.App.Writer, "Google authorised: %s\n", actual)
+	if !strings.EqualFold(actual, email) {
+		return "", fmt.Errorf("the refresh token in %s belongs to %s, not %s: nothing was stored", path, actual, email)
+	}
+	return token, nil
+}
+
+func wrongAccount(actual, want string) error {
+	return fmt.Errorf("You signed in as %s but asked to connect %s: sign in to %s in the browser (or use a private window) and run the command again. Nothing was stored", actual, want, want)
+}
+
+// readTokenFile returns the file's content without surrounding space. A
+// file others can read only gets a warning: it is the admin's file, and
+// the token is stored encrypted once we are done.
+func readTokenFile(path string, warn io.Writer) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("refresh token file: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(warn, "warning: %s is accessible by group or others (mode %#o): chmod 600 it, or delete it once the account is connected (mailgate keeps the token encrypted)\n", path, fi.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("refresh token file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	switch {
+	case token == "":
+		return "", fmt.Errorf("refresh token file %s is empty", path)
+	case strings.ContainsAny(token, " \t\r\n"):
+		return "", fmt.Errorf("refresh token file %s holds more than one word: want only the refresh token", path)
+	}
+	return token, nil
+}
+
+func accountsList(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	st, rdb, err := openAccounts(c.Context, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	list, err := st.List(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(c.App.Writer, "no accounts: connect one with `mailgate accounts connect EMAIL`")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EMAIL\tKIND\tSTATE\tLAST POLL\tIMPORTED\tWARNING")
+	for _, a := range list {
+		poll := "never"
+		if !a.LastPoll.IsZero() {
+			poll = a.LastPoll.Local().Format("2006-01-02 15:04")
+		}
+		imported := fmt.Sprint(a.Imported)
+		if a.ImportRecent > 0 && !a.ImportDone && a.State == accounts.StateConnected {
+			imported += fmt.Sprintf(" (import of %d pending)", a.ImportRecent)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported, clip(a.Warning, 100))
+	}
+	return tw.Flush()
+}
+
+func accountsDisconnect(c *cli.Context) error {
+	email, err := emailArg(c)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	st, rdb, err := openAccounts(c.Context, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := st.Disconnect(c.Context, email); errors.Is(err, accounts.ErrNotFound) {
+		return cli.Exit(fmt.Sprintf("no account %s (see `mailgate accounts list`)", email), 1)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "Disconnected %s: no more mail is fetched from it and it is no longer a support address.\n"+
+		"Its refresh token was deleted; to revoke mailgate's access at Google as well, remove it at https://myaccount.google.com/permissions.\n"+
+		"`mailgate accounts reconnect %s` resumes where fetching stopped, without duplicate tickets.\n", email, email)
+	return nil
+}
+
+// openAccounts opens Redis and the account store. withKey loads (or
+// creates) the key file that seals refresh tokens; listing needs none, so
+// a read-only command never creates one.
+func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accounts.Store, redis.UniversalClient, error) {
+	var box *oauth.Box
+	if withKey {
+		var err error
+		if box, err = oauth.LoadOrCreateKey(cfg.Secrets.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("secrets.key_file: %w", err)
+		}
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return accounts.New(rdb, accounts.Options{
+		Prefix: cfg.Redis.Prefix,
+		Box:    box,
+		Extra:  cfg.Tickets.SupportAddresses,
+	}), rdb, nil
+}
+
+// googleOAuth is the OAuth client mailgate uses with Google (or the
+// endpoints configured in its place).
+func googleOAuth(cfg *config.Config) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     cfg.Google.ClientID,
+		ClientSecret: cfg.Google.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:  cfg.Google.AuthURL,
+			TokenURL: cfg.Google.TokenURL,
+		},
+		Scopes: cfg.Google.Scopes,
+	}
+}
+
+// emailArg returns the one EMAIL argument, lower-cased. Flags written after
+// it (`accounts add EMAIL --refresh-token-file F`, the order people type)
+// are parsed too: Go's flag package stops at the first argument.
+func emailArg(c *cli.Context) (string, error) {
+	usage := fmt.Sprintf("usage: mailgate accounts %s EMAIL [flags]", c.Command.Name)
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return "", cli.Exit(usage, 1)
+	}
+	if len(args) > 1 {
+		set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+		set.SetOutput(io.Discard)
+		for _, f := range c.Command.Flags {
+			if err := f.Apply(set); err != nil {
+				return "", err
+			}
+		}
+		if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+			return "", cli.Exit(fmt.Sprintf("%s\n(mailgate accounts %s --help lists the flags)", usage, c.Command.Name), 1)
+		} else if err != nil {
+			return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+		}
+		if set.NArg() > 0 {
+			return "", cli.Exit(fmt.Sprintf("unexpected arguments %q\n%s", set.Args(), usage), 1)
+		}
+		var err error
+		set.Visit(func(f *flag.Flag) {
+			if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
+				err = e
+			}
+		})
+		if err != nil {
+			return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+		}
+	}
+	email, err := accounts.NormalizeEmail(args[0])
+	if err != nil {
+		return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+	}
+	return email, nil
+}
+
+// openBrowser tries to show url in the desktop's browser, quietly: on a
+// headless server it fails, and the printed URL is the way.
+func openBrowser(url string) {
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.Command("open", url)
+	case "windows":
+		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", url)
+	default:
+		cmd = exec.Command("xdg-open", url)
+	}
+	if cmd.Start() == nil {
+		go cmd.Wait()
+	}
+}

@@ -1,0 +1,659 @@
+package imapfetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// errServerClosed: the server ended the connection (BYE, IDLE cut-off,
+// network drop). The worker reconnects.
+var errServerClosed = errors.New("imapfetch: connection closed by the server")
+
+// bodyPeek is BODY.PEEK[]: the whole message, without setting \Seen
+// (RFC 3501 section 6.4.5), so that only a stored ticket marks it read.
+var bodyPeek = &imap.FetchItemBodySection{Peek: true}
+
+// session is one IMAP connection of a worker.
+type session struct {
+	w    *worker
+	o    *Options
+	log  *slog.Logger
+	c    *imapclient.Client
+	once bool
+
+	// newMail receives a value when the server announces EXISTS.
+	newMail chan struct{}
+
+	cur accounts.Cursor
+	rep Report
+
+	progress    func(done, total int)
+	done, total int
+}
+
+// session runs one connection: log in, select INBOX, run the initial
+// import if due, then fetch new mail; with once it logs out after the first
+// fetch, otherwise it waits (IDLE or PollInterval) and fetches again until
+// ctx ends or something fails. The worker's polled flag tells whether it got
+// as far as one complete fetch.
+func (w *worker) session(ctx context.Context, once bool, progress func(done, total int)) (Report, error) {
+	w.polled = false
+	a, err := w.f.acc.Get(ctx, w.email)
+	if err != nil {
+		if errors.Is(err, accounts.ErrNotFound) {
+			return Report{}, fmt.Errorf("%w: %w", errStopped, err)
+		}
+		return Report{}, err
+	}
+	if a.State != accounts.StateConnected {
+		return Report{}, fmt.Errorf("%w: state %s", errStopped, a.State)
+	}
+	src, err := w.source(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	s := &session{
+		w:        w,
+		o:        &w.f.opts,
+		log:      w.log,
+		once:     once,
+		newMail:  make(chan struct{}, 1),
+		progress: progress,
+	}
+	if err := s.dial(); err != nil {
+		return s.rep, fmt.Errorf("connect to %s: %w", s.o.IMAPAddr, err)
+	}
+	defer s.close()
+	err = s.run(ctx, a, src)
+	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, oauth.ErrInvalidGrant) {
+		err = fmt.Errorf("%w: %v", errServerClosed, err)
+	}
+	return s.rep, err
+}
+
+func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Source) error {
+	if err := s.login(ctx, src); err != nil {
+		return err
+	}
+	if err := s.selectInbox(ctx); err != nil {
+		return err
+	}
+	if !a.ImportDone {
+		if err := s.initialImport(ctx, a.ImportRecent); err != nil {
+			return err
+		}
+	}
+	for {
+		before := s.rep.Created + s.rep.Comments
+		if err := s.pollNew(ctx); err != nil {
+			return err
+		}
+		s.w.polled = true
+		s.bounded(ctx, func(ctx context.Context) error {
+			return s.w.f.acc.RecordPoll(ctx, s.w.email, s.rep.Created+s.rep.Comments-before)
+		}, "record poll")
+		if s.once {
+			return nil
+		}
+		if err := s.wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// dial connects as Options.TLSMode says.
+func (s *session) dial() error {
+	opts := &imapclient.Options{
+		TLSConfig: s.o.TLSConfig,
+		Dialer:    &net.Dialer{Timeout: min(30*time.Second, s.o.CommandTimeout)},
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
+				// EXISTS: a message arrived (RFC 3501 section 7.3.1).
+				if data.NumMessages != nil {
+					select {
+					case s.newMail <- struct{}{}:
+					default:
+					}
+				}
+			},
+		},
+	}
+	var err error
+	switch s.o.TLSMode {
+	case TLSImplicit:
+		s.c, err = imapclient.DialTLS(s.o.IMAPAddr, opts)
+	case TLSStartTLS:
+		s.c, err = imapclient.DialStartTLS(s.o.IMAPAddr, opts)
+	case TLSPlain:
+		if !loopback(s.o.IMAPAddr) {
+			return fmt.Errorf("refusing plaintext IMAP to %s: only loopback addresses may skip TLS", s.o.IMAPAddr)
+		}
+		s.c, err = imapclient.DialInsecure(s.o.IMAPAddr, opts)
+	default:
+		err = fmt.Errorf("unknown TLS mode %q", s.o.TLSMode)
+	}
+	if err != nil {
+		return err
+	}
+	stop := s.guard()
+	defer stop()
+	return s.c.WaitGreeting()
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *session) closed() bool {
+	select {
+	case <-s.c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// close logs out politely when the connection is still up.
+func (s *session) close() {
+	if !s.closed() {
+		t := time.AfterFunc(5*time.Second, func() { s.c.Close() })
+		_ = s.c.Logout().Wait()
+		t.Stop()
+	}
+	s.c.Close()
+}
+
+// guard closes the connection if the command it surrounds runs longer than
+// CommandTimeout: imapclient waits for a reply without a deadline, and a
+// server that stops answering must not hang the account forever.
+func (s *session) guard() (stop func()) {
+	t := time.AfterFunc(s.o.CommandTimeout, func() {
+		s.log.Warn("imapfetch: IMAP command timed out; dropping the connection", "timeout", s.o.CommandTimeout)
+		s.c.Close()
+	})
+	return func() { t.Stop() }
+}
+
+// bounded runs a store write that must finish even when ctx was cancelled
+// by shutdown (it records work already done), within CommandTimeout. A
+// failure is logged, not returned: the write is bookkeeping.
+func (s *session) bounded(ctx context.Context, f func(ctx context.Context) error, what string) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)
+	defer cancel()
+	if err := f(bctx); err != nil {
+		s.log.Warn("imapfetch: "+what, "err", err)
+	}
+}
+
+// login sends ID and authenticates with the OAuth mechanism the server
+// offers. A token the server rejects (AUTHENTICATIONFAILED: expired early,
+// revoked) is dropped and refreshed once; a refresh answered with
+// invalid_grant comes back as oauth.ErrInvalidGrant.
+func (s *session) login(ctx context.Context, src *oauth.Source) error {
+	stop := s.guard()
+	caps := s.c.Caps()
+	if caps.Has(imap.CapID) {
+		// Google asks IMAP clients to identify themselves; a server that
+		// refuses ID is still usable.
+		if _, err := s.c.ID(s.o.ClientID).Wait(); err != nil {
+			s.log.Debug("imapfetch: ID refused", "err", err)
+		}
+	}
+	stop()
+	var mechs []string
+	for c := range caps {
+		if m, ok := strings.CutPrefix(strings.ToUpper(string(c)), "AUTH="); ok {
+			mechs = append(mechs, m)
+		}
+	}
+	for try := 1; ; try++ {
+		tok, err := src.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("access token for %s: %w", s.w.email, err)
+		}
+		sc := oauth.Mechanism(mechs, s.w.email, tok.AccessToken)
+		stop := s.guard()
+		err = oauth.Explain(sc, s.c.Authenticate(sc))
+		stop()
+		if err == nil {
+			return nil
+		}
+		var ierr *imap.Error
+		if try == 1 && errors.As(err, &ierr) && ierr.Code == imap.ResponseCodeAuthenticationFailed {
+			s.log.Info("imapfetch: server rejected the access token; refreshing it", "err", err)
+			src.Invalidate()
+			continue
+		}
+		return fmt.Errorf("authenticate %s: %w", s.w.email, err)
+	}
+}
+
+// selectInbox selects INBOX and checks UIDVALIDITY against the cursor.
+func (s *session) selectInbox(ctx context.Context) error {
+	stop := s.guard()
+	sel, err := s.c.Select("INBOX", nil).Wait()
+	stop()
+	if err != nil {
+		return fmt.Errorf("select INBOX: %w", err)
+	}
+	cur, err := s.w.f.acc.Cursor(ctx, s.w.email)
+	if err != nil {
+		return err
+	}
+	if cur.UIDValidity != sel.UIDValidity {
+		if cur.UIDValidity != 0 {
+			// RFC 3501 section 2.3.1.1: the old UIDs mean nothing now.
+			s.log.Warn("imapfetch: INBOX UIDVALIDITY changed; searching the whole mailbox again, Message-ID dedupe prevents duplicate tickets",
+				"old_uidvalidity", cur.UIDValidity, "uidvalidity", sel.UIDValidity, "old_last_uid", cur.LastUID)
+		}
+		cur = accounts.Cursor{UIDValidity: sel.UIDValidity}
+		if err := s.w.f.acc.SetCursor(ctx, s.w.email, cur); err != nil {
+			return err
+		}
+	}
+	s.cur = cur
+	if s.w.uidValidity != sel.UIDValidity {
+		s.w.uidValidity = sel.UIDValidity
+		clear(s.w.quarantined)
+		clear(s.w.failed)
+	}
+	return nil
+}
+
+// initialImport runs the choice made at connect (G4): the n most recent
+// messages, read or unread, become tickets with triggers suppressed (G5),
+// or with n = 0 nothing old does. Either way the cursor then starts at the
+// highest UID that existed when it began.
+func (s *session) initialImport(ctx context.Context, n int) error {
+	stop := s.guard()
+	data, err := s.c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
+	stop()
+	if err != nil {
+		return fmt.Errorf("initial import: UID SEARCH ALL: %w", err)
+	}
+	all := data.AllUIDs()
+	slices.Sort(all)
+	var highest uint32
+	if len(all) > 0 {
+		highest = uint32(all[len(all)-1])
+	}
+	if n > 0 && len(all) > 0 {
+		pick := all[max(0, len(all)-n):]
+		s.log.Info("imapfetch: initial import", "mails", len(pick), "of", len(all))
+		s.total += len(pick)
+		done, err := s.fetchAndIngest(ctx, pick, true)
+		if err != nil {
+			return fmt.Errorf("initial import: %w", err)
+		}
+		if left := len(pick) - len(done); left > 0 {
+			// Retried by the next session, which runs the import again;
+			// what was ingested is a duplicate then.
+			return fmt.Errorf("initial import: %d of %d mails failed and will be retried", left, len(pick))
+		}
+	}
+	if highest > s.cur.LastUID {
+		s.cur.LastUID = highest
+	}
+	if err := s.w.f.acc.SetCursor(ctx, s.w.email, s.cur); err != nil {
+		return err
+	}
+	if err := s.w.f.acc.MarkImportDone(ctx, s.w.email); err != nil {
+		return err
+	}
+	s.log.Info("imapfetch: initial import done", "imported", s.rep.InitialImport, "last_uid", s.cur.LastUID)
+	return nil
+}
+
+// pollNew fetches the unread mail above the cursor (G1–G3).
+func (s *session) pollNew(ctx context.Context) error {
+	// An EXISTS from now on asks for another poll.
+	select {
+	case <-s.newMail:
+	default:
+	}
+	crit := &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}}
+	var set imap.UIDSet
+	set.AddRange(imap.UID(s.cur.LastUID+1), 0) // LastUID+1:*
+	crit.UID = []imap.UIDSet{set}
+	stop := s.guard()
+	data, err := s.c.UIDSearch(crit, nil).Wait()
+	stop()
+	if err != nil {
+		return fmt.Errorf("UID SEARCH UNSEEN: %w", err)
+	}
+	var uids []imap.UID
+	for _, u := range data.AllUIDs() {
+		// "n:*" includes the highest UID even when it is below n
+		// (RFC 3501 section 6.4.8), so filter.
+		if uint32(u) > s.cur.LastUID {
+			uids = append(uids, u)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	slices.Sort(uids)
+	s.total += len(uids)
+	before := s.rep
+	_, err = s.fetchAndIngest(ctx, uids, false)
+	s.log.Info("imapfetch: fetched new mail", "found", len(uids),
+		"created", s.rep.Created-before.Created, "comments", s.rep.Comments-before.Comments,
+		"duplicates", s.rep.Duplicates-before.Duplicates, "suppressed", s.rep.Suppressed-before.Suppressed,
+		"quarantined", s.rep.Quarantined-before.Quarantined, "errors", s.rep.Errors-before.Errors,
+		"last_uid", s.cur.LastUID)
+	return err
+}
+
+// fetchAndIngest fetches uids (ascending) in batches of BatchSize and
+// ingests each. For new mail it then marks the ingested ones \Seen and
+// moves the cursor; the initial import leaves flags and cursor alone. It
+// returns the UIDs that are done: ingested, quarantined or gone.
+//
+// Shutdown (ctx cancelled) is noticed between mails: the mail being
+// ingested, and the \Seen of those ingested, are finished first.
+func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported bool) (map[imap.UID]bool, error) {
+	done := make(map[imap.UID]bool, len(uids))
+	for start := 0; start < len(uids); start += s.o.BatchSize {
+		if err := context.Cause(ctx); err != nil {
+			return done, err
+		}
+		batch := uids[start:min(start+s.o.BatchSize, len(uids))]
+		stop := s.guard()
+		msgs, err := s.c.Fetch(imap.UIDSetNum(batch...), &imap.FetchOptions{
+			UID:          true,
+			InternalDate: true,
+			BodySection:  []*imap.FetchItemBodySection{bodyPeek},
+		}).Collect()
+		stop()
+		if err != nil {
+			return done, fmt.Errorf("UID FETCH: %w", err)
+		}
+		byUID := make(map[imap.UID]*imapclient.FetchMessageBuffer, len(msgs))
+		for _, m := range msgs {
+			byUID[m.UID] = m
+		}
+
+		var seen []imap.UID
+		var abort error
+		for _, uid := range batch {
+			if err := context.Cause(ctx); err != nil {
+				abort = err
+				break
+			}
+			m := byUID[uid]
+			if m == nil {
+				done[uid] = true // expunged since the search
+				continue
+			}
+			s.rep.Fetched++
+			if imported {
+				s.rep.InitialImport++
+			}
+			out, err := s.ingest(ctx, uint32(uid), m.FindBodySection(bodyPeek), m.InternalDate, imported)
+			if err != nil {
+				abort = err
+				break
+			}
+			switch {
+			case out == ingested && !imported:
+				seen = append(seen, uid)
+			case out == ingested, out == quarantined:
+				done[uid] = true
+			}
+			s.done++
+			if s.progress != nil {
+				s.progress(s.done, s.total)
+			}
+		}
+		if len(seen) > 0 {
+			// Only now, with the tickets stored, do the mails become read.
+			stop := s.guard()
+			err := s.c.Store(imap.UIDSetNum(seen...), &imap.StoreFlags{
+				Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen},
+			}, nil).Close()
+			stop()
+			if err != nil {
+				// Unseen still: the next poll ingests them again, as
+				// duplicates, and retries the flag.
+				return done, fmt.Errorf("UID STORE +FLAGS.SILENT (\\Seen): %w", err)
+			}
+			for _, u := range seen {
+				done[u] = true
+			}
+		}
+		if !imported {
+			s.advance(ctx, uids, done)
+		}
+		if abort != nil {
+			return done, abort
+		}
+	}
+	return done, nil
+}
+
+// advance moves the cursor over the leading UIDs that are done, so that a
+// failed mail keeps it just below itself and is searched for again.
+func (s *session) advance(ctx context.Context, uids []imap.UID, done map[imap.UID]bool) {
+	next := s.cur.LastUID
+	for _, u := range uids {
+		if !done[u] {
+			break
+		}
+		next = uint32(u)
+	}
+	if next <= s.cur.LastUID {
+		return
+	}
+	s.cur.LastUID = next
+	s.bounded(ctx, func(ctx context.Context) error {
+		return s.w.f.acc.SetCursor(ctx, s.w.email, s.cur)
+	}, "save cursor")
+}
+
+type outcome int
+
+const (
+	failed      outcome = iota // will be retried
+	ingested                   // Ingest returned nil
+	quarantined                // set aside, done
+)
+
+// ingest hands one mail to the ticket store with a context that outlives
+// shutdown, so a ticket is never left half-written by a SIGTERM. It
+// returns an error only when the session must stop (the store looks
+// unreachable); a mail that fails on its own is counted, and quarantined at
+// MaxAttempts.
+func (s *session) ingest(ctx context.Context, uid uint32, raw []byte, received time.Time, imported bool) (outcome, error) {
+	w := s.w
+	if w.quarantined[uid] {
+		return quarantined, nil
+	}
+	log := s.log.With("uid", uid)
+	src := tickets.Source{
+		SupportAddress: w.email,
+		Origin:         "imap:" + w.email,
+		ReceivedAt:     received,
+	}
+	if imported {
+		src.SuppressTriggers = true
+		src.Tags = []string{"imported"}
+	}
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)
+	defer cancel()
+
+	var res tickets.Result
+	var err error
+	if raw == nil {
+		err = errors.New("server returned no message body")
+	} else {
+		res, err = safeIngest(ictx, w.f.st, raw, src, log)
+	}
+	if err == nil {
+		switch {
+		case res.Duplicate:
+			s.rep.Duplicates++
+		case res.Suppressed != "":
+			s.rep.Suppressed++
+		case res.Created:
+			s.rep.Created++
+		default:
+			s.rep.Comments++
+		}
+		log.Debug("imapfetch: ingested", "ticket", res.Ticket, "created", res.Created,
+			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy)
+		if w.failed[uid] {
+			delete(w.failed, uid)
+			if err := w.f.acc.ClearAttempts(ictx, w.email, s.cur.UIDValidity, uid); err != nil {
+				log.Warn("imapfetch: clear attempts", "err", err)
+			}
+		}
+		return ingested, nil
+	}
+	if storeUnavailable(err) {
+		return failed, fmt.Errorf("ingest uid %d: %w", uid, err)
+	}
+
+	n, aerr := w.f.acc.Attempt(ictx, w.email, s.cur.UIDValidity, uid)
+	if aerr != nil {
+		return failed, fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr)
+	}
+	w.failed[uid] = true
+	if n < s.o.MaxAttempts {
+		s.rep.Errors++
+		log.Warn("imapfetch: ingest failed; will retry", "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
+		return failed, nil
+	}
+	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
+	if qerr := w.f.st.Quarantine(ictx, raw, w.email, uid, reason); qerr != nil {
+		return failed, fmt.Errorf("quarantine uid %d: %w", uid, qerr)
+	}
+	w.quarantined[uid] = true
+	s.rep.Quarantined++
+	if err := w.f.acc.AddQuarantined(ictx, w.email); err != nil {
+		log.Warn("imapfetch: count quarantined mail", "err", err)
+	}
+	log.Error("imapfetch: mail quarantined; left unread in the mailbox", "attempts", n, "err", err)
+	return quarantined, nil
+}
+
+// safeIngest calls Ingest and turns a panic (a parser bug on a strange
+// mail) into an error, so one mail cannot take the daemon down.
+func safeIngest(ctx context.Context, st TicketStore, raw []byte, src tickets.Source, log *slog.Logger) (res tickets.Result, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("imapfetch: panic in ingest", "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic in ingest: %v", v)
+		}
+	}()
+	return st.Ingest(ctx, raw, src)
+}
+
+// storeUnavailable reports errors that say nothing about the mail: the
+// store could not be reached or did not answer in time. They end the
+// session (retried with backoff) instead of counting against the mail.
+func storeUnavailable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET)
+}
+
+// wait returns when it is time to poll again: PollInterval has passed, or
+// (with IDLE) the server announced a new message. IDLE is re-issued every
+// IdleRestart, before the server's own cut-off (RFC 2177 section 3; Gmail
+// ends IDLE after about 29 minutes).
+func (s *session) wait(ctx context.Context) error {
+	deadline := time.Now().Add(s.o.PollInterval)
+	useIdle := s.o.IDLE && s.c.Caps().Has(imap.CapIdle)
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return nil
+		}
+		select {
+		case <-s.newMail:
+			return nil // announced during the last command
+		default:
+		}
+		if !useIdle {
+			t := time.NewTimer(remaining)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-s.c.Closed():
+				t.Stop()
+				return errServerClosed
+			case <-t.C:
+				return nil
+			}
+		}
+
+		stop := s.guard()
+		idle, err := s.c.Idle()
+		stop()
+		if err != nil {
+			return fmt.Errorf("IDLE: %w", err)
+		}
+		t := time.NewTimer(min(remaining, s.o.IdleRestart))
+		var mail, closed bool
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		case <-s.newMail:
+			mail = true
+		case <-s.c.Closed():
+			closed = true
+		}
+		t.Stop()
+		if closed {
+			_ = idle.Close()
+			return errServerClosed
+		}
+		stop = s.guard()
+		err = idle.Close()
+		if err == nil {
+			err = idle.Wait()
+		}
+		stop()
+		if err != nil {
+			return fmt.Errorf("IDLE: %w", err)
+		}
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		if mail {
+			s.log.Debug("imapfetch: IDLE reported new mail")
+			return nil
+		}
+	}
+}
