@@ -152,11 +152,14 @@ func accountsConnect(c *cli.Context) error {
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "Reconnected %s (%s): state %s", a.Email, a.Kind, a.State)
-	if prev != nil && prev.Warning != "" {
-		fmt.Fprintf(w, ", warning cleared (was: %s)", prev.Warning)
+	switch {
+	case prev != nil && prev.State == accounts.StateDisconnected:
+		fmt.Fprintf(w, "Reconnected %s (%s): connected again and a support address again.\n", a.Email, a.Kind)
+	case prev != nil && prev.Warning != "":
+		fmt.Fprintf(w, "Reconnected %s (%s): warning cleared (was: %s).\n", a.Email, a.Kind, prev.Warning)
+	default:
+		fmt.Fprintf(w, "Reconnected %s (%s) with a new token.\n", a.Email, a.Kind)
 	}
-	fmt.Fprintln(w, ".")
 	if cur, err := st.Cursor(c.Context, email); err == nil && cur.LastUID > 0 {
 		fmt.Fprintf(w, "Fetching resumes after UID %d: mail already imported is not imported again; unread mail that arrived meanwhile becomes tickets at the next fetch.\n", cur.LastUID)
 	} else {
@@ -400,6 +403,9 @@ func emailArg(c *cli.Context) (string, error) {
 		})
 		if err != nil {
 			return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+		}
+		if c.Bool("help") {
+			return "", cli.Exit(fmt.Sprintf("%s\n(mailgate accounts %s --help lists the flags)", usage, c.Command.Name), 1)
 		}
 	}
 	email, err := accounts.NormalizeEmail(args[0])
