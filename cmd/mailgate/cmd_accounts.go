@@ -104,7 +104,11 @@ func accountsConnect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	path := c.String("refresh-token-file")
 	// Everything that can fail locally fails before the browser dance.
+	if cfg.Google.ClientID == "" && (path == "" || !c.Bool("skip-verify")) {
+		return cli.Exit("google.client_id is not set: create an OAuth client of type \"Desktop app\" in Google Cloud Console and set google.client_id and google.client_secret (see README); a refresh token works only with the client it was issued to", exitConfig)
+	}
 	st, rdb, err := openAccounts(c.Context, cfg, true)
 	if err != nil {
 		return err
@@ -122,12 +126,9 @@ func accountsConnect(c *cli.Context) error {
 	}
 
 	var token string
-	if path := c.String("refresh-token-file"); path != "" {
+	if path != "" {
 		token, err = tokenFromFile(c, cfg, email, path)
 	} else {
-		if cfg.Google.ClientID == "" {
-			return cli.Exit("google.client_id is not set: create an OAuth client of type \"Desktop app\" in Google Cloud Console and set google.client_id and google.client_secret (see README)", exitConfig)
-		}
 		token, err = tokenFromBrowser(c, cfg, email)
 	}
 	if err != nil {
@@ -212,9 +213,6 @@ func tokenFromFile(c *cli.Context, cfg *config.Config, email, path string) (stri
 	if c.Bool("skip-verify") {
 		fmt.Fprintf(c.App.Writer, "Token not verified (--skip-verify): the first fetch will tell whether it works for %s.\n", email)
 		return token, nil
-	}
-	if cfg.Google.ClientID == "" {
-		return "", cli.Exit("google.client_id is not set: a refresh token works only with the OAuth client it was issued to; set google.client_id and google.client_secret (or pass --skip-verify)", exitConfig)
 	}
 	ctx, cancel := context.WithTimeout(c.Context, verifyTimeout)
 	defer cancel()

@@ -399,3 +399,19 @@ func TestAccountsConnectDenied(t *testing.T) {
 		t.Fatalf("denied consent: exit %d, stderr %s", code, errOut)
 	}
 }
+
+func TestAccountsConnectNoClient(t *testing.T) {
+	e := newAccountsEnv(t)
+	e.global = append(e.global, "--set", "google.client_id=")
+	code, _, errOut := e.run("accounts", "connect", "alice@example.com", "--no-browser")
+	if code != exitConfig || !strings.Contains(errOut, "google.client_id is not set") {
+		t.Fatalf("connect without a client: exit %d, stderr %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "key")); err == nil {
+		t.Error("a failed connect created the key file")
+	}
+	// A help flag after EMAIL is not taken for a request to connect.
+	if code, _, errOut := e.run("accounts", "add", "alice@example.com", "-h"); code == 0 || !strings.Contains(errOut, "--help lists the flags") {
+		t.Errorf("accounts add EMAIL -h: exit %d, stderr %s", code, errOut)
+	}
+}

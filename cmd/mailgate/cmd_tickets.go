@@ -160,7 +160,7 @@ func ticketsIngest(c *cli.Context) error {
 	}
 	defer rdb.Close()
 	src := tickets.Source{Origin: "cli", SupportAddress: c.String("support-address"), SuppressTriggers: c.Bool("suppress-triggers")}
-	var created, comments, dups, failed int
+	var created, comments, dups, suppressed, failed int
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -173,6 +173,13 @@ func ticketsIngest(c *cli.Context) error {
 		case err != nil:
 			fmt.Fprintf(c.App.ErrWriter, "%s: %v\n", f, err)
 			failed++
+		case r.Suppressed != "":
+			about := ""
+			if r.Ticket != 0 {
+				about = fmt.Sprintf(" about ticket #%d", r.Ticket)
+			}
+			fmt.Fprintf(c.App.Writer, "%s: no ticket: %s%s (kept, reported on the event stream)\n", f, r.Suppressed, about)
+			suppressed++
 		case r.Duplicate:
 			fmt.Fprintf(c.App.Writer, "%s: already ingested (ticket #%d), nothing new\n", f, r.Ticket)
 			dups++
@@ -184,7 +191,8 @@ func ticketsIngest(c *cli.Context) error {
 			comments++
 		}
 	}
-	fmt.Fprintf(c.App.Writer, "%d new tickets, %d comments, %d already ingested, %d failed\n", created, comments, dups, failed)
+	fmt.Fprintf(c.App.Writer, "%d new tickets, %d comments, %d already ingested, %d not tickets (loops, auto-replies, bounces), %d failed\n",
+		created, comments, dups, suppressed, failed)
 	if failed > 0 {
 		return cli.Exit(fmt.Sprintf("%d of %d files failed", failed, len(files)), 1)
 	}
