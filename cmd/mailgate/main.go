@@ -41,6 +41,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags:          globalFlags(),
 		Commands: []*cli.Command{
 			configCommand(),
+			accountsCommand(),
 			ticketsCommand(),
 			versionCommand(),
 		},

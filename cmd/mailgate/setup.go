@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
+	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -141,21 +142,24 @@ func redactURL(u string) string {
 	return u[:scheme+3] + "****" + u[at:]
 }
 
-// openStore opens Redis and the ticket store with the configured options.
+// openStore opens Redis and the ticket store, whose support addresses are
+// the connected accounts plus tickets.support_addresses.
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tickets.Store, redis.UniversalClient, error) {
-	rdb, err := openRedis(ctx, cfg)
+	acc, rdb, err := openAccounts(ctx, cfg, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := cfg.Tickets.SupportAddresses
-	st := tickets.NewStore(rdb, tickets.Options{
+	return newTicketStore(rdb, cfg, acc, log), rdb, nil
+}
+
+func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts.Store, log *slog.Logger) *tickets.Store {
+	return tickets.NewStore(rdb, tickets.Options{
 		Prefix:           cfg.Redis.Prefix,
 		MaxRawBytes:      cfg.Tickets.MaxRawBytes,
 		StreamMaxLen:     cfg.Tickets.StreamMaxLen,
 		SenderRateLimit:  cfg.Fetch.SenderRateLimit,
 		SenderRateWindow: cfg.Fetch.SenderRateWindow.Duration(),
-		SupportAddresses: func(context.Context) ([]string, error) { return extra, nil },
+		SupportAddresses: acc.SupportAddresses,
 		Logger:           log,
 	})
-	return st, rdb, nil
 }
