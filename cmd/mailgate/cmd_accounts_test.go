@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/urfave/cli/v2"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakeoauth"
@@ -73,21 +71,7 @@ func newAccountsEnv(t *testing.T) *accountsEnv {
 
 // mailgate runs the binary's CLI with args after the global flags.
 func (e *accountsEnv) mailgate(stdout, stderr io.Writer, args ...string) int {
-	argv := append(append([]string{}, e.global...), args...)
-	if newApp(io.Discard, io.Discard).Command("accounts") != nil {
-		return run(argv, stdout, stderr)
-	}
-	// Until main.go lists accountsCommand(): the same as run, plus it.
-	app := newApp(stdout, stderr)
-	app.Commands = append(app.Commands, accountsCommand())
-	if err := app.Run(argv); err != nil {
-		fmt.Fprintf(stderr, "mailgate: %v\n", err)
-		if ec, ok := err.(cli.ExitCoder); ok {
-			return ec.ExitCode()
-		}
-		return 1
-	}
-	return 0
+	return run(append(append([]string{}, e.global...), args...), stdout, stderr)
 }
 
 func (e *accountsEnv) run(args ...string) (code int, stdout, stderr string) {
