@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mailgate/mailgate/internal/rkey"
 	"github.com/mailgate/mailgate/oauth"
 )
 
@@ -64,13 +65,9 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := opts.Prefix
 	// Connect touches the account hash and the accounts set in one
 	// script, so under Cluster both must share a slot.
-	if _, ok := rdb.(*redis.ClusterClient); ok && !strings.Contains(p, "{") {
-		p = "{" + strings.TrimSuffix(p, ":") + "}:"
-	}
-	return &Store{rdb: rdb, opts: opts, p: p}
+	return &Store{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix)}
 }
 
 func (s *Store) accountKey(email string) string { return s.p + "account:" + email }

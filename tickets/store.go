@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/rkey"
 )
 
 //go:embed ingest.lua
@@ -48,11 +50,9 @@ type Store struct {
 	p    string
 }
 
-// NewStore returns a Store on rdb. With a *redis.ClusterClient every key
-// gets the hash tag of the prefix, so the ingest script (which touches the
-// dedupe index, the ticket and the stream at once) runs on one slot: a
-// helpdesk's tickets are small and atomic ingest matters more than
-// spreading them across shards.
+// NewStore returns a Store on rdb. Under Redis Cluster every key shares the
+// prefix's hash tag (see rkey.Prefix): the ingest script touches the dedupe
+// index, the ticket and the stream at once.
 func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = "mailgate:"
@@ -63,11 +63,7 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := opts.Prefix
-	if _, ok := rdb.(*redis.ClusterClient); ok && !strings.Contains(p, "{") {
-		p = "{" + strings.TrimSuffix(p, ":") + "}:"
-	}
-	return &Store{rdb: rdb, opts: opts, p: p}
+	return &Store{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix)}
 }
 
 // Key returns the full Redis key for a name under the store's prefix
