@@ -1,0 +1,7 @@
+// Package smtprelay is the helpdesk's outgoing mail server: it accepts
+// notifications over SMTP (go-smtp), stores each durably in Redis before
+// answering 250, then routes it — via the account's Gmail SMTP while under
+// Google's daily quota, else DKIM-signed to the recipients' MX or a
+// smarthost — retrying with backoff and bouncing (RFC 3464) what cannot be
+// delivered. It is never an open relay.
+package smtprelay

@@ -1,0 +1,133 @@
+package smtprelay
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/internal/redistest"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) Now() time.Time { return c.t }
+
+func newTestQueue(t *testing.T, extra ...string) (*Queue, *clock) {
+	t.Helper()
+	srv := redistest.Start(t, extra...)
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	q := NewQueue(srv.Client(t), QueueOptions{Now: c.Now, ClaimIdle: 200 * time.Millisecond})
+	if err := q.EnsureGroup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return q, c
+}
+
+func putTest(t *testing.T, q *Queue) *Message {
+	t.Helper()
+	m := &Message{From: "support@acme.test", To: []string{"alice@customer.test"}, Data: []byte("Subject: hi\r\n\r\nbody\r\n")}
+	if err := q.Put(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestQueueDeliverDeferPromoteFinish(t *testing.T) {
+	q, c := newTestQueue(t)
+	ctx := context.Background()
+	m := putTest(t, q)
+	got, err := q.Next(ctx, "w1", 10, time.Second)
+	if err != nil || len(got) != 1 || got[0].ID != m.ID || string(got[0].Data) != string(m.Data) {
+		t.Fatalf("Next = %+v, %v; want the message with its bytes", got, err)
+	}
+	// A temporary failure: deferred one minute, invisible until then.
+	got[0].Attempts, got[0].LastError = 1, "421 try later"
+	got[0].NextAttempt = c.t.Add(time.Minute)
+	if err := q.Defer(ctx, got[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := q.Promote(ctx); n != 0 {
+		t.Fatalf("Promote before time moved %d", n)
+	}
+	c.t = c.t.Add(2 * time.Minute)
+	if n, _ := q.Promote(ctx); n != 1 {
+		t.Fatalf("Promote after time moved %d, want 1", n)
+	}
+	again, _ := q.Next(ctx, "w1", 10, time.Second)
+	if len(again) != 1 || again[0].Attempts != 1 || again[0].State != StateDeferred {
+		t.Fatalf("retry = %+v", again)
+	}
+	again[0].State = StateSent
+	if err := q.Finish(ctx, again[0], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if depth, _, _ := q.Stats(ctx); depth != 0 {
+		t.Errorf("depth after finish = %d", depth)
+	}
+	final, err := q.Get(ctx, m.ID, true)
+	if err != nil || final.State != StateSent || len(final.Data) != 0 {
+		t.Errorf("finished record = %+v, %v; want state sent, bytes dropped", final, err)
+	}
+	if more, _ := q.Next(ctx, "w1", 10, 10*time.Millisecond); len(more) != 0 {
+		t.Errorf("finished message delivered again: %+v", more)
+	}
+}
+
+// TestDeadWorkerMessageIsReclaimed: a worker that took a message and died
+// (never deferred nor finished it) loses it to another after ClaimIdle.
+func TestDeadWorkerMessageIsReclaimed(t *testing.T) {
+	q, _ := newTestQueue(t)
+	ctx := context.Background()
+	m := putTest(t, q)
+	if got, _ := q.Next(ctx, "dead", 10, time.Second); len(got) != 1 {
+		t.Fatal("first worker got nothing")
+	}
+	if got, _ := q.Next(ctx, "alive", 10, 10*time.Millisecond); len(got) != 0 {
+		t.Fatalf("message handed out twice at once: %+v", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	got, err := q.Next(ctx, "alive", 10, 10*time.Millisecond)
+	if err != nil || len(got) != 1 || got[0].ID != m.ID {
+		t.Fatalf("reclaim = %+v, %v", got, err)
+	}
+}
+
+func TestDeleteWhileDeliveringDoesNotResurrect(t *testing.T) {
+	q, c := newTestQueue(t)
+	ctx := context.Background()
+	m := putTest(t, q)
+	got, _ := q.Next(ctx, "w", 1, time.Second)
+	if err := q.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	got[0].NextAttempt = c.t
+	if err := q.Defer(ctx, got[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Get(ctx, m.ID, false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted message came back: %v", err)
+	}
+	if n, _ := q.Promote(ctx); n != 0 {
+		t.Errorf("deleted message scheduled again")
+	}
+}
+
+func TestCheckDurability(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		conf []string
+		warn string
+	}{
+		{nil, "appendonly no"},
+		{[]string{"appendonly yes", "appendfsync always"}, ""},
+		{[]string{"appendonly yes", "appendfsync everysec"}, "everysec"},
+	} {
+		srv := redistest.Start(t, tc.conf...)
+		d := CheckDurability(ctx, srv.Client(t))
+		if tc.warn == "" && d.Warning != "" || tc.warn != "" && !strings.Contains(d.Warning, tc.warn) && !d.WaitAOF {
+			t.Errorf("%v: %+v, want warning containing %q", tc.conf, d, tc.warn)
+		}
+	}
+}
