@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -155,6 +156,13 @@ func limitRefs(refs, kinds []string) ([]string, []string) {
 }
 
 var subjectTokenRE = regexp.MustCompile(`\[#(\d{1,18})\]`)
+
+// SubjectTicket returns the ticket number of a "[#1042]" token in a
+// subject, or 0. The relay uses it to tie a notification to its ticket.
+func SubjectTicket(subject string) int64 {
+	n, _ := strconv.ParseInt(subjectToken(subject), 10, 64)
+	return n
+}
 
 // subjectToken returns the ticket id of a "[#1042]" token in the subject.
 func subjectToken(subject string) string {

@@ -1,0 +1,83 @@
+package smtprelay
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// TicketHeader lets the helpdesk say which ticket a notification is about,
+// so that replies to it thread there. It is removed before sending.
+const TicketHeader = "X-Mailgate-Ticket"
+
+// prepare turns accepted DATA into a queue message: it adds Date and
+// Message-ID when the helpdesk left them out (RFC 6409 section 8 lets a
+// submission server do so), reads and strips mailgate's own headers, and
+// keeps the body bytes as they came.
+func prepare(data []byte, from string, to []string, hostname string, now time.Time) *Message {
+	m := &Message{From: from, To: append([]string(nil), to...)}
+	br := bufio.NewReader(bytes.NewReader(data))
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		// Unparseable header: send the bytes as they are.
+		m.Data = data
+		return m
+	}
+	mh := gomail.Header{Header: message.Header{Header: h}}
+	if v := strings.TrimSpace(h.Get(TicketHeader)); v != "" {
+		m.Ticket, _ = strconv.ParseInt(strings.TrimPrefix(v, "#"), 10, 64)
+	}
+	if m.Ticket == 0 {
+		if subj, err := mh.Subject(); err == nil {
+			m.Ticket = tickets.SubjectTicket(subj)
+		}
+	}
+	for _, k := range []string{TicketHeader, "Bcc"} {
+		// Bcc must not travel in the header (RFC 5322 section 3.6.3).
+		h.Del(k)
+	}
+	if !h.Has("Date") {
+		h.Set("Date", now.Format(time.RFC1123Z))
+	}
+	if id, err := mh.MessageID(); err == nil && id != "" {
+		m.MessageID = id
+	} else {
+		m.MessageID = newMessageID(hostname, from)
+		h.Set("Message-Id", "<"+m.MessageID+">")
+	}
+	var out bytes.Buffer
+	out.Grow(len(data) + 200)
+	if err := textproto.WriteHeader(&out, h); err != nil {
+		m.Data = data
+		return m
+	}
+	out.ReadFrom(br)
+	m.Data = out.Bytes()
+	return m
+}
+
+func newMessageID(hostname, from string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	host := hostname
+	if host == "" {
+		if a, err := mail.ParseAddress(from); err == nil {
+			_, host, _ = strings.Cut(a.Address, "@")
+		}
+	}
+	if host == "" {
+		host = "mailgate.invalid"
+	}
+	return hex.EncodeToString(b[:]) + "@" + host
+}

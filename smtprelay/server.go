@@ -1,0 +1,262 @@
+package smtprelay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// ServerOptions configure the SMTP listener the helpdesk submits to.
+type ServerOptions struct {
+	Hostname string
+	// Users maps relay AUTH user names to bcrypt password hashes.
+	Users map[string]string
+	// AllowedNetworks may send without AUTH (the helpdesk's hosts).
+	AllowedNetworks []netip.Prefix
+	// AllowedSenders are extra envelope senders besides the support
+	// addresses: whole addresses, or domains ("example.com").
+	AllowedSenders []string
+	// SupportAddresses returns the connected accounts and configured
+	// support addresses, lower-cased.
+	SupportAddresses func(ctx context.Context) ([]string, error)
+	MaxRecipients    int
+	MaxMessageBytes  int64
+	TLS              *tls.Config // enables STARTTLS (and the implicit-TLS listener)
+	Logger           *slog.Logger
+	// Accepted is called after a message is queued, e.g. to register its
+	// Message-ID with the ticket store; its failure does not fail the
+	// transaction.
+	Accepted func(ctx context.Context, m *Message)
+}
+
+// Server is the relay's SMTP side.
+type Server struct {
+	q    *Queue
+	opts ServerOptions
+	srv  *smtp.Server
+	log  *slog.Logger
+}
+
+// NewServer returns an SMTP server that queues what it accepts on q.
+func NewServer(q *Queue, opts ServerOptions) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{q: q, opts: opts, log: opts.Logger}
+	srv := smtp.NewServer(s)
+	srv.Domain = opts.Hostname
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxMessageBytes = opts.MaxMessageBytes
+	srv.TLSConfig = opts.TLS
+	// AUTH over plaintext is refused per connection (loopback is fine)
+	// in Auth below; go-smtp's switch is all-or-nothing.
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 5 * time.Minute // RFC 5321 section 4.5.3.2.7
+	srv.WriteTimeout = time.Minute
+	srv.ErrorLog = slogLogger{opts.Logger}
+	s.srv = srv
+	return s
+}
+
+// Serve accepts SMTP connections on l (STARTTLS offered when TLS is set).
+func (s *Server) Serve(l net.Listener) error { return s.srv.Serve(l) }
+
+// ServeTLS accepts implicit-TLS connections (RFC 8314 submissions) on l.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.opts.TLS == nil {
+		return errors.New("relay.listen_tls needs relay.tls_cert and relay.tls_key")
+	}
+	return s.srv.Serve(tls.NewListener(l, s.opts.TLS))
+}
+
+// Shutdown stops accepting and waits for open sessions to end, until ctx
+// is done; a transaction in DATA finishes (and is queued) first.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	remote, _ := netip.ParseAddrPort(c.Conn().RemoteAddr().String())
+	ip := remote.Addr().Unmap()
+	sess := &session{s: s, conn: c, ip: ip, loopback: ip.IsLoopback()}
+	for _, p := range s.opts.AllowedNetworks {
+		if p.Contains(ip) {
+			sess.trusted = true
+		}
+	}
+	return sess, nil
+}
+
+// session is one SMTP connection's state.
+type session struct {
+	s        *Server
+	conn     *smtp.Conn
+	ip       netip.Addr
+	loopback bool
+	trusted  bool   // from relay.allowed_networks
+	user     string // authenticated relay user
+	from     string
+	to       []string
+}
+
+var (
+	errAuthNeeded = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Authentication required: log in with a relay user, or send from an address in relay.allowed_networks"}
+	errEncryptionNeeded = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11},
+		Message: "Encryption required for requested authentication mechanism: use STARTTLS first"} // RFC 4954 section 6
+	errQueueDown = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Requested action aborted: the queue is unavailable, try again later"}
+)
+
+func (x *session) AuthMechanisms() []string {
+	if len(x.s.opts.Users) == 0 {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (x *session) Auth(mech string) (sasl.Server, error) {
+	if _, isTLS := x.conn.TLSConnectionState(); !authAllowed(isTLS, x.loopback) {
+		return nil, errEncryptionNeeded
+	}
+	check := func(user, pass string) error {
+		hash, ok := x.s.opts.Users[user]
+		// Compare against a dummy hash for unknown users, so timing does
+		// not tell which user names exist.
+		if !ok {
+			hash = dummyHash
+		}
+		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)) != nil || !ok {
+			x.s.log.Warn("relay AUTH failed", "user", user, "remote", x.ip.String())
+			return smtp.ErrAuthFailed
+		}
+		x.user = user
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return smtp.ErrAuthFailed
+			}
+			return check(user, pass)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(check), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// authAllowed: passwords travel only encrypted, or over loopback where
+// nobody can listen.
+func authAllowed(isTLS, loopback bool) bool { return isTLS || loopback }
+
+// dummyHash is a bcrypt hash of nothing useful, for constant-time refusal.
+var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
+
+func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+	if x.user == "" && !x.trusted {
+		return errAuthNeeded
+	}
+	ok, err := x.senderAllowed(strings.ToLower(from))
+	if err != nil {
+		x.s.log.Error("relay: support addresses unavailable", "err", err)
+		return errQueueDown
+	}
+	if !ok {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)}
+	}
+	x.from = from
+	return nil
+}
+
+func (x *session) senderAllowed(from string) (bool, error) {
+	if from == "" {
+		return false, nil // the helpdesk never sends bounces through us
+	}
+	_, domain, _ := strings.Cut(from, "@")
+	for _, a := range x.s.opts.AllowedSenders {
+		a = strings.ToLower(a)
+		if a == from || !strings.Contains(a, "@") && a == domain {
+			return true, nil
+		}
+	}
+	if x.s.opts.SupportAddresses == nil {
+		return false, nil
+	}
+	support, err := x.s.opts.SupportAddresses(context.Background())
+	if err != nil {
+		return false, err
+	}
+	for _, a := range support {
+		if a == from {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if x.from == "" {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
+	}
+	if !strings.Contains(to, "@") {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient address must be user@domain"}
+	}
+	x.to = append(x.to, to)
+	return nil
+}
+
+func (x *session) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		// go-smtp's ErrDataTooLarge is a 552 5.3.4 SMTPError: pass it on.
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se
+		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			// RFC 5321 section 4.5.3.1.6: 1000 octets per line at most.
+			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
+		}
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
+	}
+	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := x.s.q.Put(ctx, m); err != nil {
+		// Temporary: the helpdesk keeps the message and tries again. A
+		// 5xx would make it drop a message we never stored.
+		x.s.log.Error("relay: cannot queue message", "from", x.from, "err", err)
+		return errQueueDown
+	}
+	x.s.log.Info("relay: queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.To), "size", m.Size, "ticket", m.Ticket)
+	if x.s.opts.Accepted != nil {
+		x.s.opts.Accepted(ctx, m)
+	}
+	m.Data = nil
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + m.ID}
+}
+
+func (x *session) Reset() { x.from, x.to = "", nil }
+
+func (x *session) Logout() error { return nil }
+
+// slogLogger adapts go-smtp's error log to slog.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Printf(format string, v ...any) { s.l.Warn("smtp: " + fmt.Sprintf(format, v...)) }
+func (s slogLogger) Println(v ...any) {
+	s.l.Warn("smtp: " + strings.TrimSpace(fmt.Sprintln(v...)))
+}
