@@ -7,7 +7,7 @@
 //
 // New mail (seed G1–G3, G17) is every message that is UNSEEN and has a UID
 // above the account's cursor (accounts.Cursor.LastUID, "highest UID fully
-// processed"). Messages are read with BODY.PEEK[], which never sets \Seen;
+// processed"; read mail above it counts as processed, it is not ours). Messages are read with BODY.PEEK[], which never sets \Seen;
 // \Seen is stored with UID STORE +FLAGS.SILENT only after Ingest returned
 // nil. A crash in between leaves the mail unseen, so it is fetched again,
 // and Ingest's Message-ID dedupe turns the second ingest into a no-op: no
@@ -21,18 +21,23 @@
 //
 // # Initial import
 //
-// On an account's first session (Account.ImportDone false) with
-// ImportRecent N > 0, the N highest UIDs in INBOX, read or unread, are
-// ingested with SuppressTriggers and the tag "imported" (G4, G5). Their
-// flags are left as they were: it is old mail the admin may already have
-// handled in Gmail, and marking 50 messages read behind a user's back is
-// surprising. The cursor then moves to the highest UID that existed when
-// the import started, and MarkImportDone records it; an import that is cut
-// short runs again from the start (dedupe makes that harmless). With
-// ImportRecent 0 the cursor simply starts at the highest existing UID, so
-// only mail that arrives later counts. Mail that arrives between the OAuth
-// consent and the worker's first session is below that cursor and is not
-// fetched (a known gap; the window is normally seconds).
+// On an account's first session (Account.ImportDone false) the mails that
+// arrived before the account was connected (INTERNALDATE before
+// Account.ConnectedAt) are "existing mail" (G4). With ImportRecent N > 0
+// the N highest UIDs among them, read or unread, are ingested with
+// SuppressTriggers and the tag "imported" (G5). Their flags are left as
+// they were: it is old mail the admin may already have handled in Gmail,
+// and marking 50 messages read behind a user's back is surprising. With
+// ImportRecent 0 none is. Either way the cursor then starts after the
+// existing mail and MarkImportDone records it; an import that is cut short
+// runs again from the start (dedupe makes that harmless).
+//
+// Splitting by ConnectedAt rather than "whatever is there at the first
+// session" means mail that arrives after `accounts connect` but before the
+// daemon first logs in is still new mail (G17). INTERNALDATE has whole
+// seconds and comes from Gmail's clock: a mail from the very second of the
+// connect counts as new, and clock skew between this host and Google moves
+// the line by that much.
 //
 // # Poison mail
 //

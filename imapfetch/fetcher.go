@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -350,15 +351,18 @@ func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done
 	defer release()
 
 	rep, err := w.session(lctx, true, progress)
-	if err != nil && w.isInvalidGrant(err) {
+	needsReconnect := func(err error) bool {
+		return w.isInvalidGrant(err) || errors.Is(err, oauth.ErrOpen)
+	}
+	if needsReconnect(err) {
 		if w.tokenChanged(ctx) {
 			// Reconnected meanwhile: try again with the new token.
 			var r2 Report
 			r2, err = w.session(lctx, true, progress)
 			rep.add(r2)
 		}
-		if err != nil && w.isInvalidGrant(err) {
-			w.markRevoked(ctx, err)
+		if needsReconnect(err) {
+			w.markNeedsReconnect(ctx, err)
 		}
 	}
 	return rep, err

@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/oauth"
 )
 
 // G1–G3: unread mail becomes tickets, read mail does not, and mail is
@@ -64,8 +67,9 @@ func TestUnreadMailBecomesTickets(t *testing.T) {
 			t.Errorf("UID %d unseen after its ticket was stored", uid)
 		}
 	}
-	if c := e.cursor(alice); c.LastUID != uint32(unread[len(unread)-1]) || c.UIDValidity != e.gm.UIDValidity(alice) {
-		t.Errorf("cursor = %+v, want last UID %d, UIDVALIDITY %d", c, unread[len(unread)-1], e.gm.UIDValidity(alice))
+	// The read mail 6 is above the last unread one: done all the same.
+	if c := e.cursor(alice); c.LastUID != uint32(read[len(read)-1]) || c.UIDValidity != e.gm.UIDValidity(alice) {
+		t.Errorf("cursor = %+v, want last UID %d, UIDVALIDITY %d", c, read[len(read)-1], e.gm.UIDValidity(alice))
 	}
 	a := e.account(alice)
 	if a.Imported != 4 || a.LastPoll.IsZero() || a.State != accounts.StateConnected {
@@ -134,7 +138,11 @@ func TestInitialImportRecent(t *testing.T) {
 		uid := e.deliver(alice, i, i%2 == 0)
 		seen[uid] = i%2 == 0
 	}
+	nextSecond()
 	e.connect(alice, 50)
+	// Arrived after the connect, before the first session: new mail, not
+	// part of the import.
+	e.deliver(alice, 100, false)
 	f := New(e.acc, e.st, e.options())
 
 	var calls [][2]int
@@ -144,15 +152,18 @@ func TestInitialImportRecent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("PollOnce: %v", err)
 	}
-	if want := (Report{Fetched: 50, InitialImport: 50, Created: 50}); rep != want {
+	if want := (Report{Fetched: 51, InitialImport: 50, Created: 51}); rep != want {
 		t.Fatalf("PollOnce = %+v, want %+v", rep, want)
 	}
-	if len(calls) != 50 || calls[0] != [2]int{1, 50} || calls[49] != [2]int{50, 50} {
-		t.Errorf("progress calls %v, want 1/50 … 50/50", calls)
+	if len(calls) != 51 || calls[0] != [2]int{1, 50} || calls[49] != [2]int{50, 50} || calls[50] != [2]int{51, 51} {
+		t.Errorf("progress calls %v, want 1/50 … 50/50, then 51/51", calls)
 	}
 	got := e.tickets()
-	if len(got) != 50 {
-		t.Fatalf("%d tickets, want 50", len(got))
+	if len(got) != 51 {
+		t.Fatalf("%d tickets, want 51", len(got))
+	}
+	if tk := got["Help number 100"]; tk == nil || tk.SuppressTriggers || slices.Contains(tk.Tags, "imported") {
+		t.Errorf("mail that arrived after the connect: ticket %+v, want an ordinary ticket", tk)
 	}
 	for i := 0; i < 60; i++ {
 		tk := got[fmt.Sprintf("Help number %d", i)]
@@ -170,6 +181,7 @@ func TestInitialImportRecent(t *testing.T) {
 			t.Errorf("imported ticket #%d: suppress_triggers %v tags %v, want true and [imported] (G5)", tk.ID, tk.SuppressTriggers, tk.Tags)
 		}
 	}
+	delete(got, "Help number 100")
 	for uid, was := range seen {
 		if now := e.gm.IsSeen(alice, uid); now != was {
 			t.Errorf("UID %d: \\Seen %v after the import, was %v; the import must not change flags", uid, now, was)
@@ -179,17 +191,18 @@ func TestInitialImportRecent(t *testing.T) {
 	if !a.ImportDone {
 		t.Errorf("ImportDone false after the import")
 	}
-	if c := e.cursor(alice); c.LastUID != 60 {
-		t.Errorf("cursor LastUID = %d, want 60", c.LastUID)
+
+	if c := e.cursor(alice); c.LastUID != 61 {
+		t.Errorf("cursor LastUID = %d, want 61", c.LastUID)
 	}
 
 	// The import runs once; new mail afterwards is ordinary.
-	e.deliver(alice, 100, false)
+	e.deliver(alice, 101, false)
 	rep = pollOnce(t, f, alice)
 	if want := (Report{Fetched: 1, Created: 1}); rep != want {
 		t.Fatalf("PollOnce after the import = %+v, want %+v", rep, want)
 	}
-	tk := e.tickets()["Help number 100"]
+	tk := e.tickets()["Help number 101"]
 	if tk == nil || tk.SuppressTriggers || slices.Contains(tk.Tags, "imported") {
 		t.Errorf("ticket for new mail = %+v, want an ordinary ticket", tk)
 	}
@@ -203,13 +216,15 @@ func TestInitialImportNone(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		old = append(old, e.deliver(alice, i, false))
 	}
+	nextSecond()
 	e.connect(alice, 0)
+	e.deliver(alice, 10, false) // after the connect: new mail (G17)
 	f := New(e.acc, e.st, e.options())
-	if rep := pollOnce(t, f, alice); rep != (Report{}) {
-		t.Fatalf("PollOnce = %+v, want nothing imported", rep)
+	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 1, Created: 1}) {
+		t.Fatalf("PollOnce = %+v, want only the mail that arrived after the connect", rep)
 	}
-	if n := e.ticketCount(); n != 0 {
-		t.Fatalf("%d tickets, want 0", n)
+	if tk := e.tickets()["Help number 10"]; tk == nil || tk.SuppressTriggers {
+		t.Fatalf("mail after the connect: ticket %+v, want an ordinary ticket", tk)
 	}
 	for _, uid := range old {
 		if e.gm.IsSeen(alice, uid) {
@@ -219,9 +234,12 @@ func TestInitialImportNone(t *testing.T) {
 	if !e.account(alice).ImportDone {
 		t.Error("ImportDone false")
 	}
-	e.deliver(alice, 10, false)
+	e.deliver(alice, 11, false)
 	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 1, Created: 1}) {
 		t.Fatalf("PollOnce after new mail = %+v, want one ticket", rep)
+	}
+	if n := e.ticketCount(); n != 2 {
+		t.Errorf("%d tickets, want 2", n)
 	}
 }
 
@@ -539,6 +557,7 @@ func TestUIDValidityChange(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		e.deliver(alice, i, false) // unread: the import leaves them so
 	}
+	nextSecond()
 	e.connect(alice, 50)
 	f := New(e.acc, e.st, e.options())
 	if rep := pollOnce(t, f, alice); rep.Created != 3 {
@@ -604,6 +623,57 @@ func TestPlaintextOnlyToLoopback(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "refusing plaintext") {
 		t.Errorf("PollOnce plaintext to a public address = %v, want refusal", err)
 	}
+}
+
+// An unreachable store says nothing about the mail: the poll stops with an
+// error, no attempt is counted, and the mail is fetched again later.
+func TestStoreOutageNotCountedAgainstMail(t *testing.T) {
+	e := newEnv(t, fakegmail.Options{})
+	e.connect(alice, 0)
+	refused := fmt.Errorf("support addresses: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	fs := &flakyStore{Store: e.st, failFirst: 2, failErr: refused}
+	o := e.options()
+	o.MaxAttempts = 1 // a counted failure would quarantine at once
+	f := New(e.acc, fs, o)
+	pollOnce(t, f, alice)
+	uid := e.deliver(alice, 1, false)
+	for i := 0; i < 2; i++ {
+		if _, err := f.PollOnce(context.Background(), alice, nil); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("PollOnce with the store down = %v, want the connection error", err)
+		}
+	}
+	if keys, _ := e.rdb.Keys(context.Background(), "*attempts*").Result(); len(keys) > 0 {
+		t.Errorf("attempts counted during a store outage: %v", keys)
+	}
+	if e.gm.IsSeen(alice, uid) {
+		t.Error("mail marked \\Seen although the store was down")
+	}
+	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 1, Created: 1}) {
+		t.Errorf("PollOnce after the outage = %+v, want the mail as a ticket", rep)
+	}
+}
+
+// A refresh token sealed with another key (secrets.key_file replaced) needs
+// a reconnect too: the account goes to error instead of retrying forever.
+func TestUndecryptableToken(t *testing.T) {
+	e := newEnv(t, fakegmail.Options{})
+	e.gm.AddUser(alice)
+	otherKey, err := oauth.NewBox([]byte(strings.Repeat("x", oauth.KeySize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := accounts.New(e.rdb, accounts.Options{Box: otherKey})
+	if _, err := other.Connect(context.Background(), accounts.Account{Email: alice}, e.oa.IssueRefreshToken(alice)); err != nil {
+		t.Fatal(err)
+	}
+	e.start(New(e.acc, e.st, e.options()))
+	waitFor(t, 10*time.Second, "account in error", func() bool { return e.account(alice).State == accounts.StateError })
+	if a := e.account(alice); !strings.Contains(a.Warning, "cannot decrypt") || !strings.Contains(a.Warning, "accounts reconnect alice@example.com") {
+		t.Errorf("warning %q, want the decrypt problem and the reconnect command", a.Warning)
+	}
+	e.connect(alice, 0) // reconnect with this process's key
+	e.deliver(alice, 1, false)
+	waitFor(t, 10*time.Second, "ticket after reconnect", func() bool { return e.ticketCount() == 1 })
 }
 
 func TestPollOnceErrors(t *testing.T) {

@@ -96,6 +96,15 @@ func (e *env) connect(email string, importRecent int) string {
 	return tok
 }
 
+// nextSecond waits until the wall clock enters a new second. Mail delivered
+// before it is "existing mail" for an account connected after it:
+// INTERNALDATE has whole seconds, and mail from the second of the connect
+// counts as new.
+func nextSecond() {
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(time.Second).Sub(now) + 10*time.Millisecond)
+}
+
 // deliver puts a test mail in email's INBOX and returns its UID.
 func (e *env) deliver(email string, n int, seen bool) imap.UID {
 	e.t.Helper()
@@ -249,6 +258,7 @@ type flakyStore struct {
 
 	mu           sync.Mutex
 	failFirst    int
+	failErr      error           // what the first failFirst calls return; nil: a plain error
 	poison       map[string]bool // Message-ID → panic in Ingest
 	calls        int
 	seenAtIngest []string
@@ -283,6 +293,9 @@ func (s *flakyStore) Ingest(ctx context.Context, raw []byte, src tickets.Source)
 		panic("parser exploded on " + m.MessageID)
 	}
 	if fail {
+		if s.failErr != nil {
+			return tickets.Result{}, s.failErr
+		}
 		return tickets.Result{}, fmt.Errorf("injected store failure")
 	}
 	return s.Store.Ingest(ctx, raw, src)

@@ -35,6 +35,7 @@ type session struct {
 	o    *Options
 	log  *slog.Logger
 	c    *imapclient.Client
+	caps imap.CapSet // after login
 	once bool
 
 	// newMail receives a value when the server announces EXISTS.
@@ -82,7 +83,7 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 	defer s.close()
 	err = s.run(ctx, a, src)
 	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, oauth.ErrInvalidGrant) {
-		err = fmt.Errorf("%w: %v", errServerClosed, err)
+		err = fmt.Errorf("%w: %w", errServerClosed, err)
 	}
 	return s.rep, err
 }
@@ -95,7 +96,7 @@ func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Sourc
 		return err
 	}
 	if !a.ImportDone {
-		if err := s.initialImport(ctx, a.ImportRecent); err != nil {
+		if err := s.initialImport(ctx, a); err != nil {
 			return err
 		}
 	}
@@ -238,6 +239,11 @@ func (s *session) login(ctx context.Context, src *oauth.Source) error {
 		sc := oauth.Mechanism(mechs, s.w.email, tok.AccessToken)
 		stop := s.guard()
 		err = oauth.Explain(sc, s.c.Authenticate(sc))
+		if err == nil {
+			// Servers may announce more after login (RFC 3501 section
+			// 7.2.1); Caps asks again if the OK carried none.
+			s.caps = s.c.Caps()
+		}
 		stop()
 		if err == nil {
 			return nil
@@ -284,11 +290,13 @@ func (s *session) selectInbox(ctx context.Context) error {
 	return nil
 }
 
-// initialImport runs the choice made at connect (G4): the n most recent
-// messages, read or unread, become tickets with triggers suppressed (G5),
-// or with n = 0 nothing old does. Either way the cursor then starts at the
-// highest UID that existed when it began.
-func (s *session) initialImport(ctx context.Context, n int) error {
+// initialImport runs the choice made at connect (G4). The mails that
+// arrived before the account was connected (INTERNALDATE before
+// ConnectedAt) are "existing mail": with n > 0 the n most recent of them,
+// read or unread, become tickets with triggers suppressed (G5); with n = 0
+// none does. The cursor then starts after them, so mail that arrived after
+// the connect (even before this first session) is new mail (G17).
+func (s *session) initialImport(ctx context.Context, a *accounts.Account) error {
 	stop := s.guard()
 	data, err := s.c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
 	stop()
@@ -297,15 +305,20 @@ func (s *session) initialImport(ctx context.Context, n int) error {
 	}
 	all := data.AllUIDs()
 	slices.Sort(all)
-	var highest uint32
-	if len(all) > 0 {
-		highest = uint32(all[len(all)-1])
+	nOld, err := s.arrivedBefore(all, a.ConnectedAt)
+	if err != nil {
+		return fmt.Errorf("initial import: %w", err)
 	}
-	if n > 0 && len(all) > 0 {
-		pick := all[max(0, len(all)-n):]
-		s.log.Info("imapfetch: initial import", "mails", len(pick), "of", len(all))
+	old := all[:nOld]
+	var boundary uint32
+	if len(old) > 0 {
+		boundary = uint32(old[len(old)-1])
+	}
+	if n := a.ImportRecent; n > 0 && len(old) > 0 {
+		pick := old[max(0, len(old)-n):]
+		s.log.Info("imapfetch: initial import", "mails", len(pick), "existing", len(old))
 		s.total += len(pick)
-		done, err := s.fetchAndIngest(ctx, pick, true)
+		done, err := s.fetchAndIngest(ctx, pick, true, 0)
 		if err != nil {
 			return fmt.Errorf("initial import: %w", err)
 		}
@@ -315,8 +328,8 @@ func (s *session) initialImport(ctx context.Context, n int) error {
 			return fmt.Errorf("initial import: %d of %d mails failed and will be retried", left, len(pick))
 		}
 	}
-	if highest > s.cur.LastUID {
-		s.cur.LastUID = highest
+	if boundary > s.cur.LastUID {
+		s.cur.LastUID = boundary
 	}
 	if err := s.w.f.acc.SetCursor(ctx, s.w.email, s.cur); err != nil {
 		return err
@@ -324,8 +337,45 @@ func (s *session) initialImport(ctx context.Context, n int) error {
 	if err := s.w.f.acc.MarkImportDone(ctx, s.w.email); err != nil {
 		return err
 	}
-	s.log.Info("imapfetch: initial import done", "imported", s.rep.InitialImport, "last_uid", s.cur.LastUID)
+	s.log.Info("imapfetch: initial import done", "imported", s.rep.InitialImport, "existing", len(old),
+		"arrived_since_connect", len(all)-len(old), "last_uid", s.cur.LastUID)
 	return nil
+}
+
+// dateChunk is how many INTERNALDATEs arrivedBefore asks for at once.
+const dateChunk = 200
+
+// arrivedBefore returns how many of uids (ascending) arrived before
+// cutoff, by INTERNALDATE. UIDs grow with arrival (RFC 3501 section
+// 2.3.1.1), so it looks from the newest backwards and usually stops within
+// the first chunk. INTERNALDATE has whole seconds, so a mail from the
+// second of the cutoff counts as arrived after it; a zero cutoff means all
+// arrived before.
+func (s *session) arrivedBefore(uids []imap.UID, cutoff time.Time) (int, error) {
+	if cutoff.IsZero() {
+		return len(uids), nil
+	}
+	cutoff = cutoff.Truncate(time.Second)
+	for end := len(uids); end > 0; {
+		start := max(0, end-dateChunk)
+		stop := s.guard()
+		msgs, err := s.c.Fetch(imap.UIDSetNum(uids[start:end]...), &imap.FetchOptions{UID: true, InternalDate: true}).Collect()
+		stop()
+		if err != nil {
+			return 0, fmt.Errorf("UID FETCH INTERNALDATE: %w", err)
+		}
+		dates := make(map[imap.UID]time.Time, len(msgs))
+		for _, m := range msgs {
+			dates[m.UID] = m.InternalDate
+		}
+		for i := end - 1; i >= start; i-- {
+			if d, ok := dates[uids[i]]; ok && d.Before(cutoff) {
+				return i + 1, nil
+			}
+		}
+		end = start
+	}
+	return 0, nil
 }
 
 // pollNew fetches the unread mail above the cursor (G1–G3).
@@ -335,15 +385,34 @@ func (s *session) pollNew(ctx context.Context) error {
 	case <-s.newMail:
 	default:
 	}
-	crit := &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}}
-	var set imap.UIDSet
-	set.AddRange(imap.UID(s.cur.LastUID+1), 0) // LastUID+1:*
-	crit.UID = []imap.UIDSet{set}
+	var rng imap.UIDSet
+	rng.AddRange(imap.UID(s.cur.LastUID+1), 0) // LastUID+1:*
+	// Two searches in one round trip: every UID in range (its maximum is
+	// where the cursor may go once the unread ones are done; read mail
+	// is done by definition, G3), then the unread ones. In this order a
+	// mail arriving in between is in the second answer, never skipped.
+	var maxOpts *imap.SearchOptions
+	esearch := s.caps.Has(imap.CapESearch)
+	if esearch {
+		maxOpts = &imap.SearchOptions{ReturnMax: true} // RFC 4731
+	}
 	stop := s.guard()
-	data, err := s.c.UIDSearch(crit, nil).Wait()
+	allCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}}, maxOpts)
+	unseenCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}, NotFlag: []imap.Flag{imap.FlagSeen}}, nil)
+	allData, allErr := allCmd.Wait()
+	data, err := unseenCmd.Wait()
 	stop()
+	if err == nil {
+		err = allErr
+	}
 	if err != nil {
 		return fmt.Errorf("UID SEARCH UNSEEN: %w", err)
+	}
+	var ceiling uint32
+	if esearch {
+		ceiling = allData.Max
+	} else if all := allData.AllUIDs(); len(all) > 0 {
+		ceiling = uint32(slices.Max(all))
 	}
 	var uids []imap.UID
 	for _, u := range data.AllUIDs() {
@@ -353,13 +422,14 @@ func (s *session) pollNew(ctx context.Context) error {
 			uids = append(uids, u)
 		}
 	}
+	slices.Sort(uids)
 	if len(uids) == 0 {
+		s.advance(ctx, nil, nil, ceiling)
 		return nil
 	}
-	slices.Sort(uids)
 	s.total += len(uids)
 	before := s.rep
-	_, err = s.fetchAndIngest(ctx, uids, false)
+	_, err = s.fetchAndIngest(ctx, uids, false, ceiling)
 	s.log.Info("imapfetch: fetched new mail", "found", len(uids),
 		"created", s.rep.Created-before.Created, "comments", s.rep.Comments-before.Comments,
 		"duplicates", s.rep.Duplicates-before.Duplicates, "suppressed", s.rep.Suppressed-before.Suppressed,
@@ -375,7 +445,7 @@ func (s *session) pollNew(ctx context.Context) error {
 //
 // Shutdown (ctx cancelled) is noticed between mails: the mail being
 // ingested, and the \Seen of those ingested, are finished first.
-func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported bool) (map[imap.UID]bool, error) {
+func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported bool, ceiling uint32) (map[imap.UID]bool, error) {
 	done := make(map[imap.UID]bool, len(uids))
 	for start := 0; start < len(uids); start += s.o.BatchSize {
 		if err := context.Cause(ctx); err != nil {
@@ -446,7 +516,7 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 			}
 		}
 		if !imported {
-			s.advance(ctx, uids, done)
+			s.advance(ctx, uids, done, ceiling)
 		}
 		if abort != nil {
 			return done, abort
@@ -456,14 +526,21 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 }
 
 // advance moves the cursor over the leading UIDs that are done, so that a
-// failed mail keeps it just below itself and is searched for again.
-func (s *session) advance(ctx context.Context, uids []imap.UID, done map[imap.UID]bool) {
+// failed mail keeps it just below itself and is searched for again. When
+// all of uids are done it moves on to ceiling, the highest UID the search
+// saw: everything between is read mail, which is not ours to fetch.
+func (s *session) advance(ctx context.Context, uids []imap.UID, done map[imap.UID]bool, ceiling uint32) {
 	next := s.cur.LastUID
+	all := true
 	for _, u := range uids {
 		if !done[u] {
+			all = false
 			break
 		}
-		next = uint32(u)
+		next = max(next, uint32(u))
+	}
+	if all {
+		next = max(next, ceiling)
 	}
 	if next <= s.cur.LastUID {
 		return
@@ -593,7 +670,7 @@ func storeUnavailable(err error) bool {
 // ends IDLE after about 29 minutes).
 func (s *session) wait(ctx context.Context) error {
 	deadline := time.Now().Add(s.o.PollInterval)
-	useIdle := s.o.IDLE && s.c.Caps().Has(imap.CapIdle)
+	useIdle := s.o.IDLE && s.caps.Has(imap.CapIdle)
 	for {
 		remaining := time.Until(deadline)
 		if remaining <= 0 {

@@ -74,12 +74,12 @@ func (w *worker) run(ctx context.Context) {
 		case errors.Is(err, errStopped):
 			w.log.Info("imapfetch: account is no longer connected")
 			return
-		case w.isInvalidGrant(err):
+		case w.isInvalidGrant(err), errors.Is(err, oauth.ErrOpen):
 			if w.tokenChanged(ctx) {
 				w.log.Info("imapfetch: account was reconnected with a new token; logging in again")
 				continue
 			}
-			w.markRevoked(ctx, err)
+			w.markNeedsReconnect(ctx, err)
 			return
 		case leaseLost:
 			w.log.Warn("imapfetch: lost the account lease; another process may be polling it now")
@@ -116,12 +116,16 @@ func (w *worker) tokenChanged(ctx context.Context) bool {
 	return true
 }
 
-// markRevoked puts the account in error with the warning an admin sees in
-// `accounts list` (G15). The worker then stops until the account is
-// reconnected.
-func (w *worker) markRevoked(ctx context.Context, cause error) {
+// markNeedsReconnect puts the account in error with the warning an admin
+// sees in `accounts list` (G15), for the failures only a reconnect fixes:
+// Google revoked the grant, or the stored token no longer decrypts. The
+// worker then stops until the account is reconnected.
+func (w *worker) markNeedsReconnect(ctx context.Context, cause error) {
 	warning := fmt.Sprintf("Google revoked mailgate's access (invalid_grant): reconnect with `mailgate accounts reconnect %s`", w.email)
-	w.log.Error("imapfetch: access revoked; stopping until the account is reconnected", "err", cause)
+	if !w.isInvalidGrant(cause) {
+		warning = fmt.Sprintf("mailgate cannot decrypt the stored refresh token (was secrets.key_file replaced?): reconnect with `mailgate accounts reconnect %s`", w.email)
+	}
+	w.log.Error("imapfetch: account needs to be reconnected; stopping until it is", "err", cause)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.f.opts.CommandTimeout)
 	defer cancel()
 	if err := w.f.acc.SetError(sctx, w.email, warning, cause); err != nil && !errors.Is(err, accounts.ErrDisconnected) {

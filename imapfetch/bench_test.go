@@ -1,0 +1,74 @@
+package imapfetch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/internal/fakegmail"
+)
+
+// benchMails is the mailbox size of BenchmarkImport (issue 3: 10,000 mails
+// of 10 KB each).
+const benchMails = 10000
+
+// BenchmarkImport measures one PollOnce that turns 10,000 unread 10 KB
+// mails in the in-process fake Gmail into tickets on a real redis-server:
+// UID SEARCH, UID FETCH BODY.PEEK[] in batches, Ingest, UID STORE \Seen,
+// cursor writes. It reports tickets per second.
+//
+//	go test -run '^$' -bench Import -benchtime 1x ./imapfetch
+func BenchmarkImport(b *testing.B) {
+	if testing.Short() {
+		b.Skip("fills a mailbox with 10,000 mails; skipped with -short")
+	}
+	for _, batch := range []int{20, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			e := newEnv(b, fakegmail.Options{})
+			e.log = slog.New(slog.DiscardHandler)
+			o := e.options()
+			o.Logger = e.log
+			o.BatchSize = batch
+			f := New(e.acc, e.st, o)
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				email := fmt.Sprintf("bench%d-%d@example.com", batch, i)
+				e.connect(email, 0)
+				pollOnce(b, f, email) // the first session: cursor set, import done
+				for n := 0; n < benchMails; n++ {
+					if _, err := e.gm.Deliver(email, benchMail(email, n), false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				start := time.Now()
+				rep, err := f.PollOnce(context.Background(), email, nil)
+				total += time.Since(start)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if rep.Created != benchMails {
+					b.Fatalf("PollOnce = %+v, want %d tickets", rep, benchMails)
+				}
+			}
+			b.ReportMetric(float64(benchMails*b.N)/total.Seconds(), "tickets/s")
+		})
+	}
+}
+
+// benchMail is a 10 KB plain-text mail.
+func benchMail(to string, n int) []byte {
+	head := string(testMail(to, n))
+	line := strings.Repeat("The printer on the third floor is on fire again. ", 2) + "\r\n"
+	var b strings.Builder
+	b.Grow(10 << 10)
+	b.WriteString(head)
+	for b.Len() < 10<<10 {
+		b.WriteString(line)
+	}
+	return []byte(b.String())
+}
