@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/internal/fakegmail"
+)
+
+// TestFetchOnceImportsWithProgress is the admin's path from a connected
+// account to tickets: add it with --import-recent 3, fetch once (the
+// initial import shows its progress), then a new unread mail arrives and
+// the next fetch turns just that one into a ticket.
+func TestFetchOnceImportsWithProgress(t *testing.T) {
+	e := newAccountsEnv(t)
+	gm, err := fakegmail.New(fakegmail.Options{Validate: e.google.Validate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := gm.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	e.global = append(e.global, "--set", "google.imap_addr="+addr.String(), "--set", "google.imap_tls=plain")
+
+	const acct = "support@acme.test"
+	gm.AddUser(acct)
+	for i := range 5 {
+		gm.Deliver(acct, []byte(fmt.Sprintf("From: c%d@customer.test\r\nTo: %s\r\nSubject: old %d\r\nMessage-ID: <old%d@customer.test>\r\n\r\nold mail\r\n", i, acct, i, i)), i%2 == 0)
+	}
+	// "Existing mail" is what arrived before the connection, by IMAP
+	// INTERNALDATE, which has whole seconds: connect in the next second.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
+	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "3")
+
+	out := e.mustRun("fetch", "--once")
+	if !strings.Contains(out, "3/3 mails") || !strings.Contains(out, "3 new tickets") {
+		t.Fatalf("first fetch:\n%s\nwant the import of the 3 most recent mails with progress", out)
+	}
+	gm.Deliver(acct, []byte("From: new@customer.test\r\nTo: "+acct+"\r\nSubject: new\r\nMessage-ID: <new@customer.test>\r\n\r\nhello\r\n"), false)
+	out = e.mustRun("fetch", "--once", acct)
+	if !strings.Contains(out, "1 new tickets") {
+		t.Fatalf("second fetch:\n%s\nwant exactly the new mail", out)
+	}
+	out = e.mustRun("tickets", "list")
+	if strings.Count(out, "\n") != 5 || !strings.Contains(out, "triggers-suppressed") {
+		t.Errorf("tickets list:\n%s\nwant 4 tickets, imported ones marked triggers-suppressed", out)
+	}
+}
