@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,7 +49,17 @@ type Store struct {
 	rdb  redis.UniversalClient
 	opts Options
 	p    string
+
+	// The support addresses change when an account is connected, rarely;
+	// asking for them on every mail cost two Redis round trips per ingest.
+	mu        sync.Mutex
+	support   map[string]bool
+	supportAt time.Time
 }
+
+// supportTTL is how long the support addresses are reused: an account
+// connected elsewhere counts as ours within that long.
+const supportTTL = 2 * time.Second
 
 // NewStore returns a Store on rdb. Under Redis Cluster every key shares the
 // prefix's hash tag (see rkey.Prefix): the ingest script touches the dedupe
@@ -233,17 +244,24 @@ var ErrNotFound = errors.New("no such ticket")
 func (s *Store) ticketKey(id int64) string { return s.Key("ticket:" + strconv.FormatInt(id, 10)) }
 
 func (s *Store) supportSet(ctx context.Context) (map[string]bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	if s.support != nil && now.Sub(s.supportAt) < supportTTL && !now.Before(s.supportAt) {
+		return s.support, nil
+	}
 	set := map[string]bool{}
-	if s.opts.SupportAddresses == nil {
-		return set, nil
+	if s.opts.SupportAddresses != nil {
+		addrs, err := s.opts.SupportAddresses(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("support addresses: %w", err)
+		}
+		for _, a := range addrs {
+			set[strings.ToLower(a)] = true
+		}
 	}
-	addrs, err := s.opts.SupportAddresses(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("support addresses: %w", err)
-	}
-	for _, a := range addrs {
-		set[strings.ToLower(a)] = true
-	}
+	// The map is shared read-only from here on.
+	s.support, s.supportAt = set, now
 	return set, nil
 }
 

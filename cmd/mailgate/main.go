@@ -44,6 +44,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			accountsCommand(),
 			fetchCommand(),
 			serveCommand(),
+			dkimCommand(),
+			dnsCommand(),
 			ticketsCommand(),
 			versionCommand(),
 		},
