@@ -44,9 +44,9 @@ func startRelay(t *testing.T, opts ServerOptions) *relayEnv {
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
-// send runs one SMTP transaction and returns the final reply's error (nil
+// submit runs one SMTP transaction and returns the final reply's error (nil
 // for 250) and the 250 text.
-func send(t *testing.T, addr string, auth sasl.Client, from string, to []string, data string) (string, error) {
+func submit(t *testing.T, addr string, auth sasl.Client, from string, to []string, data string) (string, error) {
 	t.Helper()
 	c, err := smtp.Dial(addr)
 	if err != nil {
@@ -91,7 +91,7 @@ const notification = "From: Acme Support <support@acme.test>\r\nTo: alice@custom
 
 func TestRelayQueuesBefore250(t *testing.T) {
 	e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
-	text, err := send(t, e.addr, nil, "support@acme.test", []string{"alice@customer.test"}, notification)
+	text, err := submit(t, e.addr, nil, "support@acme.test", []string{"alice@customer.test"}, notification)
 	if err != nil {
 		t.Fatalf("send: %v", err)
 	}
@@ -117,21 +117,21 @@ func TestRelayRefusesWhatAnOpenRelayWouldTake(t *testing.T) {
 	users := map[string]string{"helpdesk": string(hash)}
 	t.Run("unknown sender", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
-		_, err := send(t, e.addr, nil, "spammer@elsewhere.test", []string{"victim@x.test"}, "Subject: x\r\n\r\nx\r\n")
+		_, err := submit(t, e.addr, nil, "spammer@elsewhere.test", []string{"victim@x.test"}, "Subject: x\r\n\r\nx\r\n")
 		if code(err) != 550 || !strings.Contains(err.Error(), "not a support address") {
 			t.Errorf("unknown sender: %v, want 550 with a clear text", err)
 		}
 	})
 	t.Run("no auth from a network not allowed", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{Users: users})
-		_, err := send(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
+		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
 		if code(err) != 530 {
 			t.Errorf("no AUTH: %v, want 530", err)
 		}
 	})
 	t.Run("bad password", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{Users: users})
-		_, err := send(t, e.addr, sasl.NewPlainClient("", "helpdesk", "wrong"), "support@acme.test", []string{"a@x.test"}, "x")
+		_, err := submit(t, e.addr, sasl.NewPlainClient("", "helpdesk", "wrong"), "support@acme.test", []string{"a@x.test"}, "x")
 		if code(err) != 535 {
 			t.Errorf("bad password: %v, want 535", err)
 		}
@@ -139,20 +139,20 @@ func TestRelayRefusesWhatAnOpenRelayWouldTake(t *testing.T) {
 	t.Run("auth ok", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{Users: users})
 		for _, auth := range []sasl.Client{sasl.NewPlainClient("", "helpdesk", "s3cret"), sasl.NewLoginClient("helpdesk", "s3cret")} {
-			if _, err := send(t, e.addr, auth, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+			if _, err := submit(t, e.addr, auth, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
 				t.Errorf("AUTH %T: %v", auth, err)
 			}
 		}
 	})
 	t.Run("allowed sender domain", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback, AllowedSenders: []string{"billing.acme.test"}})
-		if _, err := send(t, e.addr, nil, "invoices@billing.acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+		if _, err := submit(t, e.addr, nil, "invoices@billing.acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
 			t.Errorf("allowed domain: %v", err)
 		}
 	})
 	t.Run("oversized", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback, MaxMessageBytes: 1000})
-		_, err := send(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30))
+		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30))
 		if code(err) != 552 {
 			t.Errorf("oversized: %v, want 552", err)
 		}
@@ -173,7 +173,7 @@ func TestAuthNeedsTLSOffLoopback(t *testing.T) {
 func TestRedisDownIs451NotA5xx(t *testing.T) {
 	e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
 	e.srv.Kill()
-	_, err := send(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
+	_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
 	if code(err) != 451 {
 		t.Fatalf("with Redis down: %v, want 451 4.3.0 so the helpdesk retries", err)
 	}

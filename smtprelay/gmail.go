@@ -1,0 +1,158 @@
+package smtprelay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"golang.org/x/oauth2"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/oauth"
+)
+
+// AccountStore is what the relay needs of the accounts.
+type AccountStore interface {
+	Get(ctx context.Context, email string) (*accounts.Account, error)
+	RefreshToken(ctx context.Context, email string) (string, error)
+	SaveRefreshToken(ctx context.Context, email, token string) error
+	SetError(ctx context.Context, email, warning string, cause error) error
+}
+
+// GmailOptions say how to reach Gmail's submission server.
+type GmailOptions struct {
+	Addr       string // smtp.gmail.com:587
+	TLSMode    string // starttls (default), implicit, or plain (loopback tests only)
+	TLS        *tls.Config
+	OAuth      *oauth2.Config
+	HTTPClient *http.Client
+}
+
+// errGmailQuota is Gmail refusing because the account reached its daily
+// sending limit: the message goes another way, it does not bounce.
+var errGmailQuota = errors.New("Gmail daily sending limit reached")
+
+// errAccountUnusable: the account cannot send via Gmail now (revoked
+// token, disconnected); the message goes another way.
+var errAccountUnusable = errors.New("account cannot send via Gmail")
+
+// gmailRoute sends as the account through Gmail's SMTP with XOAUTH2, so
+// the message lands in the account's Sent folder (seed G8). Google
+// de-duplicates by Message-ID, so a retry after an unclear failure does
+// not leave two copies in Sent.
+type gmailRoute struct {
+	opts    GmailOptions
+	acc      AccountStore
+	hostname string
+	timeout  time.Duration
+	mu       sync.Mutex
+	sources map[string]*oauth.Source
+}
+
+func (g *gmailRoute) source(ctx context.Context, email string) (*oauth.Source, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s, ok := g.sources[email]; ok {
+		return s, nil
+	}
+	refresh, err := g.acc.RefreshToken(ctx, email)
+	if err != nil {
+		return nil, err
+	}
+	save := func(ctx context.Context, tok string) error { return g.acc.SaveRefreshToken(ctx, email, tok) }
+	var opts []oauth.SourceOption
+	if g.opts.HTTPClient != nil {
+		opts = append(opts, oauth.WithHTTPClient(g.opts.HTTPClient))
+	}
+	s := oauth.NewSource(g.opts.OAuth, refresh, save, opts...)
+	g.sources[email] = s
+	return s, nil
+}
+
+// forget drops a cached token source, e.g. after a reconnect.
+func (g *gmailRoute) forget(email string) {
+	g.mu.Lock()
+	delete(g.sources, email)
+	g.mu.Unlock()
+}
+
+// deliver sends m as account. A rejected access token is refreshed and
+// tried once more; a revoked grant marks the account in error.
+func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*attempt, error) {
+	src, err := g.source(ctx, account)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errAccountUnusable, err)
+	}
+	var c *smtp.Client
+	for try := 0; ; try++ {
+		tok, err := src.Token(ctx)
+		if errors.Is(err, oauth.ErrInvalidGrant) {
+			g.forget(account)
+			g.acc.SetError(ctx, account, "Google revoked mailgate's access (invalid_grant): notifications go out directly until you run `mailgate accounts reconnect "+account+"`", err)
+			return nil, fmt.Errorf("%w: %v", errAccountUnusable, err)
+		}
+		if err != nil {
+			return nil, err // temporary: token endpoint unreachable
+		}
+		c, err = dial(ctx, dialOptions{addr: g.opts.Addr, tlsMode: g.tlsMode(), tls: g.opts.TLS, hostname: g.hostname,
+			auth: oauth.NewXOAUTH2Client(account, tok.AccessToken), timeout: g.timeout})
+		if err == nil {
+			break
+		}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code == 535 && try == 0 {
+			src.Invalidate()
+			continue
+		}
+		if isDailyLimit(err) {
+			return nil, errGmailQuota
+		}
+		return nil, err
+	}
+	defer c.Close()
+	a := send(c, m.From, m.To, m.Data)
+	for _, e := range a.perm {
+		if isDailyLimit(e) {
+			return nil, errGmailQuota
+		}
+	}
+	for _, e := range a.temp {
+		if isDailyLimit(e) {
+			return nil, errGmailQuota
+		}
+	}
+	c.Quit()
+	return a, nil
+}
+
+func (g *gmailRoute) tlsMode() string {
+	if g.opts.TLSMode == "" {
+		return "starttls"
+	}
+	return g.opts.TLSMode
+}
+
+// isDailyLimit recognises Gmail's sending-limit replies: "550 5.4.5 Daily
+// user sending limit exceeded" and the "421 4.7.0" / "550 5.7.x"
+// variants that mention a limit or rate.
+func isDailyLimit(err error) bool {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return false
+	}
+	msg := strings.ToLower(se.Message)
+	ec := se.EnhancedCode
+	switch {
+	case ec == smtp.EnhancedCode{5, 4, 5}:
+		return true
+	case (ec == smtp.EnhancedCode{4, 7, 0} || ec[0] == 5 && ec[1] == 7) && (strings.Contains(msg, "limit") || strings.Contains(msg, "rate")):
+		return true
+	}
+	return false
+}

@@ -1,0 +1,214 @@
+package smtprelay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// Routes a message can take.
+const (
+	RouteGmail     = "gmail"     // the account's Gmail SMTP, XOAUTH2
+	RouteDirect    = "direct"    // DKIM-signed, to the recipients' MX hosts
+	RouteSmarthost = "smarthost" // DKIM-signed, through relay.smarthost
+	routeDefer     = "defer"     // kept queued until the account's quota frees
+)
+
+// Fallback policies, per account, for mail that cannot go via Gmail.
+const (
+	FallbackDirect      = "direct"
+	FallbackRewriteFrom = "rewrite-from"
+	FallbackDefer       = "defer"
+)
+
+// decision is how one try of a message goes out.
+type decision struct {
+	route    string // RouteGmail, RouteDirect (or smarthost), routeDefer
+	account  string // for RouteGmail
+	from     string // envelope sender
+	data     []byte // the bytes to send (signed, rewritten)
+	reason   string // why not via Gmail, for the log
+	until    time.Time
+	reserved bool // a quota slot was taken for this try
+}
+
+// route decides how m goes out now (seed G8, G10, G11, G12).
+func (r *Relay) route(ctx context.Context, m *Message) (decision, error) {
+	if m.From == "" {
+		// A bounce we generate: null sender, never via an account.
+		return r.direct(m, m.From, m.Data, "bounce"), nil
+	}
+	acct, err := r.acc.Get(ctx, strings.ToLower(m.From))
+	if errors.Is(err, accounts.ErrNotFound) {
+		return r.direct(m, m.From, m.Data, "sender is not a connected account"), nil
+	}
+	if err != nil {
+		return decision{}, err
+	}
+	switch {
+	case acct.State != accounts.StateConnected:
+		return r.fallback(ctx, m, acct, "account is "+string(acct.State))
+	case !acct.SendViaGmail:
+		return r.fallback(ctx, m, acct, "send via Gmail is off for this account")
+	}
+	if hf := headerFrom(m.Data); hf != acct.Email {
+		return r.fallback(ctx, m, acct, fmt.Sprintf("From header %q is not the account: Gmail would rewrite it", hf))
+	}
+	if realAttachment(m.Data) {
+		return r.fallback(ctx, m, acct, "the message has a real attachment (seed G10)")
+	}
+	l := r.opts.Limits(acct.Kind)
+	if l.PerMessageRcpt > 0 && len(m.To) > l.PerMessageRcpt {
+		return r.fallback(ctx, m, acct, fmt.Sprintf("%d recipients, Gmail takes %d per message", len(m.To), l.PerMessageRcpt))
+	}
+	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(m.To), external(m.To, acct.Email), l, r.opts.WarnAt)
+	if err != nil {
+		return decision{}, err
+	}
+	if res.warn {
+		r.quotaWarning(ctx, acct.Email, res.used, l.Messages)
+	}
+	if !res.ok {
+		why := fmt.Sprintf("daily Gmail quota reached (%d/%d in 24 h)", res.used, l.Messages)
+		if res.blocked {
+			why = "Gmail reported its daily sending limit"
+		}
+		return r.fallback(ctx, m, acct, why)
+	}
+	return decision{route: RouteGmail, account: acct.Email, from: m.From, data: m.Data, reserved: true}, nil
+}
+
+// fallback applies the account's policy to mail that cannot go via Gmail.
+// Direct delivery passes DMARC only when we can DKIM-sign for the From
+// domain, so a consumer @gmail.com account defers by default, while an
+// account on a domain we hold a key for goes direct.
+func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account, why string) (decision, error) {
+	policy := acct.Fallback
+	if policy == "" {
+		policy = FallbackDefer
+		if r.canSign(domainOf(acct.Email)) {
+			policy = FallbackDirect
+		}
+	}
+	if policy == FallbackDefer && !quotaReason(why) {
+		// Waiting for quota cannot help an attachment or a revoked
+		// account: rewrite when we can, else go direct.
+		policy = FallbackDirect
+		if r.opts.RewriteFrom != "" && !r.canSign(domainOf(acct.Email)) {
+			policy = FallbackRewriteFrom
+		}
+	}
+	switch policy {
+	case FallbackRewriteFrom:
+		if r.opts.RewriteFrom == "" {
+			return r.direct(m, m.From, m.Data, why+"; rewrite-from needs relay.rewrite_from_address, sending as is"), nil
+		}
+		data := rewriteFrom(m.Data, r.opts.RewriteFrom)
+		return r.direct(m, r.opts.RewriteFrom, data, why+"; From rewritten to "+r.opts.RewriteFrom), nil
+	case FallbackDefer:
+		until := r.quota.FreesAt(ctx, acct.Email)
+		return decision{route: routeDefer, reason: why, until: until}, nil
+	}
+	return r.direct(m, m.From, m.Data, why), nil
+}
+
+// direct prepares m for delivery by the relay itself: DKIM-signed for the
+// From domain when a key is configured.
+func (r *Relay) direct(m *Message, envFrom string, data []byte, why string) decision {
+	d := decision{route: r.directRoute.name(), from: envFrom, data: data, reason: why}
+	if r.opts.Signer != nil && r.canSign(domainOf(headerFrom(data))) {
+		if signed, err := r.opts.Signer.Sign(data); err == nil {
+			d.data = signed
+		} else {
+			r.log.Warn("relay: DKIM signing failed, sending unsigned", "queue_id", m.ID, "err", err)
+		}
+	}
+	return d
+}
+
+func (r *Relay) canSign(domain string) bool {
+	return r.opts.Signer != nil && domain != "" && r.opts.Signer.CanSign(domain)
+}
+
+func quotaReason(why string) bool {
+	return strings.Contains(why, "quota") || strings.Contains(why, "sending limit")
+}
+
+// realAttachment tells a file attached to the mail from an inline image of
+// its HTML (seed G10: Gmail SMTP is for mail without real attachments).
+func realAttachment(data []byte) bool {
+	for _, p := range tickets.Parse(data).Parts {
+		if !p.Inline {
+			return true
+		}
+	}
+	return false
+}
+
+// headerFrom returns the lower-cased address of the From header.
+func headerFrom(data []byte) string {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return ""
+	}
+	list, err := (&gomail.Header{Header: message.Header{Header: h}}).AddressList("From")
+	if err != nil || len(list) == 0 {
+		return ""
+	}
+	return strings.ToLower(list[0].Address)
+}
+
+func domainOf(addr string) string {
+	_, d, _ := strings.Cut(addr, "@")
+	return strings.ToLower(d)
+}
+
+// external counts the recipients outside the account's domain (Workspace
+// limits them separately).
+func external(rcpts []string, account string) int {
+	n := 0
+	for _, r := range rcpts {
+		if domainOf(r) != domainOf(account) {
+			n++
+		}
+	}
+	return n
+}
+
+// rewriteFrom puts the relay's own address in From and the original one in
+// Reply-To, as mailing lists do so that their mail passes DMARC (RFC 7960
+// section 4.1.3.3): replies still reach the account.
+func rewriteFrom(data []byte, newFrom string) []byte {
+	br := bufio.NewReader(bytes.NewReader(data))
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		return data
+	}
+	mh := gomail.Header{Header: message.Header{Header: h}}
+	orig, _ := mh.AddressList("From")
+	if len(orig) > 0 {
+		if !h.Has("Reply-To") {
+			mh.SetAddressList("Reply-To", orig)
+		}
+		name := orig[0].Name
+		if name == "" {
+			name = orig[0].Address
+		}
+		mh.SetAddressList("From", []*gomail.Address{{Name: name + " via helpdesk", Address: newFrom}})
+	}
+	var out bytes.Buffer
+	textproto.WriteHeader(&out, mh.Header.Header)
+	out.ReadFrom(br)
+	return out.Bytes()
+}
