@@ -116,4 +116,3 @@ func headerBytes(data []byte) []byte {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-

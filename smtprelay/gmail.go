@@ -47,12 +47,12 @@ var errAccountUnusable = errors.New("account cannot send via Gmail")
 // de-duplicates by Message-ID, so a retry after an unclear failure does
 // not leave two copies in Sent.
 type gmailRoute struct {
-	opts    GmailOptions
+	opts     GmailOptions
 	acc      AccountStore
 	hostname string
 	timeout  time.Duration
 	mu       sync.Mutex
-	sources map[string]*oauth.Source
+	sources  map[string]*oauth.Source
 }
 
 func (g *gmailRoute) source(ctx context.Context, email string) (*oauth.Source, error) {

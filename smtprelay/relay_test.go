@@ -51,8 +51,8 @@ type relayWorld struct {
 }
 
 const (
-	gmailAcct = "acme.support@gmail.com"   // a consumer Gmail account
-	wsAcct    = "support@acme.example"     // a Workspace account on a domain we sign for
+	gmailAcct = "acme.support@gmail.com" // a consumer Gmail account
+	wsAcct    = "support@acme.example"   // a Workspace account on a domain we sign for
 	customer  = "alice@customer.example"
 )
 
@@ -329,4 +329,3 @@ func TestKilledWorkerMessageDeliveredOnce(t *testing.T) {
 		t.Fatalf("after reclaim: %+v, MX got %d, want delivered once", final, len(w.mx.Received()))
 	}
 }
-
