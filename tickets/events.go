@@ -1,6 +1,7 @@
 package tickets
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -55,4 +56,20 @@ func (e Event) CommentData() (*Comment, error) {
 		return nil, fmt.Errorf("event %s: %w", e.ID, err)
 	}
 	return &c, nil
+}
+
+// Publish appends an event that is not about a mail (quota.warning,
+// delivery.failed, ...) to the stream: type, ticket (0 when none) and data
+// as JSON, in the same shape as the ticket events.
+func (s *Store) Publish(ctx context.Context, typ string, ticket int64, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	args := &redis.XAddArgs{Stream: s.Key("events"), Values: []any{
+		"type", typ, "ticket", strconv.FormatInt(ticket, 10), "suppress_triggers", "false", "message_id", "", "data", string(b)}}
+	if s.opts.StreamMaxLen > 0 {
+		args.MaxLen, args.Approx = s.opts.StreamMaxLen, true
+	}
+	return s.fail(ctx, s.rdb.XAdd(ctx, args).Err())
 }

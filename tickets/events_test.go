@@ -69,3 +69,19 @@ func TestConsumerGroupReadsEventsInOrder(t *testing.T) {
 		t.Errorf("replay read %v, want the same 3 events", res)
 	}
 }
+
+func TestPublishOtherEvents(t *testing.T) {
+	s, rdb := newTestStore(t, Options{})
+	ctx := context.Background()
+	if err := s.Publish(ctx, "quota.warning", 0, map[string]any{"account": "a@b.test", "used": 450}); err != nil {
+		t.Fatal(err)
+	}
+	ev := rdb.XRange(ctx, s.Key("events"), "-", "+").Val()
+	if len(ev) != 1 {
+		t.Fatalf("%d events, want 1", len(ev))
+	}
+	e, err := DecodeEvent(ev[0])
+	if err != nil || e.Type != "quota.warning" || string(e.Data) != `{"account":"a@b.test","used":450}` {
+		t.Errorf("event = %+v, %v", e, err)
+	}
+}
