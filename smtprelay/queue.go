@@ -287,19 +287,33 @@ func (q *Queue) Promote(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// retryNowScript moves a deferred message to the ready stream and marks
+// its record queued, in one step.
+var retryNowScript = redis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local meta = redis.call('HGET', KEYS[3], 'meta')
+if meta then
+  local m = cjson.decode(meta)
+  m.state = 'queued'
+  m.next_attempt = nil
+  redis.call('HSET', KEYS[3], 'meta', cjson.encode(m))
+end
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+return 1`)
+
 // RetryNow makes a deferred message ready at once (`mailgate queue retry`).
 func (q *Queue) RetryNow(ctx context.Context, id string) error {
 	if _, err := q.Get(ctx, id, false); err != nil {
 		return err
 	}
-	removed, err := q.rdb.ZRem(ctx, q.deferred(), id).Result()
+	moved, err := retryNowScript.Run(ctx, q.rdb, []string{q.deferred(), q.ready(), q.msgKey(id)}, id).Int()
 	if err != nil {
 		return err
 	}
-	if removed == 0 {
+	if moved == 0 {
 		return fmt.Errorf("queue %s: not deferred (already being delivered, or finished)", id)
 	}
-	return q.rdb.XAdd(ctx, &redis.XAddArgs{Stream: q.ready(), Values: []any{"id", id}}).Err()
+	return nil
 }
 
 // Delete removes a message from the queue for good (`mailgate queue

@@ -131,3 +131,25 @@ func TestCheckDurability(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryNowMarksQueued(t *testing.T) {
+	q, c := newTestQueue(t)
+	ctx := context.Background()
+	m := putTest(t, q)
+	got, _ := q.Next(ctx, "w", 1, time.Second)
+	got[0].NextAttempt = c.t.Add(time.Hour)
+	q.Defer(ctx, got[0])
+	if err := q.RetryNow(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := q.Get(ctx, m.ID, false)
+	if after.State != StateQueued || !after.NextAttempt.IsZero() {
+		t.Errorf("after retry: %+v, want queued without a next attempt", after)
+	}
+	if again, _ := q.Next(ctx, "w", 1, time.Second); len(again) != 1 {
+		t.Error("retried message not ready")
+	}
+	if err := q.RetryNow(ctx, m.ID); err == nil {
+		t.Error("second retry of a message not deferred succeeded")
+	}
+}

@@ -28,6 +28,10 @@ type Quota struct {
 	now func() time.Time
 }
 
+// NewQuota returns the quota counters kept beside queue q (for status
+// displays; the Relay has its own).
+func NewQuota(q *Queue) *Quota { return &Quota{rdb: q.rdb, p: q.p, now: q.opts.Now} }
+
 func (q *Quota) sentKey(a string) string  { return q.p + "relay:quota:" + a + ":sent" }
 func (q *Quota) rcptKey(a string) string  { return q.p + "relay:quota:" + a + ":rcpt" }
 func (q *Quota) extKey(a string) string   { return q.p + "relay:quota:" + a + ":ext" }

@@ -11,7 +11,7 @@ import (
 func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "serve",
-		Usage:  "run the daemon: fetch every connected account (IDLE + polling) until SIGINT/SIGTERM",
+		Usage:  "run the daemon: fetch every connected account, and relay the helpdesk's mail, until SIGINT/SIGTERM",
 		Action: serve,
 	}
 }
@@ -24,22 +24,13 @@ func serve(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.Default()
-	acc, rdb, err := openAccounts(ctx, cfg, true)
+	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	st := newTicketStore(rdb, cfg, acc, log)
-	f, err := newFetcher(cfg, acc, st, log)
-	if err != nil {
+	if err := d.run(ctx); err != nil {
 		return err
 	}
-	log.Info("mailgate serving", "redis", redactURL(cfg.Redis.URL), "imap", cfg.Google.IMAPAddr)
-	// Run returns once ctx ends and in-flight ingests have finished.
-	err = f.Run(ctx)
-	if ctx.Err() != nil {
-		log.Info("mailgate stopped")
-		return nil
-	}
-	return err
+	log.Info("mailgate stopped")
+	return nil
 }

@@ -17,7 +17,11 @@ func main() {
 
 // run is main without the process: tests call it with their own writers.
 func run(args []string, stdout, stderr io.Writer) int {
-	app := newApp(stdout, stderr)
+	return runApp(newApp(stdout, stderr), args, stderr)
+}
+
+// runApp runs app and turns its error into a message and an exit code.
+func runApp(app *cli.App, args []string, stderr io.Writer) int {
 	if err := app.Run(args); err != nil {
 		code := 1
 		if ec, ok := err.(cli.ExitCoder); ok {
@@ -44,6 +48,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			accountsCommand(),
 			fetchCommand(),
 			serveCommand(),
+			queueCommand(),
+			relayCommand(),
 			dkimCommand(),
 			dnsCommand(),
 			ticketsCommand(),

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/dkim"
+	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// daemon is everything `serve` runs, built from the configuration.
+type daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	rdb     redis.UniversalClient
+	acc     *accounts.Store
+	tickets *tickets.Store
+	fetcher *imapfetch.Fetcher
+	smtp    *smtprelay.Server
+	relay   *smtprelay.Relay
+	// listeners, opened before anything runs so that a taken port fails
+	// the start instead of a goroutine.
+	relayL, relayTLSL net.Listener
+}
+
+// newDaemon builds the daemon and opens its listeners; the startup checks
+// that can only warn are logged here.
+func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log}
+	var err error
+	d.acc, d.rdb, err = openAccounts(ctx, cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	d.tickets = newTicketStore(d.rdb, cfg, d.acc, log)
+	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, log); err != nil {
+		return nil, d.fail(err)
+	}
+	if err := d.buildRelay(ctx); err != nil {
+		return nil, d.fail(err)
+	}
+	return d, nil
+}
+
+func (d *daemon) fail(err error) error {
+	d.close()
+	return err
+}
+
+func (d *daemon) close() {
+	for _, l := range []net.Listener{d.relayL, d.relayTLSL} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if d.rdb != nil {
+		d.rdb.Close()
+	}
+}
+
+func (d *daemon) buildRelay(ctx context.Context) error {
+	cfg, log := d.cfg, d.log
+	dur := smtprelay.CheckDurability(ctx, d.rdb)
+	if dur.Warning != "" {
+		log.Warn("DURABILITY: " + dur.Warning)
+	}
+	q := smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix, WaitAOF: dur.WaitAOF})
+	hostname := cfg.Relay.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	var nets []netip.Prefix
+	for _, n := range cfg.Relay.AllowedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return fmt.Errorf("relay.allowed_networks: %w", err)
+		}
+		nets = append(nets, p)
+	}
+	users := map[string]string{}
+	for _, u := range cfg.Relay.Users {
+		users[u.Name] = u.PasswordHash
+	}
+	var serverTLS *tls.Config
+	if cfg.Relay.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+		if err != nil {
+			return fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
+		}
+		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if err := checkRelayExposure(cfg.Relay.Listen, serverTLS != nil, len(users) > 0, nets); err != nil {
+		return err
+	}
+	st := d.tickets
+	d.smtp = smtprelay.NewServer(q, smtprelay.ServerOptions{
+		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
+		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
+		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log,
+		// The customer's reply to this notification must thread onto its
+		// ticket: register its Message-ID as soon as it is accepted.
+		Accepted: func(ctx context.Context, m *smtprelay.Message) {
+			if m.Ticket == 0 || m.MessageID == "" {
+				return
+			}
+			if err := st.RegisterOutbound(ctx, m.Ticket, m.MessageID); err != nil {
+				log.Warn("relay: cannot register the notification's Message-ID", "ticket", m.Ticket, "queue_id", m.ID, "err", err)
+			}
+		},
+	})
+
+	keys, err := loadDKIMKeys(cfg)
+	if err != nil {
+		return err
+	}
+	var signer smtprelay.Signer
+	if len(keys) > 0 {
+		s, err := dkim.NewSigner(keys)
+		if err != nil {
+			return fmt.Errorf("dkim.keys: %w", err)
+		}
+		signer = s
+	}
+	clientTLSCfg, err := clientTLS(cfg.Google.CAFile)
+	if err != nil {
+		return err
+	}
+	httpClient := http.DefaultClient
+	if clientTLSCfg != nil {
+		httpClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLSCfg}}
+	}
+	d.relay = smtprelay.NewRelay(q, d.acc, smtprelay.RelayOptions{
+		Hostname: hostname,
+		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
+			OAuth: googleOAuth(cfg), HTTPClient: httpClient},
+		Direct: smtprelay.DirectOptions{Resolver: net.DefaultResolver, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
+			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword},
+		Signer:        signer,
+		Limits:        relayLimits(cfg),
+		WarnAt:        cfg.Relay.QuotaWarnAt,
+		RetrySchedule: durations(cfg.Relay.RetrySchedule),
+		MaxLifetime:   cfg.Relay.MaxQueueLifetime.Duration(),
+		RewriteFrom:   cfg.Relay.RewriteFromAddress,
+		Workers:       cfg.Relay.Workers,
+		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
+		Publish: func(ctx context.Context, typ string, ticket int64, data any) {
+			if err := st.Publish(ctx, typ, ticket, data); err != nil {
+				log.Warn("cannot publish event", "type", typ, "err", err)
+			}
+		},
+		Logger: log,
+	})
+	d.warnFallbacks(ctx, signer)
+
+	if d.relayL, err = net.Listen("tcp", cfg.Relay.Listen); err != nil {
+		return fmt.Errorf("relay.listen: %w", err)
+	}
+	if cfg.Relay.ListenTLS != "" {
+		if d.relayTLSL, err = net.Listen("tcp", cfg.Relay.ListenTLS); err != nil {
+			return fmt.Errorf("relay.listen_tls: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkRelayExposure refuses to listen beyond loopback without TLS or
+// without AUTH: passwords would cross the network in clear, or anyone on
+// an allowed network could relay.
+func checkRelayExposure(listen string, hasTLS, hasUsers bool, nets []netip.Prefix) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("relay.listen: %w", err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err == nil && ip.IsLoopback() || host == "localhost" {
+		return nil
+	}
+	if hasUsers && !hasTLS {
+		return errors.New("relay.listen: listening on " + listen + " with relay.users but no relay.tls_cert: passwords would travel in clear; add a certificate or listen on loopback")
+	}
+	for _, n := range nets {
+		if n.Bits() == 0 {
+			return errors.New("relay.allowed_networks: " + n.String() + " lets the whole Internet relay without AUTH: list the helpdesk's own addresses")
+		}
+	}
+	return nil
+}
+
+// warnFallbacks says at startup which accounts' fallback cannot pass DMARC.
+func (d *daemon) warnFallbacks(ctx context.Context, signer smtprelay.Signer) {
+	all, err := d.acc.List(ctx)
+	if err != nil {
+		return
+	}
+	for _, a := range all {
+		domain := a.Email[strings.LastIndex(a.Email, "@")+1:]
+		canSign := signer != nil && signer.CanSign(domain)
+		switch {
+		case a.Fallback == smtprelay.FallbackDirect && !canSign:
+			d.log.Warn("fallback cannot pass DMARC: mail for "+a.Email+" beyond the Gmail quota goes out unsigned for "+domain+"; receivers enforcing DMARC may reject it. Configure a DKIM key for "+domain+" (mailgate dkim keygen) or use fallback rewrite-from/defer", "account", a.Email)
+		case a.Fallback == smtprelay.FallbackRewriteFrom && d.cfg.Relay.RewriteFromAddress == "":
+			d.log.Warn("fallback rewrite-from needs relay.rewrite_from_address", "account", a.Email)
+		}
+	}
+}
+
+// run starts everything and returns when ctx ends and all parts stopped.
+func (d *daemon) run(ctx context.Context) error {
+	defer d.close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	start := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	start("fetcher", func() error { return d.fetcher.Run(ctx) })
+	start("relay", func() error { return d.relay.Run(ctx) })
+	start("smtp", func() error { return d.smtp.Serve(d.relayL) })
+	if d.relayTLSL != nil {
+		start("smtps", func() error { return d.smtp.ServeTLS(d.relayTLSL) })
+	}
+	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+		d.log.Error("mailgate: stopping after an error", "err", err)
+	}
+	// Stop accepting; a transaction in DATA is finished and queued first.
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownGrace.Duration())
+	defer cancel()
+	if serr := d.smtp.Shutdown(grace); serr != nil {
+		d.log.Warn("smtp shutdown", "err", serr)
+	}
+	wg.Wait()
+	return err
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Duration()
+	}
+	return out
+}
