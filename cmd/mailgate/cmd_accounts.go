@@ -20,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/smtprelay"
 )
 
 // consentTimeout bounds the browser flow: long enough to find the right
@@ -284,15 +285,25 @@ func accountsList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	quota := smtprelay.NewQuota(smtprelay.NewQueue(rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix}))
+	limits := relayLimits(cfg)
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, list)
+		type withQuota struct {
+			*accounts.Account
+			Quota quotaJSON `json:"quota"`
+		}
+		out := make([]withQuota, len(list))
+		for i, a := range list {
+			out[i] = withQuota{a, accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt)}
+		}
+		return writeJSON(c.App.Writer, out)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(c.App.Writer, "no accounts: connect one with `mailgate accounts connect EMAIL`")
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EMAIL\tKIND\tSTATE\tLAST POLL\tIMPORTED\tWARNING")
+	fmt.Fprintln(tw, "EMAIL\tKIND\tSTATE\tLAST POLL\tIMPORTED\tGMAIL QUOTA (24 H)\tWARNING")
 	for _, a := range list {
 		poll := "never"
 		if !a.LastPoll.IsZero() {
@@ -302,9 +313,38 @@ func accountsList(c *cli.Context) error {
 		if a.ImportRecent > 0 && !a.ImportDone && a.State == accounts.StateConnected {
 			imported += fmt.Sprintf(" (import of %d pending)", a.ImportRecent)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported, clip(a.Warning, 100))
+		warning := a.Warning
+		if q := accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt); q.Warning != "" {
+			warning = strings.TrimPrefix(warning+"; "+q.Warning, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported,
+			quotaColumn(c.Context, quota, a, limits), clip(warning, 100))
 	}
 	return tw.Flush()
+}
+
+// quotaJSON is an account's Gmail sending over the last 24 hours.
+type quotaJSON struct {
+	Used    int64  `json:"used"`
+	Limit   int    `json:"limit"`
+	Blocked bool   `json:"blocked"` // Gmail answered with its daily-limit error
+	Warning string `json:"warning,omitempty"`
+}
+
+// accountQuota reads an account's quota use and words the warning the
+// admin sees as the limit nears (seed G12).
+func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits, warnAt float64) quotaJSON {
+	used, blocked, _ := q.Used(ctx, a.Email)
+	r := quotaJSON{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}
+	switch {
+	case blocked:
+		r.Warning = "Gmail reported its daily sending limit: notifications go out directly for now"
+	case r.Limit > 0 && used >= int64(r.Limit):
+		r.Warning = fmt.Sprintf("daily Gmail limit reached (%d/%d): notifications go out by the fallback until the 24-hour window frees", used, r.Limit)
+	case r.Limit > 0 && float64(used) >= warnAt*float64(r.Limit):
+		r.Warning = fmt.Sprintf("Gmail quota at %d%% (%d/%d)", used*100/int64(r.Limit), used, r.Limit)
+	}
+	return r
 }
 
 func accountsDisconnect(c *cli.Context) error {

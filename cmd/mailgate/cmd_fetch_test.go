@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/smtprelay"
 )
 
 // TestFetchOnceImportsWithProgress is the admin's path from a connected
@@ -49,5 +51,26 @@ func TestFetchOnceImportsWithProgress(t *testing.T) {
 	out = e.mustRun("tickets", "list")
 	if strings.Count(out, "\n") != 5 || !strings.Contains(out, "triggers-suppressed") {
 		t.Errorf("tickets list:\n%s\nwant 4 tickets, imported ones marked triggers-suppressed", out)
+	}
+}
+
+// TestAccountsListShowsQuota: when Gmail reports its daily limit the admin
+// sees it in `accounts list` (seed G12).
+func TestAccountsListShowsQuota(t *testing.T) {
+	e := newAccountsEnv(t)
+	const acct = "desk@acme.test"
+	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
+	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	out := e.mustRun("accounts", "list")
+	if !strings.Contains(out, "[----------] 0/500") {
+		t.Fatalf("accounts list:\n%s\nwant an empty quota bar", out)
+	}
+	q := smtprelay.NewQuota(smtprelay.NewQueue(e.redis.Client(t), smtprelay.QueueOptions{}))
+	if err := q.Block(context.Background(), acct); err != nil {
+		t.Fatal(err)
+	}
+	out = e.mustRun("accounts", "list")
+	if !strings.Contains(out, "BLOCKED by Gmail") || !strings.Contains(out, "Gmail reported its daily sending limit") {
+		t.Errorf("accounts list after Gmail's limit:\n%s", out)
 	}
 }
