@@ -150,7 +150,8 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
 			OAuth: googleOAuth(cfg), HTTPClient: httpClient},
 		Direct: smtprelay.DirectOptions{Resolver: net.DefaultResolver, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
-			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword},
+			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword,
+			SmarthostTLS: smarthostTLS(cfg)},
 		Signer:        signer,
 		Limits:        relayLimits(cfg),
 		WarnAt:        cfg.Relay.QuotaWarnAt,
@@ -255,6 +256,15 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return err
+}
+
+// smarthostTLS requires STARTTLS when there is a password to protect, and
+// uses it when offered otherwise.
+func smarthostTLS(cfg *config.Config) string {
+	if cfg.Relay.SmarthostUser != "" {
+		return "starttls"
+	}
+	return "opportunistic"
 }
 
 func durations(ds []config.Duration) []time.Duration {
