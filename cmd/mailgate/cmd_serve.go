@@ -24,7 +24,7 @@ func serve(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.Default()
-	d, err := newDaemon(ctx, cfg, log)
+	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
 	if err != nil {
 		return err
 	}

@@ -37,12 +37,20 @@ type daemon struct {
 	// listeners, opened before anything runs so that a taken port fails
 	// the start instead of a goroutine.
 	relayL, relayTLSL net.Listener
+	opts              daemonOptions
+}
+
+// daemonOptions replace what the configuration cannot express, for the
+// demo: where MX lookups go.
+type daemonOptions struct {
+	resolver smtprelay.Resolver // nil: the system's DNS
+	mxPort   int                // 0: 25
 }
 
 // newDaemon builds the daemon and opens its listeners; the startup checks
 // that can only warn are logged here.
-func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log}
+func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOptions) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log, opts: opts}
 	var err error
 	d.acc, d.rdb, err = openAccounts(ctx, cfg, true)
 	if err != nil {
@@ -145,11 +153,15 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 	if clientTLSCfg != nil {
 		httpClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLSCfg}}
 	}
+	var resolver smtprelay.Resolver = net.DefaultResolver
+	if d.opts.resolver != nil {
+		resolver = d.opts.resolver
+	}
 	d.relay = smtprelay.NewRelay(q, d.acc, smtprelay.RelayOptions{
 		Hostname: hostname,
 		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
 			OAuth: googleOAuth(cfg), HTTPClient: httpClient},
-		Direct: smtprelay.DirectOptions{Resolver: net.DefaultResolver, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
+		Direct: smtprelay.DirectOptions{Resolver: resolver, Port: d.opts.mxPort, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
 			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword,
 			SmarthostTLS: smarthostTLS(cfg)},
 		Signer:        signer,

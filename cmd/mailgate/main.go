@@ -44,6 +44,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags:          globalFlags(),
 		Commands: []*cli.Command{
+			demoCommand(),
 			configCommand(),
 			accountsCommand(),
 			fetchCommand(),
