@@ -457,3 +457,30 @@ func parseUint32(s string) uint32 {
 	n, _ := strconv.ParseUint(s, 10, 32)
 	return uint32(n)
 }
+
+// SetSending changes how the relay sends for an account: whether it goes
+// via Gmail at all (seed G13: an admin who keeps hitting the limit turns
+// it off and relies on SPF/DKIM), and its fallback policy ("direct",
+// "rewrite-from", "defer", or "" for the default).
+func (s *Store) SetSending(ctx context.Context, email string, viaGmail bool, fallback string) error {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	switch fallback {
+	case "", "direct", "rewrite-from", "defer":
+	default:
+		return fmt.Errorf("fallback %q: want direct, rewrite-from or defer", fallback)
+	}
+	via := "0"
+	if viaGmail {
+		via = "1"
+	}
+	u := update{set: []string{"send_via_gmail", via}}
+	if fallback == "" {
+		u.del = []string{"fallback"}
+	} else {
+		u.set = append(u.set, "fallback", fallback)
+	}
+	return s.update(ctx, e, "exists", true, u)
+}

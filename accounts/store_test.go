@@ -414,3 +414,24 @@ func TestAttempts(t *testing.T) {
 		t.Fatalf("Attempt after ClearAttempts = %d, want 1", n)
 	}
 }
+
+func TestSetSending(t *testing.T) {
+	s, _, _ := newTestStore(t, Options{})
+	ctx := context.Background()
+	if _, err := s.Connect(ctx, Account{Email: "a@gmail.com"}, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSending(ctx, "a@gmail.com", false, "rewrite-from"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Get(ctx, "a@gmail.com")
+	if a.SendViaGmail || a.Fallback != "rewrite-from" {
+		t.Errorf("after SetSending: %+v", a)
+	}
+	if err := s.SetSending(ctx, "a@gmail.com", true, "bogus"); err == nil {
+		t.Error("bogus fallback accepted")
+	}
+	if err := s.SetSending(ctx, "nobody@gmail.com", true, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown account: %v", err)
+	}
+}

@@ -71,6 +71,16 @@ func accountsCommand() *cli.Command {
 				Action:    accountsDisconnect,
 			},
 			{
+				Name:      "set",
+				Usage:     "choose how the relay sends for an account: via Gmail or not, and the fallback beyond its quota",
+				ArgsUsage: "EMAIL",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "send-via-gmail", Value: true, Usage: "send the account's notifications through its Gmail (Sent folder, Google's quota); false sends everything directly (seed G13)"},
+					&cli.StringFlag{Name: "fallback", Value: "default", Usage: "beyond the quota or with attachments: direct (DKIM-signed for the account's domain), rewrite-from (From on relay.rewrite_from_address), defer (wait for the quota), or default"},
+				},
+				Action: accountsSet,
+			},
+			{
 				Name:      "reconnect",
 				Usage:     "authorise a known account again (browser, or --refresh-token-file) and clear its warning",
 				ArgsUsage: "EMAIL",
@@ -345,6 +355,34 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 		r.Warning = fmt.Sprintf("Gmail quota at %d%% (%d/%d)", used*100/int64(r.Limit), used, r.Limit)
 	}
 	return r
+}
+
+func accountsSet(c *cli.Context) error {
+	email, err := emailArg(c)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	st, rdb, err := openAccounts(c.Context, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	fallback := c.String("fallback")
+	if fallback == "default" {
+		fallback = ""
+	}
+	if err := st.SetSending(c.Context, email, c.Bool("send-via-gmail"), fallback); err != nil {
+		return cli.Exit(err, 1)
+	}
+	if fallback == "" {
+		fallback = "default (direct when a DKIM key is configured for the account's domain, else defer)"
+	}
+	fmt.Fprintf(c.App.Writer, "%s: send via Gmail %v, fallback %s\n", email, c.Bool("send-via-gmail"), fallback)
+	return nil
 }
 
 func accountsDisconnect(c *cli.Context) error {

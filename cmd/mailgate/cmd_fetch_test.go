@@ -74,3 +74,18 @@ func TestAccountsListShowsQuota(t *testing.T) {
 		t.Errorf("accounts list after Gmail's limit:\n%s", out)
 	}
 }
+
+func TestAccountsSetSending(t *testing.T) {
+	e := newAccountsEnv(t)
+	const acct = "desk@gmail.com"
+	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
+	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	e.mustRun("accounts", "set", acct, "--send-via-gmail=false", "--fallback", "rewrite-from")
+	a := e.list()[0]
+	if a.SendViaGmail || a.Fallback != "rewrite-from" {
+		t.Fatalf("after accounts set: %+v", a)
+	}
+	if code, _, stderr := e.run("accounts", "set", acct, "--fallback", "sideways"); code == 0 || !strings.Contains(stderr, "want direct") {
+		t.Errorf("bad fallback accepted: %d %s", code, stderr)
+	}
+}
