@@ -75,6 +75,25 @@ type Options struct {
 	// ClientID is sent with the IMAP ID command (Google asks clients to
 	// identify themselves); nil sends name "mailgate".
 	ClientID *imap.IDData
+
+	// The hooks below report to metrics (package metrics builds them);
+	// nil ones are skipped. They are called from the account's worker and
+	// must not block.
+
+	// OnPoll is called after each search for new mail, with what the
+	// session did since the previous call (the initial import included),
+	// how long the search and its ingests took, and its error; and once
+	// when a session fails before it could poll (connect, login, initial
+	// import), with that error. Work cut short by shutdown or a lost lease
+	// is reported with took 0 and a nil error: its mail counts, its time
+	// says nothing about the account.
+	OnPoll func(account string, r Report, took time.Duration, err error)
+	// OnSuppressed is called for each mail the loop rules kept from
+	// becoming a ticket or comment, with the reason (tickets.Noise*).
+	OnSuppressed func(account, reason string)
+	// OnTokenRefresh is called after each refresh of an account's access
+	// token, with its error (nil when a new token came back).
+	OnTokenRefresh func(account string, err error)
 }
 
 func (o *Options) setDefaults() {
@@ -175,6 +194,20 @@ type Report struct {
 	Suppressed    int // mails the loop rules kept from opening tickets
 	Quarantined   int // poison mails set aside
 	Errors        int // mails that failed and will be retried
+}
+
+// sub returns what r counted beyond o.
+func (r Report) sub(o Report) Report {
+	return Report{
+		Fetched:       r.Fetched - o.Fetched,
+		InitialImport: r.InitialImport - o.InitialImport,
+		Created:       r.Created - o.Created,
+		Comments:      r.Comments - o.Comments,
+		Duplicates:    r.Duplicates - o.Duplicates,
+		Suppressed:    r.Suppressed - o.Suppressed,
+		Quarantined:   r.Quarantined - o.Quarantined,
+		Errors:        r.Errors - o.Errors,
+	}
 }
 
 func (r *Report) add(o Report) {

@@ -44,6 +44,9 @@ type session struct {
 	cur accounts.Cursor
 	rep Report
 
+	reported   Report // rep at the last OnPoll call
+	pollFailed bool   // a search for new mail failed, and OnPoll was told
+
 	progress    func(done, total int)
 	done, total int
 }
@@ -77,15 +80,51 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 		newMail:  make(chan struct{}, 1),
 		progress: progress,
 	}
+	start := time.Now()
 	if err := s.dial(); err != nil {
-		return s.rep, fmt.Errorf("connect to %s: %w", s.o.IMAPAddr, err)
+		err = fmt.Errorf("connect to %s: %w", s.o.IMAPAddr, err)
+		s.reportEnd(ctx, time.Since(start), err)
+		return s.rep, err
 	}
 	defer s.close()
 	err = s.run(ctx, a, src)
 	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, oauth.ErrInvalidGrant) {
 		err = fmt.Errorf("%w: %w", errServerClosed, err)
 	}
+	s.reportEnd(ctx, time.Since(start), err)
 	return s.rep, err
+}
+
+// reportPoll hands Options.OnPoll what the session did since the last call.
+func (s *session) reportPoll(ctx context.Context, took time.Duration, err error) {
+	if s.o.OnPoll == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		// Cut short by shutdown or a lost lease: the mail handled counts,
+		// but neither the time nor the error says anything of the account.
+		took, err = 0, nil
+	}
+	d := s.rep.sub(s.reported)
+	if took == 0 && err == nil && d == (Report{}) {
+		return
+	}
+	s.reported = s.rep
+	s.o.OnPoll(s.w.email, d, took, err)
+}
+
+// reportEnd reports the end of a session to OnPoll. One that fails before
+// its first poll (connect, login, initial import) is a failed poll; one
+// that polled ends routinely (Gmail's IDLE cut-off), and the next session
+// shows whether the account is still reachable.
+func (s *session) reportEnd(ctx context.Context, took time.Duration, err error) {
+	switch {
+	case s.pollFailed:
+		return // told with the poll
+	case s.w.polled || err == nil:
+		took, err = 0, nil
+	}
+	s.reportPoll(ctx, took, err)
 }
 
 func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Source) error {
@@ -102,7 +141,11 @@ func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Sourc
 	}
 	for {
 		before := s.rep.Created + s.rep.Comments
-		if err := s.pollNew(ctx); err != nil {
+		start := time.Now()
+		err := s.pollNew(ctx)
+		s.reportPoll(ctx, time.Since(start), err)
+		if err != nil {
+			s.pollFailed = true
 			return err
 		}
 		s.w.polled = true
@@ -233,6 +276,7 @@ func (s *session) login(ctx context.Context, src *oauth.Source) error {
 	}
 	for try := 1; ; try++ {
 		tok, err := src.Token(ctx)
+		s.w.noteToken(ctx, tok, err)
 		if err != nil {
 			return fmt.Errorf("access token for %s: %w", s.w.email, err)
 		}
@@ -248,8 +292,12 @@ func (s *session) login(ctx context.Context, src *oauth.Source) error {
 		if err == nil {
 			return nil
 		}
+		// A rejected token shows as NO [AUTHENTICATIONFAILED] (Gmail), or
+		// as the XOAUTH2 error challenge followed by anything at all: go-imap
+		// answers the challenge with "=", which Dovecot calls BAD.
 		var ierr *imap.Error
-		if try == 1 && errors.As(err, &ierr) && ierr.Code == imap.ResponseCodeAuthenticationFailed {
+		var xerr *oauth.XOAUTH2Error
+		if try == 1 && (errors.As(err, &ierr) && ierr.Code == imap.ResponseCodeAuthenticationFailed || errors.As(err, &xerr)) {
 			s.log.Info("imapfetch: server rejected the access token; refreshing it", "err", err)
 			src.Invalidate()
 			continue
@@ -387,19 +435,32 @@ func (s *session) pollNew(ctx context.Context) error {
 	}
 	var rng imap.UIDSet
 	rng.AddRange(imap.UID(s.cur.LastUID+1), 0) // LastUID+1:*
-	// Two searches in one round trip: every UID in range (its maximum is
-	// where the cursor may go once the unread ones are done; read mail
-	// is done by definition, G3), then the unread ones. In this order a
-	// mail arriving in between is in the second answer, never skipped.
-	var maxOpts *imap.SearchOptions
+	// Two searches: every UID in range (its maximum is where the cursor
+	// may go once the unread ones are done; read mail is done by
+	// definition, G3), then the unread ones. In this order a mail
+	// arriving in between is in the second answer, never skipped.
+	//
+	// With ESEARCH (RFC 4731) both answers are tagged, so they can share
+	// one round trip. Without it, untagged "* SEARCH" replies cannot be
+	// told apart, and a server that runs pipelined commands concurrently
+	// (Dovecot does) answers them in any order: wait for each in turn.
 	esearch := s.caps.Has(imap.CapESearch)
+	var allOpts, unseenOpts *imap.SearchOptions
 	if esearch {
-		maxOpts = &imap.SearchOptions{ReturnMax: true} // RFC 4731
+		allOpts = &imap.SearchOptions{ReturnMax: true}
+		unseenOpts = &imap.SearchOptions{ReturnAll: true}
 	}
 	stop := s.guard()
-	allCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}}, maxOpts)
-	unseenCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}, NotFlag: []imap.Flag{imap.FlagSeen}}, nil)
-	allData, allErr := allCmd.Wait()
+	allCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}}, allOpts)
+	var allData *imap.SearchData
+	var allErr error
+	if !esearch {
+		allData, allErr = allCmd.Wait()
+	}
+	unseenCmd := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}, NotFlag: []imap.Flag{imap.FlagSeen}}, unseenOpts)
+	if esearch {
+		allData, allErr = allCmd.Wait()
+	}
 	data, err := unseenCmd.Wait()
 	stop()
 	if err == nil {
@@ -595,6 +656,9 @@ func (s *session) ingest(ctx context.Context, uid uint32, raw []byte, received t
 			s.rep.Duplicates++
 		case res.Suppressed != "":
 			s.rep.Suppressed++
+			if s.o.OnSuppressed != nil {
+				s.o.OnSuppressed(w.email, res.Suppressed)
+			}
 		case res.Created:
 			s.rep.Created++
 		default:

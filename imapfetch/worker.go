@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
 )
@@ -37,6 +39,8 @@ type worker struct {
 	failed      map[uint32]bool // UIDs with an attempt counted
 
 	polled bool // the last session completed at least one poll
+
+	access string // the last access token seen, to notice refreshes
 }
 
 func (f *Fetcher) newWorker(email string) *worker {
@@ -161,6 +165,24 @@ func (w *worker) source(ctx context.Context) (*oauth.Source, error) {
 	w.src = oauth.NewSource(o.OAuth, tok, save, opts...)
 	w.refresh = tok
 	return w.src, nil
+}
+
+// noteToken tells Options.OnTokenRefresh about a refresh. Source.Token
+// refreshes only when its access token is missing or about to expire, which
+// shows here as a new access token, or as an error from the token endpoint
+// (an ended ctx is no refresh failure).
+func (w *worker) noteToken(ctx context.Context, tok *oauth2.Token, err error) {
+	hook := w.f.opts.OnTokenRefresh
+	switch {
+	case hook == nil:
+	case err != nil:
+		if ctx.Err() == nil {
+			hook(w.email, err)
+		}
+	case tok.AccessToken != w.access:
+		w.access = tok.AccessToken
+		hook(w.email, nil)
+	}
 }
 
 // acquireLease waits until this worker holds the account's lease, and

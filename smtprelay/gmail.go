@@ -53,6 +53,37 @@ type gmailRoute struct {
 	timeout  time.Duration
 	mu       sync.Mutex
 	sources  map[string]*oauth.Source
+
+	onRefresh func(account string, err error) // RelayOptions.OnTokenRefresh
+	access    map[string]string               // under mu: last access token seen per account
+}
+
+// noteToken tells onRefresh about a refresh: Source.Token refreshes only
+// when its access token is missing or about to expire, which shows as a
+// new access token, or as an error from the token endpoint. Delivery
+// workers share an account's Source, so the first to see a token counts it.
+func (g *gmailRoute) noteToken(ctx context.Context, account string, tok *oauth2.Token, err error) {
+	if g.onRefresh == nil {
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			g.onRefresh(account, err)
+		}
+		return
+	}
+	g.mu.Lock()
+	fresh := g.access[account] != tok.AccessToken
+	if fresh {
+		if g.access == nil {
+			g.access = map[string]string{}
+		}
+		g.access[account] = tok.AccessToken
+	}
+	g.mu.Unlock()
+	if fresh {
+		g.onRefresh(account, nil)
+	}
 }
 
 func (g *gmailRoute) source(ctx context.Context, email string) (*oauth.Source, error) {
@@ -92,6 +123,7 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 	var c *smtp.Client
 	for try := 0; ; try++ {
 		tok, err := src.Token(ctx)
+		g.noteToken(ctx, account, tok, err)
 		if errors.Is(err, oauth.ErrInvalidGrant) {
 			g.forget(account)
 			g.acc.SetError(ctx, account, "Google revoked mailgate's access (invalid_grant): notifications go out directly until you run `mailgate accounts reconnect "+account+"`", err)

@@ -47,7 +47,27 @@ type RelayOptions struct {
 	Publish func(ctx context.Context, typ string, ticket int64, data any)
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// OnDelivery, if set, is told the outcome of each delivery try for
+	// each recipient: the route (RouteGmail, RouteDirect, RouteSmarthost;
+	// RouteNone for a message that expired before any try) and the result
+	// (ResultDelivered, ResultDeferred, ResultBounced). For metrics: it
+	// must not block.
+	OnDelivery func(route, result string)
+	// OnTokenRefresh, if set, is called after each refresh of an
+	// account's Gmail access token, with its error (nil when it worked).
+	OnTokenRefresh func(account string, err error)
 }
+
+// Delivery results, as told to RelayOptions.OnDelivery.
+const (
+	ResultDelivered = "delivered" // the recipient's server took it
+	ResultDeferred  = "deferred"  // a temporary failure: tried again later
+	ResultBounced   = "bounced"   // a permanent failure or expiry: a DSN went back
+)
+
+// RouteNone is the route told to OnDelivery for recipients that bounce
+// because their message expired in the queue without a route.
+const RouteNone = "none"
 
 // Relay delivers what the Server queued.
 type Relay struct {
@@ -92,7 +112,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	return &Relay{
 		q: q, acc: acc, opts: opts, log: opts.Logger,
 		quota:       &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
-		gmail:       &gmailRoute{opts: opts.Gmail, acc: acc, hostname: opts.Hostname, timeout: opts.Timeout, sources: map[string]*oauth.Source{}},
+		gmail:       &gmailRoute{opts: opts.Gmail, acc: acc, hostname: opts.Hostname, timeout: opts.Timeout, sources: map[string]*oauth.Source{}, onRefresh: opts.OnTokenRefresh},
 		directRoute: &directRoute{opts: opts.Direct, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
 }
@@ -207,6 +227,7 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 				return r.q.Defer(ctx, m)
 			}
 		} else if err != nil {
+			r.tell(RouteGmail, ResultDeferred, len(m.To))
 			return r.retry(ctx, m, err)
 		}
 	}
@@ -214,6 +235,9 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 		a = r.directRoute.deliver(ctx, &Message{From: d.from, To: m.To}, d.data)
 	}
 	m.Route = d.route
+	r.tell(d.route, ResultDelivered, len(a.delivered))
+	r.tell(d.route, ResultDeferred, len(a.temp))
+	r.tell(d.route, ResultBounced, len(a.perm))
 	r.log.Info("relay: try", "queue_id", m.ID, "route", d.route, "reason", d.reason,
 		"delivered", len(a.delivered), "deferred", len(a.temp), "failed", len(a.perm))
 	m.Done = append(m.Done, a.delivered...)
@@ -229,6 +253,16 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 		last = e
 	}
 	return r.retry(ctx, m, last)
+}
+
+// tell reports the result of a try for n recipients to OnDelivery.
+func (r *Relay) tell(route, result string, n int) {
+	if r.opts.OnDelivery == nil {
+		return
+	}
+	for range n {
+		r.opts.OnDelivery(route, result)
+	}
 }
 
 // retry schedules the next try with the configured backoff, perturbed so
@@ -254,6 +288,11 @@ func (r *Relay) finish(ctx context.Context, m *Message, perm map[string]error, e
 		for _, rc := range m.To {
 			left[rc] = expired
 		}
+		route := m.Route
+		if route != RouteGmail && route != RouteDirect && route != RouteSmarthost {
+			route = RouteNone // never tried, or deferred for quota
+		}
+		r.tell(route, ResultBounced, len(m.To))
 		r.bounce(ctx, m, left)
 		m.To = nil
 		m.LastError = expired.Error()

@@ -38,7 +38,20 @@ type ServerOptions struct {
 	// Message-ID with the ticket store; its failure does not fail the
 	// transaction.
 	Accepted func(ctx context.Context, m *Message)
+	// OnAccept, if set, is told of each message queued (accepted, "") and
+	// of each refusal with its reason, one of the Reject* values; a failed
+	// AUTH counts as a refusal too. For metrics: it must not block.
+	OnAccept func(accepted bool, reason string)
 }
+
+// Why the relay refused a message, as told to ServerOptions.OnAccept.
+const (
+	RejectAuth   = "auth"   // no or failed AUTH, or AUTH without TLS
+	RejectSender = "sender" // envelope sender not ours to relay
+	RejectSize   = "size"   // over relay.max_message_bytes
+	RejectQueue  = "queue"  // Redis unavailable: a 451, the helpdesk retries
+	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
+)
 
 // Server is the relay's SMTP side.
 type Server struct {
@@ -97,6 +110,13 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
+// tell reports an outcome to ServerOptions.OnAccept.
+func (s *Server) tell(accepted bool, reason string) {
+	if s.opts.OnAccept != nil {
+		s.opts.OnAccept(accepted, reason)
+	}
+}
+
 // session is one SMTP connection's state.
 type session struct {
 	s        *Server
@@ -127,6 +147,7 @@ func (x *session) AuthMechanisms() []string {
 
 func (x *session) Auth(mech string) (sasl.Server, error) {
 	if _, isTLS := x.conn.TLSConnectionState(); !authAllowed(isTLS, x.loopback) {
+		x.s.tell(false, RejectAuth)
 		return nil, errEncryptionNeeded
 	}
 	check := func(user, pass string) error {
@@ -138,6 +159,7 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 		}
 		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)) != nil || !ok {
 			x.s.log.Warn("relay AUTH failed", "user", user, "remote", x.ip.String())
+			x.s.tell(false, RejectAuth)
 			return smtp.ErrAuthFailed
 		}
 		x.user = user
@@ -166,14 +188,17 @@ var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
 
 func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
+		x.s.tell(false, RejectAuth)
 		return errAuthNeeded
 	}
 	ok, err := x.senderAllowed(strings.ToLower(from))
 	if err != nil {
 		x.s.log.Error("relay: support addresses unavailable", "err", err)
+		x.s.tell(false, RejectQueue)
 		return errQueueDown
 	}
 	if !ok {
+		x.s.tell(false, RejectSender)
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)}
 	}
@@ -224,8 +249,14 @@ func (x *session) Data(r io.Reader) error {
 		// go-smtp's ErrDataTooLarge is a 552 5.3.4 SMTPError: pass it on.
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
+			reason := RejectData
+			if se.Code == smtp.ErrDataTooLarge.Code {
+				reason = RejectSize
+			}
+			x.s.tell(false, reason)
 			return se
 		}
+		x.s.tell(false, RejectData)
 		if errors.Is(err, smtp.ErrTooLongLine) {
 			// RFC 5321 section 4.5.3.1.6: 1000 octets per line at most.
 			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
@@ -239,8 +270,10 @@ func (x *session) Data(r io.Reader) error {
 		// Temporary: the helpdesk keeps the message and tries again. A
 		// 5xx would make it drop a message we never stored.
 		x.s.log.Error("relay: cannot queue message", "from", x.from, "err", err)
+		x.s.tell(false, RejectQueue)
 		return errQueueDown
 	}
+	x.s.tell(true, "")
 	x.s.log.Info("relay: queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.To), "size", m.Size, "ticket", m.Ticket)
 	if x.s.opts.Accepted != nil {
 		x.s.opts.Accepted(ctx, m)

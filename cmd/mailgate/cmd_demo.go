@@ -210,6 +210,7 @@ func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*demo
 	cfg.Fetch.PollInterval = config.Duration(2 * time.Second)
 	cfg.Fetch.LeaseTTL = config.Duration(5 * time.Second)
 	cfg.Relay.Listen = "127.0.0.1:0"
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Relay.GmailDailyLimit = 3 // a tiny quota, to see it run out
 	cfg.Relay.QuotaWarnAt = 0.6
 	cfg.Relay.RewriteFromAddress = demoRewrite

@@ -14,6 +14,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -40,7 +41,7 @@ func fetchOnce(c *cli.Context) error {
 	}
 	defer rdb.Close()
 	st := newTicketStore(rdb, cfg, acc, slog.Default())
-	f, err := newFetcher(cfg, acc, st, slog.Default())
+	f, err := newFetcher(cfg, acc, st, slog.Default(), nil)
 	if err != nil {
 		return err
 	}
@@ -87,7 +88,8 @@ func fetchOnce(c *cli.Context) error {
 }
 
 // newFetcher builds the IMAP fetcher from the google and fetch sections.
-func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log *slog.Logger) (*imapfetch.Fetcher, error) {
+// m, when not nil, receives the fetchers' metrics (serve).
+func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
 	tlsCfg, err := clientTLS(cfg.Google.CAFile)
 	if err != nil {
 		return nil, err
@@ -97,7 +99,7 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log 
 		httpClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	}
 	host, _ := os.Hostname()
-	return imapfetch.New(acc, st, imapfetch.Options{
+	o := imapfetch.Options{
 		IMAPAddr:     cfg.Google.IMAPAddr,
 		TLSMode:      cfg.Google.IMAPTLS,
 		TLSConfig:    tlsCfg,
@@ -112,7 +114,11 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log 
 		HTTPClient:   httpClient,
 		Holder:       fmt.Sprintf("%s:%d", host, os.Getpid()),
 		Logger:       log,
-	}), nil
+	}
+	if m != nil {
+		o.OnPoll, o.OnSuppressed, o.OnTokenRefresh = m.Poll, m.Suppressed, m.TokenRefresh(metrics.DirectionIMAP)
+	}
+	return imapfetch.New(acc, st, o), nil
 }
 
 // clientTLS returns a TLS config trusting google.ca_file on top of the

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,8 +21,11 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/web"
 )
 
 // daemon is everything `serve` runs, built from the configuration.
@@ -36,8 +40,12 @@ type daemon struct {
 	relay   *smtprelay.Relay
 	// listeners, opened before anything runs so that a taken port fails
 	// the start instead of a goroutine.
-	relayL, relayTLSL net.Listener
-	opts              daemonOptions
+	relayL, relayTLSL, httpL net.Listener
+	opts                     daemonOptions
+	metrics                  *metrics.Metrics
+	state                    *status.Sources
+	web                      *web.Server
+	serving                  atomic.Bool // the relay listeners are up (for /readyz)
 }
 
 // daemonOptions replace what the configuration cannot express, for the
@@ -57,13 +65,46 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return nil, err
 	}
 	d.tickets = newTicketStore(d.rdb, cfg, d.acc, log)
-	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, log); err != nil {
+	sq := smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix})
+	d.state = &status.Sources{Accounts: d.acc, Queue: sq, Quota: smtprelay.NewQuota(sq), Limits: relayLimits(cfg),
+		Events: d.rdb, EventsKey: d.tickets.Key("events")}
+	d.metrics = metrics.New(metrics.Options{State: d.state, Logger: log})
+	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, log, d.metrics); err != nil {
 		return nil, d.fail(err)
 	}
 	if err := d.buildRelay(ctx); err != nil {
 		return nil, d.fail(err)
 	}
+	if err := d.buildWeb(); err != nil {
+		return nil, d.fail(err)
+	}
 	return d, nil
+}
+
+// buildWeb prepares the HTTP endpoints: health, readiness, metrics, status.
+func (d *daemon) buildWeb() error {
+	d.web = web.New(web.Options{
+		Ready: func(ctx context.Context) error {
+			if err := d.rdb.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			if !d.serving.Load() {
+				return errors.New("relay listeners not serving (starting or shutting down)")
+			}
+			return nil
+		},
+		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
+		Registry: d.metrics.Registry(),
+		Logger:   d.log,
+	})
+	var err error
+	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	if ap, err := netip.ParseAddrPort(d.httpL.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		d.log.Warn("http.listen is not loopback: /status shows account addresses and errors without authentication; put it behind a proxy or firewall", "listen", d.cfg.HTTP.Listen)
+	}
+	return nil
 }
 
 func (d *daemon) fail(err error) error {
@@ -72,7 +113,7 @@ func (d *daemon) fail(err error) error {
 }
 
 func (d *daemon) close() {
-	for _, l := range []net.Listener{d.relayL, d.relayTLSL} {
+	for _, l := range []net.Listener{d.relayL, d.relayTLSL, d.httpL} {
 		if l != nil {
 			l.Close()
 		}
@@ -120,7 +161,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 	d.smtp = smtprelay.NewServer(q, smtprelay.ServerOptions{
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
-		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log,
+		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
@@ -177,7 +218,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 				log.Warn("cannot publish event", "type", typ, "err", err)
 			}
 		},
-		Logger: log,
+		Logger:         log,
+		OnDelivery:     d.metrics.Delivery,
+		OnTokenRefresh: d.metrics.TokenRefresh(metrics.DirectionSMTP),
 	})
 	d.warnFallbacks(ctx, signer)
 
@@ -221,6 +264,9 @@ func (d *daemon) warnFallbacks(ctx context.Context, signer smtprelay.Signer) {
 	if err != nil {
 		return
 	}
+	if len(all) == 0 {
+		d.log.Warn("no Gmail account connected: nothing is fetched, and the relay accepts only tickets.support_addresses and relay.allowed_senders; connect one with `mailgate accounts connect EMAIL`")
+	}
 	for _, a := range all {
 		domain := a.Email[strings.LastIndex(a.Email, "@")+1:]
 		canSign := signer != nil && signer.CanSign(domain)
@@ -253,7 +299,11 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.relayTLSL != nil {
 		start("smtps", func() error { return d.smtp.ServeTLS(d.relayTLSL) })
 	}
-	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
+	d.serving.Store(true)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- d.web.Serve(d.httpL) }()
+	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "http", d.httpL.Addr().String(),
+		"imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
 	var err error
 	select {
 	case <-ctx.Done():
@@ -261,12 +311,18 @@ func (d *daemon) run(ctx context.Context) error {
 		d.log.Error("mailgate: stopping after an error", "err", err)
 	}
 	// Stop accepting; a transaction in DATA is finished and queued first.
+	d.serving.Store(false) // /readyz turns 503 while draining
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownGrace.Duration())
 	defer cancel()
 	if serr := d.smtp.Shutdown(grace); serr != nil {
 		d.log.Warn("smtp shutdown", "err", serr)
 	}
 	wg.Wait()
+	// /metrics stays up until the fetchers and workers have finished.
+	if werr := d.web.Shutdown(grace); werr != nil {
+		d.log.Warn("http shutdown", "err", werr)
+	}
+	<-httpDone
 	return err
 }
 

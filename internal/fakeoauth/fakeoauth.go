@@ -1,5 +1,5 @@
 // Package fakeoauth is a fake of Google's OAuth2 endpoints (authorization,
-// token, userinfo, revoke) for tests and the demo. It issues opaque tokens
+// token, userinfo, tokeninfo, revoke) for tests and the demo. It issues opaque tokens
 // that the fake Gmail IMAP and SMTP servers check with Server.Validate.
 //
 // Google is imitated where mailgate depends on it: refresh tokens only with
@@ -23,6 +23,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -110,12 +111,15 @@ func (s *Server) Close() {
 	}
 }
 
-// Handler returns the fake's endpoints: /auth, /token, /userinfo, /revoke.
+// Handler returns the fake's endpoints: /auth, /token, /userinfo,
+// /tokeninfo, /revoke.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /auth", s.handleAuth)
 	mux.HandleFunc("POST /token", s.handleToken)
 	mux.HandleFunc("GET /userinfo", s.handleUserinfo)
+	mux.HandleFunc("GET /tokeninfo", s.handleTokeninfo)
+	mux.HandleFunc("POST /tokeninfo", s.handleTokeninfo)
 	mux.HandleFunc("POST /revoke", s.handleRevoke)
 	return mux
 }
@@ -137,6 +141,11 @@ func (s *Server) Config(redirect string) *oauth2.Config {
 
 // UserinfoURL returns the URL of the userinfo endpoint.
 func (s *Server) UserinfoURL() string { return s.URL + "/userinfo" }
+
+// TokeninfoURL returns the tokeninfo endpoint in the form Dovecot's oauth2
+// passdb wants for tokeninfo_url: a prefix that the access token is
+// appended to ("http://127.0.0.1:PORT/tokeninfo?access_token=").
+func (s *Server) TokeninfoURL() string { return s.URL + "/tokeninfo?access_token=" }
 
 // RevokeURL returns the URL of the revocation endpoint.
 func (s *Server) RevokeURL() string { return s.URL + "/revoke" }
@@ -468,6 +477,45 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		"sub":            "fake-" + hex.EncodeToString([]byte(email)),
 		"email":          email,
 		"email_verified": true,
+	})
+}
+
+// handleTokeninfo imitates https://oauth2.googleapis.com/tokeninfo, which
+// a real IMAP server (Dovecot's oauth2 passdb, see internal/dovecottest)
+// calls to check a bearer token: access_token in the query or form. Like
+// Google's, the answer carries the account's email and the remaining
+// lifetime, all values as JSON strings; an unknown, revoked or expired token
+// gets 400 {"error":"invalid_token","error_description":"Invalid Value"}.
+func (s *Server) handleTokeninfo(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	tok := r.Form.Get("access_token")
+	s.mu.Lock()
+	a := s.access[tok]
+	now := s.now()
+	valid := a != nil && now.Before(a.expiry)
+	var email string
+	var expiry time.Time
+	if valid {
+		email, expiry = a.email, a.expiry
+	}
+	s.mu.Unlock()
+	if !valid {
+		writeError(w, http.StatusBadRequest, "invalid_token", "Invalid Value")
+		return
+	}
+	// Rounded down, but a token with less than a second left is still
+	// valid: never report 0 for it.
+	left := max(int64(expiry.Sub(now)/time.Second), 1)
+	writeJSON(w, http.StatusOK, map[string]string{
+		"azp":            ClientID,
+		"aud":            ClientID,
+		"sub":            "fake-" + hex.EncodeToString([]byte(email)),
+		"scope":          "https://mail.google.com/ openid email",
+		"exp":            strconv.FormatInt(expiry.Unix(), 10),
+		"expires_in":     strconv.FormatInt(left, 10),
+		"email":          email,
+		"email_verified": "true",
+		"access_type":    "offline",
 	})
 }
 

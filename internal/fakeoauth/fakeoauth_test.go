@@ -373,3 +373,68 @@ func TestNewOnListener(t *testing.T) {
 		t.Fatalf("userinfo on listener = %d", resp.StatusCode)
 	}
 }
+
+func TestTokeninfo(t *testing.T) {
+	s := newServer(t)
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	s.SetClock(func() time.Time { return now })
+	refresh := s.IssueRefreshToken("alice@example.com")
+	tk, err := s.Config("").TokenSource(t.Context(), &oauth2.Token{RefreshToken: refresh}).Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := s.IssueAccessToken("bob@example.com")
+
+	// tokeninfo fetches the endpoint the way Dovecot's oauth2 passdb does:
+	// the token appended to TokeninfoURL, or (post) as a form field.
+	tokeninfo := func(token string, post bool) (int, map[string]any) {
+		t.Helper()
+		var resp *http.Response
+		var err error
+		if post {
+			resp, err = http.PostForm(strings.TrimSuffix(s.TokeninfoURL(), "?access_token="), url.Values{"access_token": {token}})
+		} else {
+			resp, err = http.Get(s.TokeninfoURL() + url.QueryEscape(token))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body
+	}
+
+	for _, post := range []bool{false, true} {
+		status, body := tokeninfo(tk.AccessToken, post)
+		if status != 200 || body["email"] != "alice@example.com" || body["expires_in"] != "3600" ||
+			body["exp"] != "1735790645" || body["aud"] != fakeoauth.ClientID {
+			t.Fatalf("tokeninfo(valid, post=%v) = %d %v, want 200 with alice, expires_in 3600", post, status, body)
+		}
+	}
+	if status, body := tokeninfo(other, false); status != 200 || body["email"] != "bob@example.com" {
+		t.Fatalf("tokeninfo(IssueAccessToken) = %d %v, want bob", status, body)
+	}
+
+	now = now.Add(time.Hour - 300*time.Millisecond)
+	if status, body := tokeninfo(tk.AccessToken, false); status != 200 || body["expires_in"] != "1" {
+		t.Fatalf("tokeninfo(0.3s left) = %d %v, want expires_in 1, never 0", status, body)
+	}
+
+	invalid := func(name, token string) {
+		t.Helper()
+		status, body := tokeninfo(token, false)
+		if status != 400 || body["error"] != "invalid_token" {
+			t.Fatalf("tokeninfo(%s) = %d %v, want 400 invalid_token", name, status, body)
+		}
+	}
+	invalid("unknown", "ya29.nonsense")
+	invalid("empty", "")
+	now = now.Add(time.Second)
+	invalid("expired", tk.AccessToken)
+	now = now.Add(-time.Hour)
+	s.Revoke(refresh)
+	invalid("revoked", tk.AccessToken)
+}

@@ -1,0 +1,204 @@
+// Package metrics defines mailgate's Prometheus metrics and the hooks the
+// other packages report through.
+//
+// The core packages (imapfetch, smtprelay) know nothing of Prometheus: they
+// call plain hook funcs in their options, and the methods of Metrics are
+// those funcs. What describes stored state (queue, quota, accounts) is not
+// counted here but read from Redis at each scrape (see state.go), so every
+// replica's /metrics tells the truth about the state they share.
+package metrics
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/status"
+)
+
+const namespace = "mailgate"
+
+// Directions of a token refresh, the label of the token metrics.
+const (
+	DirectionIMAP = "imap" // imapfetch, for fetching
+	DirectionSMTP = "smtp" // smtprelay, for sending via Gmail
+)
+
+// Kinds of token refresh failure.
+const (
+	FailureInvalidGrant = "invalid_grant" // the account must be reconnected
+	FailureOther        = "other"         // temporary: endpoint unreachable, ...
+)
+
+// Options configure New.
+type Options struct {
+	// State is read at each scrape for the gauges of stored state (queue,
+	// quota, accounts); nil leaves those gauges out. Its Warnings field
+	// is ignored.
+	State *status.Sources
+	// Timeout bounds the reads of one scrape; default 3s.
+	Timeout time.Duration
+	// Logger receives read failures of the state gauges; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Metrics holds mailgate's metrics in a private registry (never the
+// global one, so tests and embedders can run several).
+type Metrics struct {
+	reg *prometheus.Registry
+
+	fetched, created, comments, duplicates *prometheus.CounterVec
+	quarantined, ingestFailures            *prometheus.CounterVec
+	suppressed                             *prometheus.CounterVec
+	pollDuration                           *prometheus.HistogramVec
+	pollErrors                             *prometheus.CounterVec
+
+	relayAccepted prometheus.Counter
+	relayRejected *prometheus.CounterVec
+	deliveries    *prometheus.CounterVec
+
+	tokenRefreshes *prometheus.CounterVec
+	tokenFailures  *prometheus.CounterVec
+}
+
+// New returns the metrics, registered with the Go runtime and process
+// collectors in a new registry.
+func New(opts Options) *Metrics {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 3 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	account := []string{"account"}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	}
+	m := &Metrics{
+		reg:            prometheus.NewRegistry(),
+		fetched:        counter("mails_fetched_total", "Mails fetched from Gmail, the initial import included.", account...),
+		created:        counter("tickets_created_total", "Tickets opened by fetched mail.", account...),
+		comments:       counter("comments_threaded_total", "Fetched mails added to an existing ticket.", account...),
+		duplicates:     counter("duplicates_skipped_total", "Fetched mails ingested before (same Message-ID), skipped.", account...),
+		quarantined:    counter("mails_quarantined_total", "Mails set aside after failing ingest too many times.", account...),
+		ingestFailures: counter("ingest_failures_total", "Failed ingests of a fetched mail, to be retried.", account...),
+		suppressed: counter("mails_suppressed_total",
+			"Fetched mails kept from opening tickets by the loop rules, by reason (auto-reply, bounce, own-address, rate-limited).",
+			"account", "reason"),
+		pollDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "poll_duration_seconds",
+			Help:    "Time of a successful search for new mail in an account, its fetches and ingests included.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, account),
+		pollErrors: counter("poll_errors_total", "Failed searches for new mail, and sessions that failed before one (connect, login).", account...),
+		relayAccepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "relay_accepted_total",
+			Help: "Messages the SMTP relay accepted and queued."}),
+		relayRejected: counter("relay_rejected_total", "Messages (and AUTH attempts) the SMTP relay refused, by reason.", "reason"),
+		deliveries: counter("relay_deliveries_total",
+			"Outcomes of delivery tries, one per recipient, by route (gmail, direct, smarthost) and result (delivered, deferred, bounced).",
+			"route", "result"),
+		tokenRefreshes: counter("token_refreshes_total", "OAuth access token refreshes, failed ones included, by direction (imap, smtp).", "direction"),
+		tokenFailures:  counter("token_refresh_failures_total", "Failed OAuth access token refreshes, by direction and kind (invalid_grant, other).", "direction", "kind"),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.fetched, m.created, m.comments, m.duplicates, m.quarantined, m.ingestFailures, m.suppressed,
+		m.pollDuration, m.pollErrors,
+		m.relayAccepted, m.relayRejected, m.deliveries,
+		m.tokenRefreshes, m.tokenFailures,
+	)
+	// Series with fixed labels exist from the start at 0, so a rate or an
+	// alert on them works before the first event.
+	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData} {
+		m.relayRejected.WithLabelValues(r)
+	}
+	for _, route := range []string{smtprelay.RouteGmail, smtprelay.RouteDirect, smtprelay.RouteSmarthost} {
+		for _, res := range []string{smtprelay.ResultDelivered, smtprelay.ResultDeferred, smtprelay.ResultBounced} {
+			m.deliveries.WithLabelValues(route, res)
+		}
+	}
+	for _, d := range []string{DirectionIMAP, DirectionSMTP} {
+		m.tokenRefreshes.WithLabelValues(d)
+		m.tokenFailures.WithLabelValues(d, FailureInvalidGrant)
+		m.tokenFailures.WithLabelValues(d, FailureOther)
+	}
+	if opts.State != nil {
+		m.reg.MustRegister(newStateCollector(*opts.State, opts.Timeout, opts.Logger))
+	}
+	return m
+}
+
+// Registry is where the metrics are registered, for promhttp.HandlerFor
+// (package web) and for adding more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Poll is imapfetch.Options.OnPoll: it counts the mail of r, and the
+// poll's duration when it succeeded or its failure otherwise. Report's
+// Suppressed is left to Suppressed, which knows the reason.
+func (m *Metrics) Poll(account string, r imapfetch.Report, took time.Duration, err error) {
+	add := func(c *prometheus.CounterVec, n int) {
+		if n > 0 {
+			c.WithLabelValues(account).Add(float64(n))
+		}
+	}
+	add(m.fetched, r.Fetched)
+	add(m.created, r.Created)
+	add(m.comments, r.Comments)
+	add(m.duplicates, r.Duplicates)
+	add(m.quarantined, r.Quarantined)
+	add(m.ingestFailures, r.Errors)
+	switch {
+	case err != nil:
+		m.pollErrors.WithLabelValues(account).Inc()
+	case took > 0: // 0: work cut short by shutdown, no measure of a poll
+		m.pollDuration.WithLabelValues(account).Observe(took.Seconds())
+		// The error counter exists once the account polled, for rates.
+		m.pollErrors.WithLabelValues(account)
+	}
+}
+
+// Suppressed is imapfetch.Options.OnSuppressed.
+func (m *Metrics) Suppressed(account, reason string) {
+	m.suppressed.WithLabelValues(account, reason).Inc()
+}
+
+// RelayAccept is smtprelay.ServerOptions.OnAccept.
+func (m *Metrics) RelayAccept(accepted bool, reason string) {
+	if accepted {
+		m.relayAccepted.Inc()
+		return
+	}
+	m.relayRejected.WithLabelValues(reason).Inc()
+}
+
+// Delivery is smtprelay.RelayOptions.OnDelivery.
+func (m *Metrics) Delivery(route, result string) {
+	m.deliveries.WithLabelValues(route, result).Inc()
+}
+
+// TokenRefresh returns the OnTokenRefresh hook for one direction:
+// DirectionIMAP for imapfetch.Options, DirectionSMTP for
+// smtprelay.RelayOptions.
+func (m *Metrics) TokenRefresh(direction string) func(account string, err error) {
+	total := m.tokenRefreshes.WithLabelValues(direction)
+	invalid := m.tokenFailures.WithLabelValues(direction, FailureInvalidGrant)
+	other := m.tokenFailures.WithLabelValues(direction, FailureOther)
+	return func(_ string, err error) {
+		total.Inc()
+		switch {
+		case err == nil:
+		case errors.Is(err, oauth.ErrInvalidGrant):
+			invalid.Inc()
+		default:
+			other.Inc()
+		}
+	}
+}

@@ -1,0 +1,205 @@
+// Package status gathers what an operator needs to see: accounts, quota,
+// queue, recent warnings.
+//
+// Everything is read from Redis, so any mailgate process (or `mailgate
+// status` on another machine) shows the same picture: the HTTP /status
+// page, the CLI's `status --json` and the Prometheus gauges of package
+// metrics all come from Sources.Gather.
+package status
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/smtprelay"
+)
+
+// Status is the whole picture, as /status and `mailgate status --json`
+// print it.
+type Status struct {
+	At       time.Time `json:"at"`
+	Accounts []Account `json:"accounts"`
+	Queue    Queue     `json:"queue"`
+	// Warnings are the most recent warning events, newest first.
+	Warnings []Warning `json:"warnings"`
+}
+
+// Account is one connected (or once connected) account.
+type Account struct {
+	Email        string         `json:"email"`
+	Kind         accounts.Kind  `json:"kind"`
+	State        accounts.State `json:"state"`
+	Warning      string         `json:"warning,omitempty"` // what the admin must do, if anything
+	LastError    string         `json:"last_error,omitempty"`
+	ErrorAt      time.Time      `json:"error_at,omitzero"`
+	ConnectedAt  time.Time      `json:"connected_at"`
+	LastPoll     time.Time      `json:"last_poll,omitzero"` // last successful search for new mail
+	Imported     int64          `json:"imported"`           // mails turned into tickets or comments, all time
+	Quarantined  int64          `json:"quarantined"`
+	SendViaGmail bool           `json:"send_via_gmail"`
+	Quota        Quota          `json:"quota"`
+}
+
+// Quota is an account's Gmail sending over the rolling 24 hours.
+type Quota struct {
+	Used    int64 `json:"used"`    // messages sent via Gmail
+	Limit   int   `json:"limit"`   // the daily limit of the account's kind
+	Blocked bool  `json:"blocked"` // Gmail answered with its daily-limit error
+}
+
+// Queue summarises the relay's queue.
+type Queue struct {
+	Depth  int64     `json:"depth"` // messages not yet sent nor bounced
+	Oldest time.Time `json:"oldest,omitzero"`
+	// OldestAgeSeconds is how long the oldest message has waited; 0 when
+	// the queue is empty.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+// AccountLister is the part of *accounts.Store that Gather reads.
+type AccountLister interface {
+	List(ctx context.Context) ([]*accounts.Account, error)
+}
+
+// QueueStats is the part of *smtprelay.Queue that Gather reads.
+type QueueStats interface {
+	Stats(ctx context.Context) (depth int64, oldest time.Time, err error)
+}
+
+// QuotaReader is the part of *smtprelay.Quota (smtprelay.NewQuota) that
+// Gather reads.
+type QuotaReader interface {
+	Used(ctx context.Context, account string) (used int64, blocked bool, err error)
+}
+
+// DefaultWarnings is how many recent warnings Gather returns when
+// Sources.Warnings is 0.
+const DefaultWarnings = 10
+
+// quotaReads is how many accounts' quotas are read at once: with a
+// thousand accounts, one after the other would take a round trip each.
+const quotaReads = 16
+
+// Sources say where Gather reads. Accounts, Queue and Quota are required.
+type Sources struct {
+	Accounts AccountLister
+	Queue    QueueStats
+	Quota    QuotaReader
+	// Limits gives the daily Gmail limits of an account kind, as the relay
+	// applies them (config relay.*_daily_limit); nil means
+	// smtprelay.DefaultLimits.
+	Limits func(accounts.Kind) smtprelay.Limits
+	// Events is the Redis holding the ticket events stream, EventsKey its
+	// key (tickets.Store.Key("events")); nil Events: no warnings.
+	Events    redis.UniversalClient
+	EventsKey string
+	// Warnings is how many recent warnings to return: 0 means
+	// DefaultWarnings, a negative number none.
+	Warnings int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Gather reads the status. It fails as a whole when any read fails: a
+// partial picture would look like a healthy one.
+func (s Sources) Gather(ctx context.Context) (*Status, error) {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	limits := s.Limits
+	if limits == nil {
+		limits = smtprelay.DefaultLimits
+	}
+	st := &Status{At: now().UTC(), Accounts: []Account{}, Warnings: []Warning{}}
+
+	list, err := s.Accounts.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	for _, a := range list {
+		st.Accounts = append(st.Accounts, Account{
+			Email: a.Email, Kind: a.Kind, State: a.State, Warning: a.Warning,
+			LastError: a.LastError, ErrorAt: a.ErrorAt, ConnectedAt: a.ConnectedAt,
+			LastPoll: a.LastPoll, Imported: a.Imported, Quarantined: a.Quarantined,
+			SendViaGmail: a.SendViaGmail,
+			Quota:        Quota{Limit: limits(a.Kind).Messages},
+		})
+	}
+	if err := s.readQuotas(ctx, st.Accounts); err != nil {
+		return nil, err
+	}
+
+	depth, oldest, err := s.Queue.Stats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status: queue: %w", err)
+	}
+	st.Queue = Queue{Depth: depth}
+	if depth > 0 && !oldest.IsZero() {
+		st.Queue.Oldest = oldest.UTC()
+		st.Queue.OldestAgeSeconds = max(0, st.At.Sub(oldest).Seconds())
+	}
+
+	n := s.Warnings
+	if n == 0 {
+		n = DefaultWarnings
+	}
+	if n > 0 && s.Events != nil {
+		if st.Warnings, err = RecentWarnings(ctx, s.Events, s.EventsKey, n); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// readQuotas fills in each account's quota use, a few accounts at a time;
+// the first failure stops the rest.
+func (s Sources) readQuotas(ctx context.Context, accts []Account) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, quotaReads)
+	for i := range accts {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		a := &accts[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			used, blocked, err := s.Quota.Used(ctx, a.Email)
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("status: quota of %s: %w", a.Email, err)
+				}
+				mu.Unlock()
+				cancel()
+				return
+			}
+			a.Quota.Used, a.Quota.Blocked = used, blocked
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("status: quota: %w", err)
+	}
+	return nil
+}

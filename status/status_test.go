@@ -1,0 +1,153 @@
+package status
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/tickets"
+)
+
+const (
+	support   = "support@acme.example"
+	workspace = "help@acme.example"
+)
+
+type world struct {
+	rdb *redis.Client
+	acc *accounts.Store
+	st  *tickets.Store
+	q   *smtprelay.Queue
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	box, err := oauth.LoadOrCreateKey(filepath.Join(t.TempDir(), "key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{rdb: rdb, acc: accounts.New(rdb, accounts.Options{Box: box})}
+	w.st = tickets.NewStore(rdb, tickets.Options{SupportAddresses: w.acc.SupportAddresses})
+	w.q = smtprelay.NewQueue(rdb, smtprelay.QueueOptions{})
+	return w
+}
+
+func (w *world) sources() Sources {
+	return Sources{Accounts: w.acc, Queue: w.q, Quota: smtprelay.NewQuota(w.q), Events: w.rdb, EventsKey: w.st.Key("events")}
+}
+
+func TestGather(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, a := range []accounts.Account{{Email: support}, {Email: workspace, Kind: accounts.KindWorkspace}} {
+		if _, err := w.acc.Connect(ctx, a, "refresh-"+a.Email); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.acc.SetError(ctx, workspace, "reconnect it", fmt.Errorf("invalid_grant")); err != nil {
+		t.Fatal(err)
+	}
+	m := &smtprelay.Message{From: support, To: []string{"alice@customer.example"}, Data: []byte("Subject: hi\r\n\r\nhi\r\n")}
+	if err := w.q.Put(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	quota := smtprelay.NewQuota(w.q)
+	if _, err := quota.Reserve(ctx, support, m.ID, 1, 1, smtprelay.Limits{Messages: 500}, 0.9); err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now().Add(time.Minute)
+	src := w.sources()
+	src.Now = func() time.Time { return now }
+	st, err := src.Gather(ctx)
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	if len(st.Accounts) != 2 {
+		t.Fatalf("Gather accounts = %+v, want 2", st.Accounts)
+	}
+	got := map[string]Account{}
+	for _, a := range st.Accounts {
+		got[a.Email] = a
+	}
+	if a := got[support]; a.State != accounts.StateConnected || a.Quota != (Quota{Used: 1, Limit: 500}) || !a.SendViaGmail {
+		t.Errorf("account %s = %+v, want connected, quota 1/500", support, a)
+	}
+	if a := got[workspace]; a.State != accounts.StateError || a.Warning != "reconnect it" || a.Quota != (Quota{Limit: 2000}) {
+		t.Errorf("account %s = %+v, want error with its warning, quota 0/2000", workspace, a)
+	}
+	if st.Queue.Depth != 1 || st.Queue.Oldest.IsZero() || st.Queue.OldestAgeSeconds < 59 || st.Queue.OldestAgeSeconds > 120 {
+		t.Errorf("queue = %+v, want 1 message about a minute old", st.Queue)
+	}
+	if st.Warnings == nil || len(st.Warnings) != 0 {
+		t.Errorf("warnings = %#v, want an empty list", st.Warnings)
+	}
+}
+
+// Warnings are found among many ticket events, newest first, each with a
+// line a human can act on.
+func TestRecentWarnings(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	pub := func(typ string, ticket int64, data any) {
+		t.Helper()
+		if err := w.st.Publish(ctx, typ, ticket, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(EventSenderRateLimited, 0, map[string]any{"sender": "robot@x.example", "limit": 20})
+	pub(EventQuotaWarning, 0, map[string]any{"account": support, "used": 450, "limit": 500, "message": support + " has sent 450 of its 500 daily Gmail messages"})
+	pub(EventDeliveryFailed, 7, map[string]any{"queue_id": "q1", "from": support, "failed": map[string]string{"bob@x.example": "550 5.1.1 no such user"}})
+	raw := []byte("From: Bad <bad@x.example>\r\nSubject: broken\r\n\r\nx\r\n")
+	if err := w.st.Quarantine(ctx, raw, support, 42, "ingest failed 5 times: boom"); err != nil {
+		t.Fatal(err)
+	}
+	// More ticket events than one page of the scan.
+	pipe := w.rdb.Pipeline()
+	for i := range scanPage + 50 {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: w.st.Key("events"), Values: []any{"type", tickets.EventTicketCreated, "ticket", fmt.Sprint(i + 1)}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := RecentWarnings(ctx, w.rdb, w.st.Key("events"), 10)
+	if err != nil {
+		t.Fatalf("RecentWarnings: %v", err)
+	}
+	if len(got) != 4 {
+		t.Fatalf("RecentWarnings = %+v, want 4", got)
+	}
+	want := []struct{ typ, account, text string }{
+		{EventMailQuarantined, support, `mail from bad@x.example "broken" quarantined after failing ingest (uid 42): ingest failed 5 times: boom`},
+		{EventDeliveryFailed, support, "delivery failed for bob@x.example (queue id q1): 550 5.1.1 no such user"},
+		{EventQuotaWarning, support, "has sent 450 of its 500"},
+		{EventSenderRateLimited, "", "robot@x.example sent more than 20 mails"},
+	}
+	for i, wt := range want {
+		g := got[i]
+		if g.Type != wt.typ || g.Account != wt.account || !strings.Contains(g.Message, wt.text) || g.At.IsZero() || g.ID == "" {
+			t.Errorf("warning %d = %+v, want type %s, account %s, message with %q", i, g, wt.typ, wt.account, wt.text)
+		}
+	}
+	if got[1].Ticket != 7 {
+		t.Errorf("delivery.failed ticket = %d, want 7", got[1].Ticket)
+	}
+
+	if got, err := RecentWarnings(ctx, w.rdb, w.st.Key("events"), 1); err != nil || len(got) != 1 || got[0].Type != EventMailQuarantined {
+		t.Errorf("RecentWarnings(n=1) = %+v, %v; want the newest only", got, err)
+	}
+	if got, err := RecentWarnings(ctx, w.rdb, w.st.Key("nothing"), 5); err != nil || len(got) != 0 {
+		t.Errorf("RecentWarnings of a missing stream = %+v, %v; want none", got, err)
+	}
+}

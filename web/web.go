@@ -1,0 +1,147 @@
+// Package web serves mailgate's HTTP endpoints: health, readiness,
+// Prometheus metrics and a JSON status.
+//
+//	GET /healthz  200 "ok" while the process runs (liveness)
+//	GET /readyz   200 "ready", or 503 with the reason (Redis down, listeners not up)
+//	GET /metrics  Prometheus text exposition of Options.Registry
+//	GET /status   JSON from Options.Status (package status)
+//
+// The listener is meant for operators and monitoring: it binds loopback by
+// default (http.listen) and has no authentication of its own.
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure New.
+type Options struct {
+	// Ready reports whether mailgate can do its work now (Redis answers,
+	// the listeners are up); nil means always ready.
+	Ready func(ctx context.Context) error
+	// Status returns what /status prints as JSON, usually
+	// status.Sources.Gather; nil leaves /status out.
+	Status func(ctx context.Context) (any, error)
+	// Registry is served on /metrics; nil leaves /metrics out.
+	Registry *prometheus.Registry
+	// Timeout bounds one Ready or Status call; default 5s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Server is the HTTP listener. Create it with New.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+	srv  *http.Server
+}
+
+// New returns a Server with its routes.
+func New(opts Options) *Server {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	// GET patterns also answer HEAD.
+	s.mux.HandleFunc("GET /{$}", s.index)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if opts.Registry != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
+			// A collector that fails (Redis slow) must not hide the others.
+			ErrorHandling: promhttp.ContinueOnError,
+			ErrorLog:      promLogger{s.log},
+		}))
+	}
+	if opts.Status != nil {
+		s.mux.HandleFunc("GET /status", s.status)
+	}
+	s.srv = &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      opts.Timeout + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handler returns the routes, for tests and for mounting elsewhere.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve answers HTTP on l until Shutdown; it returns nil after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting and waits for the requests in progress, until
+// ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "mailgate: /healthz /readyz /metrics /status")
+}
+
+// healthz says the process runs and serves HTTP: nothing else, so that a
+// Redis outage restarts nothing (that is readiness).
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if s.opts.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), s.opts.Timeout)
+		defer cancel()
+		if err := s.opts.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.Timeout)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	st, err := s.opts.Status(ctx)
+	if err != nil {
+		s.log.Warn("web: /status", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		s.log.Warn("web: /status: write", "err", err)
+	}
+}
+
+// promLogger passes promhttp's errors to slog.
+type promLogger struct{ l *slog.Logger }
+
+func (p promLogger) Println(v ...any) { p.l.Warn("web: /metrics: " + fmt.Sprint(v...)) }
