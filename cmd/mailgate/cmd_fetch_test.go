@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,5 +88,27 @@ func TestAccountsSetSending(t *testing.T) {
 	}
 	if code, _, stderr := e.run("accounts", "set", acct, "--fallback", "sideways"); code == 0 || !strings.Contains(stderr, "want direct") {
 		t.Errorf("bad fallback accepted: %d %s", code, stderr)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	e := newAccountsEnv(t)
+	const acct = "desk@acme.test"
+	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
+	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	q := smtprelay.NewQueue(e.redis.Client(t), smtprelay.QueueOptions{})
+	q.Put(context.Background(), &smtprelay.Message{From: acct, To: []string{"a@b.test"}, Data: []byte("Subject: x\r\n\r\nx\r\n")})
+	out := e.mustRun("status")
+	for _, want := range []string{acct, "[----------] 0/500", "relay queue: 1 messages"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	var st struct {
+		Accounts []struct{ Email string }
+		Queue    struct{ Depth int }
+	}
+	if err := json.Unmarshal([]byte(e.mustRun("status", "--json")), &st); err != nil || len(st.Accounts) != 1 || st.Queue.Depth != 1 {
+		t.Errorf("status --json = %+v, %v", st, err)
 	}
 }

@@ -602,12 +602,16 @@ func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, l
 	if err != nil {
 		return "quota unknown (Redis: " + err.Error() + ")"
 	}
-	limit := int64(limits(a.Kind).Messages)
+	return quotaBar(used, limits(a.Kind).Messages, blocked)
+}
+
+// quotaBar draws "[######----] 312/500", plus " BLOCKED by Gmail".
+func quotaBar(used int64, limit int, blocked bool) string {
 	var s string
 	if limit <= 0 {
 		s = fmt.Sprintf("%d sent (no limit)", used)
 	} else {
-		n := used * quotaCells / limit
+		n := used * quotaCells / int64(limit)
 		// Some use shows as one cell: an empty bar reads as "unused".
 		if used > 0 && n == 0 {
 			n = 1

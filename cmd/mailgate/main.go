@@ -49,6 +49,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			accountsCommand(),
 			fetchCommand(),
 			serveCommand(),
+			statusCommand(),
 			queueCommand(),
 			relayCommand(),
 			dkimCommand(),
