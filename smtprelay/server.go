@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -53,12 +54,21 @@ const (
 	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
 )
 
+// Access is who may use the relay; SetAccess replaces it while serving.
+type Access struct {
+	Users           map[string]string // user name → bcrypt hash
+	AllowedNetworks []netip.Prefix
+	AllowedSenders  []string
+}
+
 // Server is the relay's SMTP side.
 type Server struct {
-	q    *Queue
-	opts ServerOptions
-	srv  *smtp.Server
-	log  *slog.Logger
+	mu     sync.RWMutex
+	access Access
+	q      *Queue
+	opts   ServerOptions
+	srv    *smtp.Server
+	log    *slog.Logger
 }
 
 // NewServer returns an SMTP server that queues what it accepts on q.
@@ -66,7 +76,8 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{q: q, opts: opts, log: opts.Logger}
+	s := &Server{q: q, opts: opts, log: opts.Logger,
+		access: Access{Users: opts.Users, AllowedNetworks: opts.AllowedNetworks, AllowedSenders: opts.AllowedSenders}}
 	srv := smtp.NewServer(s)
 	srv.Domain = opts.Hostname
 	srv.MaxRecipients = opts.MaxRecipients
@@ -80,6 +91,20 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.ErrorLog = slogLogger{opts.Logger}
 	s.srv = srv
 	return s
+}
+
+// SetAccess replaces the relay users, allowed networks and allowed senders
+// (configuration reload); sessions already open keep what they had.
+func (s *Server) SetAccess(a Access) {
+	s.mu.Lock()
+	s.access = a
+	s.mu.Unlock()
+}
+
+func (s *Server) currentAccess() Access {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.access
 }
 
 // Serve accepts SMTP connections on l (STARTTLS offered when TLS is set).
@@ -101,8 +126,9 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	remote, _ := netip.ParseAddrPort(c.Conn().RemoteAddr().String())
 	ip := remote.Addr().Unmap()
-	sess := &session{s: s, conn: c, ip: ip, loopback: ip.IsLoopback()}
-	for _, p := range s.opts.AllowedNetworks {
+	acc := s.currentAccess()
+	sess := &session{s: s, conn: c, ip: ip, loopback: ip.IsLoopback(), access: acc}
+	for _, p := range acc.AllowedNetworks {
 		if p.Contains(ip) {
 			sess.trusted = true
 		}
@@ -120,6 +146,7 @@ func (s *Server) tell(accepted bool, reason string) {
 // session is one SMTP connection's state.
 type session struct {
 	s        *Server
+	access   Access // as when the connection was opened
 	conn     *smtp.Conn
 	ip       netip.Addr
 	loopback bool
@@ -139,7 +166,7 @@ var (
 )
 
 func (x *session) AuthMechanisms() []string {
-	if len(x.s.opts.Users) == 0 {
+	if len(x.access.Users) == 0 {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
@@ -151,7 +178,7 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 		return nil, errEncryptionNeeded
 	}
 	check := func(user, pass string) error {
-		hash, ok := x.s.opts.Users[user]
+		hash, ok := x.access.Users[user]
 		// Compare against a dummy hash for unknown users, so timing does
 		// not tell which user names exist.
 		if !ok {
@@ -211,7 +238,7 @@ func (x *session) senderAllowed(from string) (bool, error) {
 		return false, nil // the helpdesk never sends bounces through us
 	}
 	_, domain, _ := strings.Cut(from, "@")
-	for _, a := range x.s.opts.AllowedSenders {
+	for _, a := range x.access.AllowedSenders {
 		a = strings.ToLower(a)
 		if a == from || !strings.Contains(a, "@") && a == domain {
 			return true, nil

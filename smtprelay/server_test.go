@@ -16,9 +16,10 @@ import (
 )
 
 type relayEnv struct {
-	q    *Queue
-	addr string
-	srv  *redistest.Server
+	server *Server
+	q      *Queue
+	addr   string
+	srv    *redistest.Server
 }
 
 func startRelay(t *testing.T, opts ServerOptions) *relayEnv {
@@ -39,7 +40,7 @@ func startRelay(t *testing.T, opts ServerOptions) *relayEnv {
 	}
 	go s.Serve(l)
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	return &relayEnv{q: q, addr: l.Addr().String(), srv: srv}
+	return &relayEnv{server: s, q: q, addr: l.Addr().String(), srv: srv}
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -176,5 +177,20 @@ func TestRedisDownIs451NotA5xx(t *testing.T) {
 	_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
 	if code(err) != 451 {
 		t.Fatalf("with Redis down: %v, want 451 4.3.0 so the helpdesk retries", err)
+	}
+}
+
+// TestSetAccessTakesEffect: a configuration reload that adds a sender
+// applies to the next connection.
+func TestSetAccessTakesEffect(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
+	e.server.SetAccess(Access{AllowedNetworks: loopback, AllowedSenders: []string{"new.example"}, Users: map[string]string{"u": string(hash)}})
+	if _, err := submit(t, e.addr, nil, "x@new.example", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+		t.Errorf("sender allowed by the reload refused: %v", err)
+	}
+	e.server.SetAccess(Access{Users: map[string]string{"u": string(hash)}})
+	if _, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); code(err) != 530 {
+		t.Errorf("after removing the allowed network: %v, want 530", err)
 	}
 }

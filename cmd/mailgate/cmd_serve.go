@@ -6,12 +6,14 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mailgate/mailgate/config"
 )
 
 func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "serve",
-		Usage:  "run the daemon: fetch every connected account, and relay the helpdesk's mail, until SIGINT/SIGTERM",
+		Usage:  "run the daemon: fetch every connected account, and relay the helpdesk's mail, until SIGINT/SIGTERM (SIGHUP reloads the log level and relay access)",
 		Action: serve,
 	}
 }
@@ -24,7 +26,7 @@ func serve(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.Default()
-	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
+	d, err := newDaemon(ctx, cfg, log, daemonOptions{reload: func() (*config.Config, error) { return loadConfig(c) }})
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -53,6 +55,8 @@ type daemon struct {
 type daemonOptions struct {
 	resolver smtprelay.Resolver // nil: the system's DNS
 	mxPort   int                // 0: 25
+	// reload reads the configuration again, for SIGHUP; nil: no reload.
+	reload func() (*config.Config, error)
 }
 
 // newDaemon builds the daemon and opens its listeners; the startup checks
@@ -134,18 +138,11 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 	if hostname == "" {
 		hostname, _ = os.Hostname()
 	}
-	var nets []netip.Prefix
-	for _, n := range cfg.Relay.AllowedNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return fmt.Errorf("relay.allowed_networks: %w", err)
-		}
-		nets = append(nets, p)
+	access, err := relayAccess(cfg)
+	if err != nil {
+		return err
 	}
-	users := map[string]string{}
-	for _, u := range cfg.Relay.Users {
-		users[u.Name] = u.PasswordHash
-	}
+	users, nets := access.Users, access.AllowedNetworks
 	var serverTLS *tls.Config
 	if cfg.Relay.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
@@ -235,6 +232,44 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 	return nil
 }
 
+// relayAccess is who may use the relay, from the relay section.
+func relayAccess(cfg *config.Config) (smtprelay.Access, error) {
+	a := smtprelay.Access{Users: map[string]string{}, AllowedSenders: cfg.Relay.AllowedSenders}
+	for _, n := range cfg.Relay.AllowedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return a, fmt.Errorf("relay.allowed_networks: %w", err)
+		}
+		a.AllowedNetworks = append(a.AllowedNetworks, p)
+	}
+	for _, u := range cfg.Relay.Users {
+		a.Users[u.Name] = u.PasswordHash
+	}
+	return a, nil
+}
+
+// reload applies what can change without a restart: the log level and who
+// may use the relay. The rest (listeners, Redis, Google endpoints) needs a
+// restart, and the log says so.
+func (d *daemon) reloadConfig() {
+	cfg, err := d.opts.reload()
+	if err != nil {
+		d.log.Error("reload: configuration refused, keeping the running one", "err", err)
+		return
+	}
+	access, err := relayAccess(cfg)
+	if err == nil {
+		err = checkRelayExposure(d.cfg.Relay.Listen, d.cfg.Relay.TLSCert != "", len(access.Users) > 0, access.AllowedNetworks)
+	}
+	if err != nil {
+		d.log.Error("reload: relay access refused, keeping the running one", "err", err)
+		return
+	}
+	setLogLevel(cfg)
+	d.smtp.SetAccess(access)
+	d.log.Info("reload: applied log.level, relay.users, relay.allowed_networks and relay.allowed_senders; other changes need a restart")
+}
+
 // checkRelayExposure refuses to listen beyond loopback without TLS or
 // without AUTH: passwords would cross the network in clear, or anyone on
 // an allowed network could relay.
@@ -304,11 +339,23 @@ func (d *daemon) run(ctx context.Context) error {
 	go func() { httpDone <- d.web.Serve(d.httpL) }()
 	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "http", d.httpL.Addr().String(),
 		"imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
+	hup := make(chan os.Signal, 1)
+	if d.opts.reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-		d.log.Error("mailgate: stopping after an error", "err", err)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errs:
+			d.log.Error("mailgate: stopping after an error", "err", err)
+			break wait
+		case <-hup:
+			d.reloadConfig()
+		}
 	}
 	// Stop accepting; a transaction in DATA is finished and queued first.
 	d.serving.Store(false) // /readyz turns 503 while draining

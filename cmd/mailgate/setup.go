@@ -67,13 +67,22 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 
 // newLogger builds the process logger from log.level and log.format.
 func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(cfg.Log.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: lvl}
+	setLogLevel(cfg)
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// logLevel is the process's log level; a configuration reload (SIGHUP)
+// changes it in place.
+var logLevel slog.LevelVar
+
+func setLogLevel(cfg *config.Config) {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level)) // validated by config
+	logLevel.Set(lvl)
 }
 
 // redisLog sends go-redis's own messages (pool dial retries...) to the
