@@ -1,8 +1,11 @@
 package tickets
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"mime/quotedprintable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +46,32 @@ func FuzzParse(f *testing.F) {
 			if part.Filename == "" || !utf8.ValidString(part.Filename) || strings.ContainsAny(part.Filename, "/\\") {
 				t.Fatalf("Parse(%q).Parts[%d].Filename = %q", raw, i, part.Filename)
 			}
+		}
+	})
+}
+
+// FuzzDecodeQP checks the hand-written quoted-printable decoder against
+// mime/quotedprintable: wherever the standard decoder succeeds, both give
+// the same bytes, and the output never outgrows the input (decodeQP works
+// in place). With lf, the text is the same once line breaks are LF.
+func FuzzDecodeQP(f *testing.F) {
+	for _, s := range []string{"caf=C3=A9", "soft=\r\nbreak", "trailing   \r\nspace", "a=3d=3D", "not=an escape=",
+		"=ZZ", "line\r\r\n", "x = \r\ny", "=\n", "a\rb\r\n", "=E2=80=99=\n=C3=A9\t \n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got := decodeQP(nil, in, false)
+		if len(got) > len(in) {
+			t.Fatalf("decodeQP(%q) = %q, longer than its input", in, got)
+		}
+		if want, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(in))); err == nil && !bytes.Equal(got, want) {
+			t.Fatalf("decodeQP(%q) = %q, mime/quotedprintable gives %q", in, got, want)
+		}
+		if c := bytes.Clone(in); !bytes.Equal(decodeQP(c, c, false), got) {
+			t.Fatalf("decodeQP(%q) in place differs from %q", in, got)
+		}
+		if lf := decodeQP(nil, in, true); lfString(lf) != lfString(got) {
+			t.Fatalf("decodeQP(%q, lf) = %q, not %q with LF line breaks", in, lf, got)
 		}
 	})
 }

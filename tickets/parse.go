@@ -1,10 +1,12 @@
 package tickets
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/url"
 	"regexp"
 	"strings"
@@ -56,22 +58,38 @@ const (
 
 // Parse extracts what the helpdesk needs from a raw message. It never fails
 // and never panics: what cannot be parsed is reported in Problems and the
-// fields are filled as well as the input allows.
+// fields are filled as well as the input allows. Every string field is
+// valid UTF-8 by construction (each decoder replaces what it cannot map).
 func Parse(raw []byte) *Parsed {
 	p := &Parsed{}
-	w := &walker{p: p}
+	w := &walker{p: p, msg: raw}
 	// Each phase is guarded on its own, so a bug in one (say, the address
 	// fallback) still leaves the others' results.
 	h, body := textproto.Header{}, raw
-	w.guard(func() { h, body = w.splitHeader(raw, "header") })
+	w.guard(func() { h, body = w.readHeader(raw, "header") })
 	p.Header = gomail.Header{Header: message.Header{Header: h}}
 	w.guard(w.headers)
-	w.guard(func() { w.entity(h, body, 0, walkCtx{}) })
+	w.guard(func() { w.walk(h, body) })
 	w.guard(func() { w.finish(body) })
-	p.Text = strings.ToValidUTF8(p.Text, "\uFFFD")
-	p.HTML = strings.ToValidUTF8(p.HTML, "\uFFFD")
-	p.Subject = strings.ToValidUTF8(p.Subject, "\uFFFD")
 	return p
+}
+
+// walk descends the MIME tree with go-message's multipart reader. If that
+// reader gives up on a multipart (see lenientMultipart), the tree is walked
+// again from the start in lenient mode, so the two readings never mix.
+func (w *walker) walk(h textproto.Header, body []byte) {
+	mark := len(w.p.Problems)
+	w.entity(h, body, nil, 0, walkCtx{})
+	if !w.retry {
+		return
+	}
+	for _, s := range w.p.Problems[mark:] {
+		delete(w.seen, s)
+	}
+	w.p.Problems = w.p.Problems[:mark]
+	w.p.Parts, w.meta, w.plains, w.htmls, w.entities = nil, nil, nil, nil, 0
+	w.retry, w.lenient = false, true
+	w.entity(h, body, nil, 0, walkCtx{})
 }
 
 func (w *walker) guard(f func()) {
@@ -87,11 +105,22 @@ func (w *walker) guard(f func()) {
 // the MIME tree.
 type walker struct {
 	p        *Parsed
+	msg      []byte // the whole message
 	plains   []string
 	htmls    []string
 	meta     []partMeta // parallel to p.Parts
 	entities int
 	seen     map[string]bool // Problems already reported
+
+	retry   bool // go-message's multipart reader gave up: walk again
+	lenient bool // walking again, with the hand-written fallbacks
+
+	// Scratch space reused from part to part; what is kept is copied.
+	raw  []byte // a part read from go-message's multipart reader
+	dec  []byte // a decoded part whose input is not scratch
+	rd   bytes.Reader
+	br   *bufio.Reader
+	body bytes.Reader // the message's body, when it is a multipart
 }
 
 // partMeta is what the inline decision needs once the HTML body is known.
@@ -127,8 +156,10 @@ func (w *walker) problem(format string, args ...any) {
 }
 
 // entity handles one MIME entity: it descends into multiparts and sorts
-// leaves into bodies and parts.
-func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx) {
+// leaves into bodies and parts. The body is in memory (the message's body,
+// or any part in lenient mode), or else read from r, a part that
+// go-message's multipart reader delimits.
+func (w *walker) entity(h textproto.Header, body []byte, r io.Reader, depth int, ctx walkCtx) {
 	w.entities++
 	if w.entities > maxParts {
 		if w.entities == maxParts+1 {
@@ -141,19 +172,26 @@ func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx)
 	disp, dparams := w.params(mh.Get("Content-Disposition"), "Content-Disposition")
 
 	if strings.HasPrefix(mt, "multipart/") {
-		w.multipart(mt, params, body, depth, ctx)
+		w.multipart(mt, params, body, r, depth, ctx)
 		return
 	}
-	data := w.transferDecode(body, mh.Get("Content-Transfer-Encoding"), mt)
-
+	if r != nil {
+		body = w.readAll(r)
+	}
 	// A text part is the body unless it says it is an attachment
 	// (RFC 2183 section 2.2).
-	if (mt == "text/plain" || mt == "text/html") && disp != "attachment" {
+	isText := (mt == "text/plain" || mt == "text/html") && disp != "attachment"
+	// Line breaks can become LF while decoding only where the charset
+	// decoder is not told otherwise later: UTF-8, not ISO-2022-JP (whose
+	// decoder tracks CR) or UTF-16, nor HTML whose <meta> may name one.
+	lf := isText && utf8Label(params["charset"]) && (mt == "text/plain" || params["charset"] != "")
+	data, owned := w.transferDecode(body, r != nil, lf, mh.Get("Content-Transfer-Encoding"), mt)
+	if isText {
 		cs := params["charset"]
 		if cs == "" && mt == "text/html" {
 			cs = metaCharset(data)
 		}
-		s := normalizeNewlines(w.decodeCharset(data, cs, mt))
+		s := w.bodyText(data, cs, mt)
 		s = strings.TrimPrefix(s, "\uFEFF")
 		if mt == "text/plain" {
 			if strings.EqualFold(params["format"], "flowed") {
@@ -165,9 +203,9 @@ func (w *walker) entity(h textproto.Header, body []byte, depth int, ctx walkCtx)
 		}
 		return
 	}
-	if len(data) > 0 && len(body) > 0 && &data[0] == &body[0] {
-		// Not transfer-encoded: do not keep the caller's buffer alive
-		// or let its reuse change the part.
+	if !owned {
+		// data is the caller's buffer or scratch: keep neither alive nor
+		// let their reuse change the part.
 		data = bytes.Clone(data)
 	}
 	w.addPart(mh, mt, params, disp, dparams, data, ctx)
@@ -194,7 +232,7 @@ func (w *walker) contentType(h message.Header, ctx walkCtx) (string, map[string]
 	}
 	v := h.Get("Content-Type")
 	if strings.TrimSpace(v) == "" {
-		return def, map[string]string{}
+		return def, nil
 	}
 	mt, params := w.params(v, "Content-Type")
 	if i := strings.IndexByte(mt, '/'); i <= 0 || i == len(mt)-1 {
@@ -202,37 +240,6 @@ func (w *walker) contentType(h message.Header, ctx walkCtx) (string, map[string]
 		mt = def
 	}
 	return mt, params
-}
-
-func (w *walker) multipart(mt string, params map[string]string, body []byte, depth int, ctx walkCtx) {
-	if depth >= maxDepth {
-		w.problem("%s: nested deeper than %d, ignored", mt, maxDepth)
-		return
-	}
-	boundary := params["boundary"]
-	if boundary == "" {
-		w.problem("%s: no boundary, body kept as text", mt)
-		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
-		return
-	}
-	parts, closed := splitMultipart(body, boundary)
-	if len(parts) == 0 {
-		w.problem("%s: no part found for boundary %q, body kept as text", mt, clip(boundary))
-		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
-		return
-	}
-	if !closed {
-		w.problem("%s: closing boundary %q missing (truncated message?)", mt, clip(boundary))
-	}
-	sub := mt[len("multipart/"):]
-	inner := walkCtx{parent: sub, inRelated: ctx.inRelated || sub == "related"}
-	for _, part := range parts {
-		if w.entities > maxParts {
-			break
-		}
-		ph, pbody := w.splitHeader(part, mt+" part header")
-		w.entity(ph, pbody, depth+1, inner)
-	}
 }
 
 func (w *walker) addPart(h message.Header, mt string, params map[string]string, disp string, dparams map[string]string, data []byte, ctx walkCtx) {
@@ -243,7 +250,7 @@ func (w *walker) addPart(h message.Header, mt string, params map[string]string, 
 	name = sanitizeFilename(name)
 	if name == "" && (mt == "message/rfc822" || mt == "message/global") {
 		// A forwarded message is shown under its own subject.
-		if subj := embeddedSubject(data); subj != "" {
+		if subj := w.embeddedSubject(data); subj != "" {
 			name = sanitizeFilename(subj) + ".eml"
 		}
 	}
@@ -267,9 +274,9 @@ func (w *walker) addPart(h message.Header, mt string, params map[string]string, 
 
 // embeddedSubject decodes the Subject of a message/rfc822 part. Problems
 // of the embedded message are not the outer message's.
-func embeddedSubject(data []byte) string {
-	scratch := &walker{p: &Parsed{}}
-	h, _ := scratch.splitHeader(data, "")
+func (w *walker) embeddedSubject(data []byte) string {
+	scratch := &walker{p: &Parsed{}, br: w.br}
+	h, _ := scratch.readHeader(data, "")
 	return oneLine(scratch.headerText(h.Get("Subject"), "Subject"))
 }
 

@@ -576,7 +576,7 @@ func TestDecodeBase64Lenient(t *testing.T) {
 		{"aGk=aGk=", "hihi", false, false},
 	}
 	for _, tt := range tests {
-		got, bad, cut := decodeBase64([]byte(tt.in))
+		got, bad, cut := decodeBase64(nil, []byte(tt.in))
 		if string(got) != tt.want || bad != tt.bad || cut != tt.cut {
 			t.Errorf("decodeBase64(%q) = %q, %v, %v, want %q, %v, %v", tt.in, got, bad, cut, tt.want, tt.bad, tt.cut)
 		}
@@ -593,7 +593,7 @@ func TestDecodeQP(t *testing.T) {
 		{"=ZZ", "=ZZ"},
 	}
 	for _, tt := range tests {
-		if got := string(decodeQP([]byte(tt.in))); got != tt.want {
+		if got := string(decodeQP(nil, []byte(tt.in), false)); got != tt.want {
 			t.Errorf("decodeQP(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}

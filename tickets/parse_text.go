@@ -1,9 +1,11 @@
 package tickets
 
 import (
-	"html"
+	"bytes"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/net/html"
 )
 
 // unflow joins the soft line breaks of format=flowed text (RFC 3676
@@ -55,110 +57,60 @@ func unflow(s string, delsp bool) string {
 // htmlToText renders an HTML body as plain text for agents and search:
 // tags dropped, entities decoded, block elements and <br> turned into line
 // breaks, list items into "- " lines and blockquotes into "> " lines.
-// Scripts, styles and the title are skipped. It is a small tokenizer, not
-// an HTML5 parser: good enough for mail, which needs no DOM.
+// Scripts, styles and the title are skipped. Tokens come from
+// golang.org/x/net/html's tokenizer; mail needs no DOM, so there is no
+// tree building.
 func htmlToText(s string) string {
 	t := &textOut{}
-	for len(s) > 0 {
-		lt := strings.IndexByte(s, '<')
-		if lt < 0 {
-			t.text(s)
-			break
-		}
-		t.text(s[:lt])
-		s = s[lt:]
-		switch {
-		case strings.HasPrefix(s, "<!--"):
-			// An unterminated comment would hide the rest of the body;
-			// keep the text rather than follow HTML5 here.
-			end := -1
-			if !t.noCommentEnd {
-				end = strings.Index(s[4:], "-->")
-				t.noCommentEnd = end < 0 // no need to look again
-			}
-			if end >= 0 {
-				s = s[4+end+3:]
-			} else {
-				s = s[4:]
-			}
-			continue
-		case strings.HasPrefix(s, "<!") || strings.HasPrefix(s, "<?"):
-			end := strings.IndexByte(s, '>')
-			if end < 0 {
-				return t.String()
-			}
-			s = s[end+1:]
-			continue
-		}
-		i := 1
-		closing := i < len(s) && s[i] == '/'
-		if closing {
-			i++
-		}
-		start := i
-		for i < len(s) && (isAlnum(s[i]) || s[i] == ':' || s[i] == '-') {
-			i++
-		}
-		if i == start || !isAlpha(s[start]) {
-			t.text("<") // a lone "<" in text
-			s = s[1:]
-			continue
-		}
-		name := strings.ToLower(s[start:i])
-		end := tagEnd(s, i)
-		if end < 0 {
-			return t.String()
-		}
-		s = s[end+1:]
-		if !closing && (name == "script" || name == "style" || name == "title") {
-			// Raw text elements: their content is not markup.
-			j := indexFold(s, "</"+name)
-			if j < 0 {
-				return t.String()
-			}
-			s = s[j:]
-			continue
-		}
-		t.tag(name, closing)
-	}
+	t.render(s, true)
 	return t.String()
 }
 
-// tagEnd returns the index of the ">" that closes the tag starting at s[0],
-// skipping quoted attribute values.
-func tagEnd(s string, i int) int {
-	var quote, prev byte
-	for ; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
+// render tokenizes s into t. An unterminated "<!--" makes the HTML5
+// tokenizer treat the rest of the body as a comment; mail cut by a
+// truncation or a mailer's bug would then show nothing, so (once, and
+// only when reopen is set) the rest is rendered again as if the "<!--"
+// were not there.
+func (t *textOut) render(s string, reopen bool) {
+	sr := strings.NewReader(s)
+	z := html.NewTokenizer(sr)
+	skip := false // the raw text of a script, style or title comes next
+	for {
+		tt := z.Next()
+		switch tt {
+		case html.ErrorToken:
+			return
+		case html.TextToken:
+			if !skip {
+				t.text(z.Text())
 			}
-		case (c == '"' || c == '\'') && prev == '=':
-			quote = c
-		case c == '>':
-			return i
+		case html.StartTagToken, html.SelfClosingTagToken, html.EndTagToken:
+			name, _ := z.TagName()
+			if tt != html.EndTagToken {
+				switch string(name) {
+				case "script", "style", "title":
+					skip = true
+					continue
+				}
+				// Other raw text elements (textarea, noscript, xmp...) hold
+				// markup in mail as in any other element.
+				z.NextIsNotRawText()
+			}
+			t.tag(string(name), tt == html.EndTagToken)
+		case html.CommentToken:
+			raw := z.Raw()
+			atEOF := sr.Len() == 0 && len(z.Buffered()) == 0
+			if reopen && atEOF && bytes.HasPrefix(raw, []byte("<!--")) &&
+				!bytes.HasSuffix(raw, []byte("-->")) && !bytes.HasSuffix(raw, []byte("--!>")) {
+				// The rest of s, without its "<!--" openers, which can
+				// have no end either.
+				t.render(strings.ReplaceAll(string(raw[4:]), "<!--", ""), false)
+				return
+			}
 		}
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-			prev = c
-		}
+		skip = false
 	}
-	return -1
 }
-
-func indexFold(s, sub string) int {
-	n := len(sub)
-	for i := 0; i+n <= len(s); i++ {
-		if strings.EqualFold(s[i:i+n], sub) {
-			return i
-		}
-	}
-	return -1
-}
-
-func isAlpha(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-func isAlnum(c byte) bool { return isAlpha(c) || '0' <= c && c <= '9' }
 
 // textOut accumulates rendered text. Line breaks are requested, not
 // written, so that a run of closing and opening blocks yields at most one
@@ -170,8 +122,6 @@ type textOut struct {
 	lineStart bool
 	quote     int // blockquote depth
 	pre       int // <pre> depth: white space is kept
-
-	noCommentEnd bool // no "-->" follows: unterminated comments are text
 }
 
 // maxQuotePrefix bounds the "> " prefix, so nested blockquotes cannot make
@@ -228,15 +178,12 @@ func (t *textOut) block(n int) {
 	t.space = false
 }
 
-func (t *textOut) text(s string) {
-	if s == "" {
-		return
-	}
-	if strings.IndexByte(s, '&') >= 0 {
-		s = html.UnescapeString(s)
-	}
+func (t *textOut) text(s []byte) {
 	for len(s) > 0 {
-		r, size := utf8.DecodeRuneInString(s)
+		r, size := rune(s[0]), 1
+		if r >= utf8.RuneSelf {
+			r, size = utf8.DecodeRune(s)
+		}
 		s = s[size:]
 		if t.pre > 0 {
 			switch r {
@@ -258,6 +205,13 @@ func (t *textOut) text(s string) {
 		}
 		t.flush()
 		t.b = utf8.AppendRune(t.b, r)
+		// The ASCII rest of a word needs no checks: copy it at once.
+		n := 0
+		for n < len(s) && ' ' < s[n] && s[n] < utf8.RuneSelf {
+			n++
+		}
+		t.b = append(t.b, s[:n]...)
+		s = s[n:]
 	}
 }
 
