@@ -2,15 +2,9 @@ package imapfetch
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"slices"
 	"strings"
@@ -22,6 +16,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/internal/testcert"
 	"github.com/mailgate/mailgate/oauth"
 )
 
@@ -303,17 +298,21 @@ func TestDisconnectReconnect(t *testing.T) {
 	waitFor(t, 10*time.Second, "ticket for mail 2 after reconnect", func() bool { return e.ticketCount() == 2 })
 	e.deliver(alice, 3, false)
 	waitFor(t, 10*time.Second, "ticket for mail 3", func() bool { return e.ticketCount() == 3 })
-	for subject, tk := range e.tickets() {
-		if tk.CommentCount != 1 {
-			t.Errorf("ticket %q has %d comments, want 1 (no duplicate ingest)", subject, tk.CommentCount)
-		}
-	}
+	e.wantOneCommentEach()
 }
 
 // IDLE: new mail becomes a ticket within seconds although the poll
 // interval is an hour.
 func TestIdleDeliversQuickly(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
+	idleDeliversQuickly(t, e, func(n int) { e.deliver(alice, n, false) })
+}
+
+// idleDeliversQuickly connects alice with an hour's poll interval, waits
+// until the worker idles, then has deliver put mails 1 to 3 in her INBOX
+// one by one, each of which must become a ticket within 5 seconds.
+func idleDeliversQuickly(t *testing.T, e *env, deliver func(n int)) {
+	t.Helper()
 	e.connect(alice, 0)
 	o := e.options()
 	o.PollInterval = time.Hour
@@ -322,9 +321,9 @@ func TestIdleDeliversQuickly(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // into IDLE
 	for i := 1; i <= 3; i++ {
 		start := time.Now()
-		e.deliver(alice, i, false)
+		deliver(i)
 		waitFor(t, 5*time.Second, fmt.Sprintf("ticket %d via IDLE", i), func() bool { return e.ticketCount() == int64(i) })
-		t.Logf("mail %d became a ticket %v after delivery", i, time.Since(start))
+		t.Logf("mail %d became a ticket %v after delivery", i, time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -504,11 +503,7 @@ func TestLeaseTwoFetchers(t *testing.T) {
 		e.deliver(alice, i, false)
 	}
 	waitFor(t, 10*time.Second, "8 tickets", func() bool { return e.ticketCount() == 8 })
-	for subject, tk := range e.tickets() {
-		if tk.CommentCount != 1 {
-			t.Errorf("ticket %q has %d comments, want 1", subject, tk.CommentCount)
-		}
-	}
+	e.wantOneCommentEach()
 }
 
 // Shutdown waits for the mail being ingested and marks it \Seen.
@@ -580,14 +575,15 @@ func TestUIDValidityChange(t *testing.T) {
 }
 
 func TestImplicitTLSAndID(t *testing.T) {
-	cert := selfSigned(t)
-	e := newEnv(t, fakegmail.Options{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, fakegmail.Options{TLS: ca.ServerTLS("imap.gmail.com")})
 	e.connect(alice, 0)
-	roots := x509.NewCertPool()
-	roots.AddCert(cert.Leaf)
 	o := e.options()
 	o.TLSMode = TLSImplicit
-	o.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "imap.gmail.com"}
+	o.TLSConfig = ca.ClientTLS("imap.gmail.com")
 	o.ClientID = &imap.IDData{Name: "mailgate", Version: "test"}
 	f := New(e.acc, e.st, o)
 	pollOnce(t, f, alice)
@@ -705,30 +701,4 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "imap.gmail.com"},
-		DNSNames:     []string{"imap.gmail.com"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }

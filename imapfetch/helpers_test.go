@@ -179,6 +179,17 @@ func (e *env) tickets() map[string]*tickets.Ticket {
 	return out
 }
 
+// wantOneCommentEach fails the test if a ticket holds more than one
+// comment: each test mail is a ticket of its own, ingested once.
+func (e *env) wantOneCommentEach() {
+	e.t.Helper()
+	for subject, tk := range e.tickets() {
+		if tk.CommentCount != 1 {
+			e.t.Errorf("ticket %q has %d comments, want 1 (no duplicate ingest)", subject, tk.CommentCount)
+		}
+	}
+}
+
 func (e *env) account(email string) *accounts.Account {
 	e.t.Helper()
 	a, err := e.acc.Get(context.Background(), email)

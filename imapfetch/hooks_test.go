@@ -49,6 +49,18 @@ func (h *hookLog) install(o *Options) {
 	}
 }
 
+// newHookedEnv is an env with alice connected and Options whose hooks
+// report to the returned hookLog.
+func newHookedEnv(t *testing.T) (*env, *hookLog, Options) {
+	t.Helper()
+	e := newEnv(t, fakegmail.Options{})
+	e.connect(alice, 0)
+	h := new(hookLog)
+	opts := e.options()
+	h.install(&opts)
+	return e, h, opts
+}
+
 // take returns what was recorded so far and forgets it.
 func (h *hookLog) take() (polls []pollCall, suppressed []string, refreshes []error) {
 	h.mu.Lock()
@@ -65,11 +77,7 @@ func autoReply(to string) []byte {
 }
 
 func TestHooksReportPollsSuppressionsAndRefreshes(t *testing.T) {
-	e := newEnv(t, fakegmail.Options{})
-	e.connect(alice, 0)
-	var h hookLog
-	opts := e.options()
-	h.install(&opts)
+	e, h, opts := newHookedEnv(t)
 	f := New(e.acc, e.st, opts)
 
 	pollOnce(t, f, alice)
@@ -113,11 +121,7 @@ func TestHooksReportPollsSuppressionsAndRefreshes(t *testing.T) {
 // A session that fails before it polls is a failed poll, and a refresh
 // answered with invalid_grant a failed refresh.
 func TestHooksReportRevokedToken(t *testing.T) {
-	e := newEnv(t, fakegmail.Options{})
-	e.connect(alice, 0)
-	var h hookLog
-	opts := e.options()
-	h.install(&opts)
+	e, h, opts := newHookedEnv(t)
 	f := New(e.acc, e.st, opts)
 
 	e.oa.RevokeAll(alice)
@@ -141,11 +145,7 @@ func TestHooksReportRevokedToken(t *testing.T) {
 // The daemon's workers report each poll; a cached access token is no
 // refresh.
 func TestHooksFromRunningWorker(t *testing.T) {
-	e := newEnv(t, fakegmail.Options{})
-	e.connect(alice, 0)
-	var h hookLog
-	opts := e.options()
-	h.install(&opts)
+	e, h, opts := newHookedEnv(t)
 	e.start(New(e.acc, e.st, opts))
 
 	e.deliver(alice, 1, false)

@@ -168,30 +168,49 @@ func TestXOAUTH2OverGoSMTP(t *testing.T) {
 	s := smtp.NewServer(smtpBackend{checkToken})
 	s.Domain = "localhost"
 	s.AllowInsecureAuth = true
+	addr := serve(t, s)
+	tryTokens(t, "Auth", func(token string) error {
+		c, err := smtp.Dial(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc := oauth.NewXOAUTH2Client("alice@example.com", token)
+		return oauth.Explain(sc, c.Auth(sc))
+	})
+}
+
+// serve runs s on a loopback listener until the test ends and returns its
+// address.
+func serve(t *testing.T, s interface {
+	Serve(net.Listener) error
+	Close() error
+}) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve(l)
 	t.Cleanup(func() { s.Close() })
+	return l.Addr().String()
+}
 
+// tryTokens authenticates as alice with the token checkToken accepts and
+// with one it refuses; the refusal must come explained by status 401.
+func tryTokens(t *testing.T, verb string, auth func(token string) error) {
+	t.Helper()
 	for _, tc := range []struct {
 		token  string
 		wantOK bool
 	}{{"good", true}, {"bad", false}} {
-		c, err := smtp.Dial(l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := oauth.NewXOAUTH2Client("alice@example.com", tc.token)
-		err = oauth.Explain(sc, c.Auth(sc))
-		c.Close()
+		err := auth(tc.token)
 		if tc.wantOK && err != nil {
-			t.Errorf("Auth(%s) = %v, want success", tc.token, err)
+			t.Errorf("%s(%s) = %v, want success", verb, tc.token, err)
 		}
 		var xe *oauth.XOAUTH2Error
 		if !tc.wantOK && (!errors.As(err, &xe) || xe.Status != "401") {
-			t.Errorf("Auth(%s) = %v, want failure explained by status 401", tc.token, err)
+			t.Errorf("%s(%s) = %v, want failure explained by status 401", verb, tc.token, err)
 		}
 	}
 }
@@ -220,32 +239,16 @@ func TestXOAUTH2OverGoIMAP(t *testing.T) {
 		InsecureAuth: true,
 		Logger:       discardLogger{},
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
-
-	for _, tc := range []struct {
-		token  string
-		wantOK bool
-	}{{"good", true}, {"bad", false}} {
-		c, err := imapclient.DialInsecure(l.Addr().String(), nil)
+	addr := serve(t, s)
+	tryTokens(t, "Authenticate", func(token string) error {
+		c, err := imapclient.DialInsecure(addr, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := oauth.Mechanism(c.Caps().AuthMechanisms(), "alice@example.com", tc.token)
-		err = oauth.Explain(sc, c.Authenticate(sc))
-		c.Close()
-		if tc.wantOK && err != nil {
-			t.Errorf("Authenticate(%s) = %v, want success", tc.token, err)
-		}
-		var xe *oauth.XOAUTH2Error
-		if !tc.wantOK && (!errors.As(err, &xe) || xe.Status != "401") {
-			t.Errorf("Authenticate(%s) = %v, want failure explained by status 401", tc.token, err)
-		}
-	}
+		defer c.Close()
+		sc := oauth.Mechanism(c.Caps().AuthMechanisms(), "alice@example.com", token)
+		return oauth.Explain(sc, c.Authenticate(sc))
+	})
 }
 
 type discardLogger struct{}

@@ -282,11 +282,7 @@ func readTokenFile(path string, warn io.Writer) (string, error) {
 }
 
 func accountsList(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openAccounts(c.Context, cfg, false)
+	cfg, st, rdb, err := loadAccounts(c)
 	if err != nil {
 		return err
 	}
@@ -357,20 +353,9 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 	return r
 }
 
-func accountsSet(c *cli.Context) error {
-	email, err := emailArg(c)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openAccounts(c.Context, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+func accountsSet(c *cli.Context) error { return withAccount(c, setSending) }
+
+func setSending(c *cli.Context, st *accounts.Store, email string) error {
 	fallback := c.String("fallback")
 	if fallback == "default" {
 		fallback = ""
@@ -385,20 +370,9 @@ func accountsSet(c *cli.Context) error {
 	return nil
 }
 
-func accountsDisconnect(c *cli.Context) error {
-	email, err := emailArg(c)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openAccounts(c.Context, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+func accountsDisconnect(c *cli.Context) error { return withAccount(c, disconnectAccount) }
+
+func disconnectAccount(c *cli.Context, st *accounts.Store, email string) error {
 	if err := st.Disconnect(c.Context, email); errors.Is(err, accounts.ErrNotFound) {
 		return cli.Exit(fmt.Sprintf("no account %s (see `mailgate accounts list`)", email), 1)
 	} else if err != nil {
@@ -408,6 +382,37 @@ func accountsDisconnect(c *cli.Context) error {
 		"Its refresh token was deleted; to revoke mailgate's access at Google as well, remove it at https://myaccount.google.com/permissions.\n"+
 		"`mailgate accounts reconnect %s` resumes where fetching stopped, without duplicate tickets.\n", email, email)
 	return nil
+}
+
+// withAccount serves the commands that change a known account (set,
+// disconnect): it takes the EMAIL argument, opens the account store without
+// the sealing key (neither reads a token) and runs fn, closing Redis after.
+func withAccount(c *cli.Context, fn func(c *cli.Context, st *accounts.Store, email string) error) error {
+	email, err := emailArg(c)
+	if err != nil {
+		return err
+	}
+	_, st, rdb, err := loadAccounts(c)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return fn(c, st, email)
+}
+
+// loadAccounts loads the configuration and opens Redis and the account
+// store without the sealing key: enough for the commands that read
+// accounts or change their settings, and they never create a key file.
+func loadAccounts(c *cli.Context) (*config.Config, *accounts.Store, redis.UniversalClient, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, rdb, err := openAccounts(c.Context, cfg, false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, st, rdb, nil
 }
 
 // openAccounts opens Redis and the account store. withKey loads (or

@@ -37,8 +37,7 @@ func TestFetchOnceImportsWithProgress(t *testing.T) {
 	// "Existing mail" is what arrived before the connection, by IMAP
 	// INTERNALDATE, which has whole seconds: connect in the next second.
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
-	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "3")
+	e.addAccount(acct, 3)
 
 	out := e.mustRun("fetch", "--once")
 	if !strings.Contains(out, "3/3 mails") || !strings.Contains(out, "3 new tickets") {
@@ -60,8 +59,7 @@ func TestFetchOnceImportsWithProgress(t *testing.T) {
 func TestAccountsListShowsQuota(t *testing.T) {
 	e := newAccountsEnv(t)
 	const acct = "desk@acme.test"
-	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
-	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	e.addAccount(acct, 0)
 	out := e.mustRun("accounts", "list")
 	if !strings.Contains(out, "[----------] 0/500") {
 		t.Fatalf("accounts list:\n%s\nwant an empty quota bar", out)
@@ -79,8 +77,7 @@ func TestAccountsListShowsQuota(t *testing.T) {
 func TestAccountsSetSending(t *testing.T) {
 	e := newAccountsEnv(t)
 	const acct = "desk@gmail.com"
-	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
-	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	e.addAccount(acct, 0)
 	e.mustRun("accounts", "set", acct, "--send-via-gmail=false", "--fallback", "rewrite-from")
 	a := e.list()[0]
 	if a.SendViaGmail || a.Fallback != "rewrite-from" {
@@ -94,16 +91,11 @@ func TestAccountsSetSending(t *testing.T) {
 func TestStatus(t *testing.T) {
 	e := newAccountsEnv(t)
 	const acct = "desk@acme.test"
-	tok := e.tokenFile("tok", e.google.IssueRefreshToken(acct), 0o600)
-	e.mustRun("accounts", "add", acct, "--refresh-token-file", tok, "--import-recent", "0")
+	e.addAccount(acct, 0)
 	q := smtprelay.NewQueue(e.redis.Client(t), smtprelay.QueueOptions{})
 	q.Put(context.Background(), &smtprelay.Message{From: acct, To: []string{"a@b.test"}, Data: []byte("Subject: x\r\n\r\nx\r\n")})
 	out := e.mustRun("status")
-	for _, want := range []string{acct, "[----------] 0/500", "relay queue: 1 messages"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("status lacks %q:\n%s", want, out)
-		}
-	}
+	wantOutput(t, "status", out, acct, "[----------] 0/500", "relay queue: 1 messages")
 	var st struct {
 		Accounts []struct{ Email string }
 		Queue    struct{ Depth int }

@@ -311,19 +311,13 @@ type queueShown struct {
 
 func queueShow(c *cli.Context) error {
 	args, asJSON := trailingJSON(c)
-	id, err := queueIDArg(c, args)
-	if err != nil {
-		return err
-	}
-	q, rdb, err := openQueue(c)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	m, err := getQueued(c.Context, q, id, true)
-	if err != nil {
-		return err
-	}
+	return withQueued(c, args, true, func(c *cli.Context, _ *smtprelay.Queue, _ string, m *smtprelay.Message) error {
+		return printQueued(c, m, asJSON)
+	})
+}
+
+// printQueued is the body of `queue show`: m in JSON or for people.
+func printQueued(c *cli.Context, m *smtprelay.Message, asJSON bool) error {
 	headers, more := headerLines(m.Data, showHeaderLines)
 	if asJSON {
 		return writeJSON(c.App.Writer, queueShown{Message: m, ContentStored: len(m.Data) > 0, Headers: headers})
@@ -372,19 +366,10 @@ func queueShow(c *cli.Context) error {
 }
 
 func queueRetry(c *cli.Context) error {
-	id, err := queueIDArg(c, c.Args().Slice())
-	if err != nil {
-		return err
-	}
-	q, rdb, err := openQueue(c)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	m, err := getQueued(c.Context, q, id, false)
-	if err != nil {
-		return err
-	}
+	return withQueued(c, c.Args().Slice(), false, retryQueued)
+}
+
+func retryQueued(c *cli.Context, q *smtprelay.Queue, id string, m *smtprelay.Message) error {
 	switch m.State {
 	case smtprelay.StateSent, smtprelay.StateBounced:
 		return cli.Exit(fmt.Sprintf("%s was already %s: nothing to retry", id, m.State), 1)
@@ -401,19 +386,10 @@ func queueRetry(c *cli.Context) error {
 }
 
 func queueDelete(c *cli.Context) error {
-	id, err := queueIDArg(c, c.Args().Slice())
-	if err != nil {
-		return err
-	}
-	q, rdb, err := openQueue(c)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	m, err := getQueued(c.Context, q, id, true)
-	if err != nil {
-		return err
-	}
+	return withQueued(c, c.Args().Slice(), true, deleteQueued)
+}
+
+func deleteQueued(c *cli.Context, q *smtprelay.Queue, id string, m *smtprelay.Message) error {
 	if err := q.Delete(c.Context, id); errors.Is(err, smtprelay.ErrNotFound) {
 		return cli.Exit(fmt.Sprintf("%s is gone already (delivered, bounced or deleted meanwhile)", id), 1)
 	} else if err != nil {
@@ -445,6 +421,26 @@ func queueIDArg(c *cli.Context, args []string) (string, error) {
 		return "", cli.Exit(fmt.Sprintf("usage: mailgate queue %s ID (the id shown by `mailgate queue list`)", c.Command.Name), 1)
 	}
 	return strings.TrimSpace(args[0]), nil
+}
+
+// withQueued serves the commands on one queued message (show, retry,
+// delete): it takes the ID from args, opens the queue, reads the message
+// (withData: its content too) and runs fn with them, closing Redis after.
+func withQueued(c *cli.Context, args []string, withData bool, fn func(c *cli.Context, q *smtprelay.Queue, id string, m *smtprelay.Message) error) error {
+	id, err := queueIDArg(c, args)
+	if err != nil {
+		return err
+	}
+	q, rdb, err := openQueue(c)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	m, err := getQueued(c.Context, q, id, withData)
+	if err != nil {
+		return err
+	}
+	return fn(c, q, id, m)
 }
 
 func getQueued(ctx context.Context, q *smtprelay.Queue, id string, withData bool) (*smtprelay.Message, error) {

@@ -25,11 +25,7 @@ func statusCommand() *cli.Command {
 }
 
 func statusAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	acc, rdb, err := openAccounts(c.Context, cfg, false)
+	cfg, acc, rdb, err := loadAccounts(c)
 	if err != nil {
 		return err
 	}

@@ -52,11 +52,7 @@ func ticketsCommand() *cli.Command {
 }
 
 func ticketsList(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openStore(c.Context, cfg, newLogger(cfg, os.Stderr))
+	st, rdb, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -91,11 +87,7 @@ func ticketsShow(c *cli.Context) error {
 	if len(args) != 1 || err != nil {
 		return cli.Exit("usage: mailgate tickets show ID (a ticket number such as 42 or #42)", 1)
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openStore(c.Context, cfg, newLogger(cfg, os.Stderr))
+	st, rdb, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -150,11 +142,7 @@ func ticketsIngest(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, rdb, err := openStore(c.Context, cfg, newLogger(cfg, os.Stderr))
+	st, rdb, err := openStore(c)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,17 @@ func mailgate(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
+// wantOutput fails t for each of wants that out, the output of what,
+// lacks.
+func wantOutput(t *testing.T, what, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("%s lacks %q:\n%s", what, want, out)
+		}
+	}
+}
+
 func TestVersionAndHelp(t *testing.T) {
 	code, out, _ := mailgate(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "mailgate ") {

@@ -151,14 +151,15 @@ func redactURL(u string) string {
 	return u[:scheme+3] + "****" + u[at:]
 }
 
-// openStore opens Redis and the ticket store, whose support addresses are
-// the connected accounts plus tickets.support_addresses.
-func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (*tickets.Store, redis.UniversalClient, error) {
-	acc, rdb, err := openAccounts(ctx, cfg, false)
+// openStore loads the configuration and opens Redis and the ticket store,
+// whose support addresses are the connected accounts plus
+// tickets.support_addresses; the store logs to stderr.
+func openStore(c *cli.Context) (*tickets.Store, redis.UniversalClient, error) {
+	cfg, acc, rdb, err := loadAccounts(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	return newTicketStore(rdb, cfg, acc, log), rdb, nil
+	return newTicketStore(rdb, cfg, acc, newLogger(cfg, os.Stderr)), rdb, nil
 }
 
 func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts.Store, log *slog.Logger) *tickets.Store {

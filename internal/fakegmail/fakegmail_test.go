@@ -3,15 +3,8 @@ package fakegmail
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
-	"math/big"
 	"net"
 	"slices"
 	"strconv"
@@ -23,6 +16,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+
+	"github.com/mailgate/mailgate/internal/testcert"
 )
 
 const (
@@ -675,43 +670,16 @@ func TestCanonicalFlags(t *testing.T) {
 }
 
 func TestImplicitTLS(t *testing.T) {
-	cert := selfSigned(t)
-	_, addr := newServer(t, Options{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	roots := x509.NewCertPool()
-	roots.AddCert(cert.Leaf)
-	c, err := imapclient.DialTLS(addr, &imapclient.Options{
-		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "imap.gmail.com"},
-	})
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := newServer(t, Options{TLS: ca.ServerTLS("imap.gmail.com")})
+	c, err := imapclient.DialTLS(addr, &imapclient.Options{TLSConfig: ca.ClientTLS("imap.gmail.com")})
 	if err != nil {
 		t.Fatalf("DialTLS: %v", err)
 	}
 	defer c.Close()
 	login(t, c, alice, aliceToken)
 	selectInbox(t, c)
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "imap.gmail.com"},
-		DNSNames:     []string{"imap.gmail.com"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }

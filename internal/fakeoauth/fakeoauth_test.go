@@ -70,6 +70,13 @@ func postToken(t *testing.T, s *fakeoauth.Server, form url.Values) (int, map[str
 		form.Set("client_secret", fakeoauth.ClientSecret)
 	}
 	resp, err := http.PostForm(s.URL+"/token", form)
+	return jsonReply(t, resp, err)
+}
+
+// jsonReply takes an HTTP request's outcome and returns the answer's status
+// and JSON body, failing t on any error.
+func jsonReply(t *testing.T, resp *http.Response, err error) (int, map[string]any) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,22 +396,12 @@ func TestTokeninfo(t *testing.T) {
 	// the token appended to TokeninfoURL, or (post) as a form field.
 	tokeninfo := func(token string, post bool) (int, map[string]any) {
 		t.Helper()
-		var resp *http.Response
-		var err error
 		if post {
-			resp, err = http.PostForm(strings.TrimSuffix(s.TokeninfoURL(), "?access_token="), url.Values{"access_token": {token}})
-		} else {
-			resp, err = http.Get(s.TokeninfoURL() + url.QueryEscape(token))
+			resp, err := http.PostForm(strings.TrimSuffix(s.TokeninfoURL(), "?access_token="), url.Values{"access_token": {token}})
+			return jsonReply(t, resp, err)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
+		resp, err := http.Get(s.TokeninfoURL() + url.QueryEscape(token))
+		return jsonReply(t, resp, err)
 	}
 
 	for _, post := range []bool{false, true} {
