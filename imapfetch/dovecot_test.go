@@ -3,7 +3,7 @@ package imapfetch
 // The fetcher against a real Dovecot (internal/dovecottest) instead of the
 // in-process fake Gmail: the same Redis, stores and fake Google (newEnv),
 // with Dovecot checking the XOAUTH2 tokens against that fake Google's
-// tokeninfo endpoint. Opt-in: MAILGATE_INTEGRATION=1 (scripts/test sets it).
+// tokeninfo endpoint. Opt-in: MG_INTEGRATION=1 (scripts/test sets it).
 
 import (
 	"context"
@@ -254,7 +254,7 @@ func TestDovecotRevokedToken(t *testing.T) {
 // that turns 10,000 unread 10 KB mails into tickets. The mails are
 // appended over one IMAP connection before the timer starts.
 //
-//	MAILGATE_INTEGRATION=1 go test -run '^$' -bench ImportDovecot -benchtime 1x ./imapfetch
+//	MG_INTEGRATION=1 go test -run '^$' -bench ImportDovecot -benchtime 1x ./imapfetch
 func BenchmarkImportDovecot(b *testing.B) {
 	if testing.Short() {
 		b.Skip("fills a mailbox with 10,000 mails; skipped with -short")

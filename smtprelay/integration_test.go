@@ -29,8 +29,8 @@ import (
 // catches what in-process fakes built on the same SMTP library cannot:
 // another implementation's idea of the protocol.
 func TestIntegrationSwaksToSmtpSink(t *testing.T) {
-	if os.Getenv("MAILGATE_INTEGRATION") != "1" {
-		t.Skip("set MAILGATE_INTEGRATION=1 (scripts/test does) to run against swaks and Postfix's smtp-sink")
+	if os.Getenv("MG_INTEGRATION") != "1" {
+		t.Skip("set MG_INTEGRATION=1 (scripts/test does) to run against swaks and Postfix's smtp-sink")
 	}
 	swaks := needBinary(t, "swaks", "swaks")
 	sink := startSmtpSink(t)
@@ -169,7 +169,7 @@ func needBinary(t *testing.T, name, pkg string) string {
 	if p := filepath.Join("/usr/sbin", name); fileExists(p) {
 		return p
 	}
-	t.Fatalf("%s is not installed: MAILGATE_INTEGRATION=1 needs it (apt-get install -y %s)", name, pkg)
+	t.Fatalf("%s is not installed: MG_INTEGRATION=1 needs it (apt-get install -y %s)", name, pkg)
 	return ""
 }
 

@@ -10,7 +10,7 @@
 // (internal/fakegmail) runs on go-imap's server; this one is somebody else's
 // implementation, so it catches what ours forgives.
 //
-// The tests that use it are opt-in: Start skips unless MAILGATE_INTEGRATION=1
+// The tests that use it are opt-in: Start skips unless MG_INTEGRATION=1
 // is set (scripts/test sets it after installing dovecot-imapd).
 package dovecottest
 
@@ -35,7 +35,7 @@ import (
 const Password = "secret"
 
 // EnvSwitch is the environment variable that turns the Dovecot tests on.
-const EnvSwitch = "MAILGATE_INTEGRATION"
+const EnvSwitch = "MG_INTEGRATION"
 
 // Options configures a Server.
 type Options struct {
@@ -68,7 +68,7 @@ type Server struct {
 	users map[string]bool
 }
 
-// Start runs a fresh Dovecot for t. It skips t unless MAILGATE_INTEGRATION=1
+// Start runs a fresh Dovecot for t. It skips t unless MG_INTEGRATION=1
 // is set, and fails it with a message naming the package to install when
 // the dovecot binary is missing.
 func Start(t testing.TB, opts Options) *Server {
@@ -129,7 +129,7 @@ func Start(t testing.TB, opts Options) *Server {
 	return nil
 }
 
-// SkipUnlessEnabled skips t unless MAILGATE_INTEGRATION=1 is set. Start
+// SkipUnlessEnabled skips t unless MG_INTEGRATION=1 is set. Start
 // calls it; call it first yourself when a test does expensive set-up
 // before starting Dovecot.
 func SkipUnlessEnabled(t testing.TB) {
