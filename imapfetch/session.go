@@ -134,13 +134,16 @@ func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Sourc
 	if err := s.selectInbox(ctx); err != nil {
 		return err
 	}
+	// recorded is what the account's Imported counter already holds of
+	// this session's work; the initial import is counted with the first
+	// poll.
+	recorded := s.rep.Created + s.rep.Comments
 	if !a.ImportDone {
 		if err := s.initialImport(ctx, a); err != nil {
 			return err
 		}
 	}
 	for {
-		before := s.rep.Created + s.rep.Comments
 		start := time.Now()
 		err := s.pollNew(ctx)
 		s.reportPoll(ctx, time.Since(start), err)
@@ -149,9 +152,11 @@ func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Sourc
 			return err
 		}
 		s.w.polled = true
+		done := s.rep.Created + s.rep.Comments
 		s.bounded(ctx, func(ctx context.Context) error {
-			return s.w.f.acc.RecordPoll(ctx, s.w.email, s.rep.Created+s.rep.Comments-before)
+			return s.w.f.acc.RecordPoll(ctx, s.w.email, done-recorded)
 		}, "record poll")
+		recorded = done
 		if s.once {
 			return nil
 		}

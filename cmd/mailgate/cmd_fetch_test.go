@@ -43,6 +43,9 @@ func TestFetchOnceImportsWithProgress(t *testing.T) {
 	if !strings.Contains(out, "3/3 mails") || !strings.Contains(out, "3 new tickets") {
 		t.Fatalf("first fetch:\n%s\nwant the import of the 3 most recent mails with progress", out)
 	}
+	if got := e.list()[0].Imported; got != 3 {
+		t.Errorf("after the initial import the account counts %d imported mails, want 3", got)
+	}
 	gm.Deliver(acct, []byte("From: new@customer.test\r\nTo: "+acct+"\r\nSubject: new\r\nMessage-ID: <new@customer.test>\r\n\r\nhello\r\n"), false)
 	out = e.mustRun("fetch", "--once", acct)
 	if !strings.Contains(out, "1 new tickets") {
