@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/internal/testcert"
 )
 
 type relayEnv struct {
@@ -192,5 +193,33 @@ func TestSetAccessTakesEffect(t *testing.T) {
 	e.server.SetAccess(Access{Users: map[string]string{"u": string(hash)}})
 	if _, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); code(err) != 530 {
 		t.Errorf("after removing the allowed network: %v, want 530", err)
+	}
+}
+
+// TestStartTLSThenAuth: the helpdesk upgrades with STARTTLS (relay.tls_cert)
+// and logs in over the encrypted connection.
+func TestStartTLSThenAuth(t *testing.T) {
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	e := startRelay(t, ServerOptions{Users: map[string]string{"helpdesk": string(hash)}, TLS: ca.ServerTLS("relay.test")})
+	c, err := smtp.DialStartTLS(e.addr, ca.ClientTLS("relay.test"))
+	if err != nil {
+		t.Fatalf("STARTTLS: %v", err)
+	}
+	defer c.Close()
+	if _, ok := c.TLSConnectionState(); !ok {
+		t.Fatal("connection not encrypted after STARTTLS")
+	}
+	if err := c.Auth(sasl.NewPlainClient("", "helpdesk", "s3cret")); err != nil {
+		t.Fatalf("AUTH over TLS: %v", err)
+	}
+	if err := c.SendMail("support@acme.test", []string{"a@x.test"}, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatalf("send over TLS: %v", err)
+	}
+	if depth, _, _ := e.q.Stats(context.Background()); depth != 1 {
+		t.Errorf("queue depth %d, want the message queued", depth)
 	}
 }
