@@ -124,6 +124,38 @@ func newResolver(addr string) (dkim.Resolver, error) {
 	}, nil
 }
 
+// printFallbackWarnings adds, when Redis answers, the accounts whose
+// fallback cannot pass DMARC with the keys configured.
+func printFallbackWarnings(c *cli.Context) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 2*time.Second)
+	defer cancel()
+	acc, rdb, err := openAccounts(ctx, cfg, false)
+	if err != nil {
+		return
+	}
+	defer rdb.Close()
+	all, err := acc.List(ctx)
+	if err != nil {
+		return
+	}
+	keys, _ := loadDKIMKeys(cfg)
+	canSign := func(domain string) bool {
+		for _, k := range keys {
+			if strings.EqualFold(k.Domain, domain) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, w := range fallbackWarnings(all, canSign, cfg.Relay.RewriteFromAddress) {
+		fmt.Fprintf(c.App.Writer, "WARNING   fallback  %s\n", w)
+	}
+}
+
 func dnsCheck(c *cli.Context) error {
 	recs, err := dnsRecords(c)
 	if err != nil {
@@ -148,6 +180,7 @@ func dnsCheck(c *cli.Context) error {
 		}
 	} else {
 		printResults(c.App.Writer, results)
+		printFallbackWarnings(c)
 	}
 	if bad > 0 {
 		return cli.Exit(fmt.Sprintf("dns check: %d of %d records are not as expected", bad, len(results)), 1)

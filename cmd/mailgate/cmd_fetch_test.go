@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
 	"github.com/mailgate/mailgate/smtprelay"
 )
@@ -105,5 +106,22 @@ func TestStatus(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(e.mustRun("status", "--json")), &st); err != nil || len(st.Accounts) != 1 || st.Queue.Depth != 1 {
 		t.Errorf("status --json = %+v, %v", st, err)
+	}
+}
+
+func TestFallbackWarnings(t *testing.T) {
+	all := []*accounts.Account{
+		{Email: "a@gmail.com", Fallback: smtprelay.FallbackDirect},
+		{Email: "b@acme.example", Fallback: smtprelay.FallbackDirect},
+		{Email: "c@gmail.com", Fallback: smtprelay.FallbackRewriteFrom},
+		{Email: "d@gmail.com"},
+	}
+	signs := func(d string) bool { return d == "acme.example" }
+	got := fallbackWarnings(all, signs, "")
+	if len(got) != 2 || !strings.HasPrefix(got[0], "a@gmail.com: fallback direct") || !strings.HasPrefix(got[1], "c@gmail.com: fallback rewrite-from needs") {
+		t.Errorf("fallbackWarnings = %q", got)
+	}
+	if got := fallbackWarnings(all[2:], signs, "helpdesk@acme.example"); len(got) != 0 {
+		t.Errorf("rewrite-from to a signed domain warned: %q", got)
 	}
 }

@@ -302,16 +302,29 @@ func (d *daemon) warnFallbacks(ctx context.Context, signer smtprelay.Signer) {
 	if len(all) == 0 {
 		d.log.Warn("no Gmail account connected: nothing is fetched, and the relay accepts only tickets.support_addresses and relay.allowed_senders; connect one with `mailgate accounts connect EMAIL`")
 	}
+	canSign := func(domain string) bool { return signer != nil && signer.CanSign(domain) }
+	for _, w := range fallbackWarnings(all, canSign, d.cfg.Relay.RewriteFromAddress) {
+		d.log.Warn("fallback cannot pass DMARC: " + w)
+	}
+}
+
+// fallbackWarnings lists the accounts whose mail, when it cannot go via
+// Gmail, would leave unsigned for its From domain and so fail DMARC at
+// receivers that enforce it.
+func fallbackWarnings(all []*accounts.Account, canSign func(domain string) bool, rewriteFrom string) []string {
+	var out []string
 	for _, a := range all {
 		domain := a.Email[strings.LastIndex(a.Email, "@")+1:]
-		canSign := signer != nil && signer.CanSign(domain)
 		switch {
-		case a.Fallback == smtprelay.FallbackDirect && !canSign:
-			d.log.Warn("fallback cannot pass DMARC: mail for "+a.Email+" beyond the Gmail quota goes out unsigned for "+domain+"; receivers enforcing DMARC may reject it. Configure a DKIM key for "+domain+" (mailgate dkim keygen) or use fallback rewrite-from/defer", "account", a.Email)
-		case a.Fallback == smtprelay.FallbackRewriteFrom && d.cfg.Relay.RewriteFromAddress == "":
-			d.log.Warn("fallback rewrite-from needs relay.rewrite_from_address", "account", a.Email)
+		case a.Fallback == smtprelay.FallbackDirect && !canSign(domain):
+			out = append(out, fmt.Sprintf("%s: fallback direct, but no DKIM key for %s (mailgate dkim keygen), or choose rewrite-from/defer", a.Email, domain))
+		case a.Fallback == smtprelay.FallbackRewriteFrom && rewriteFrom == "":
+			out = append(out, fmt.Sprintf("%s: fallback rewrite-from needs relay.rewrite_from_address", a.Email))
+		case a.Fallback == smtprelay.FallbackRewriteFrom && !canSign(rewriteFrom[strings.LastIndex(rewriteFrom, "@")+1:]):
+			out = append(out, fmt.Sprintf("%s: fallback rewrite-from, but no DKIM key for the domain of relay.rewrite_from_address %s", a.Email, rewriteFrom))
 		}
 	}
+	return out
 }
 
 // run starts everything and returns when ctx ends and all parts stopped.
