@@ -78,9 +78,10 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
+	// Ending ctx (a shutdown past its grace) cuts the session wherever
+	// it is; each step below has its own timeout.
+	context.AfterFunc(ctx, func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(o.timeout))
 	switch o.tlsMode {
 	case "implicit":
 		conn = tls.Client(conn, tlsFor(o))
@@ -91,6 +92,7 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 			return nil, err
 		}
 	}
+	conn.SetDeadline(time.Time{}) // go-smtp sets one per command
 	c := smtp.NewClient(conn)
 	c.CommandTimeout, c.SubmissionTimeout = o.timeout, 3*o.timeout
 	// After STARTTLS the client must say EHLO again (RFC 3207 section 4.2).

@@ -147,13 +147,27 @@ func (q *Queue) EnsureGroup(ctx context.Context) error {
 // another consumer took more than ClaimIdle ago and never finished (it is
 // presumed dead: XAUTOCLAIM), then new ones, waiting up to block.
 func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Duration) ([]*Message, error) {
-	claimed, _, err := q.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: q.ready(), Group: group, Consumer: consumer, MinIdle: q.opts.ClaimIdle, Start: "0-0", Count: int64(n),
+	// First what this consumer holds and has not finished: entries
+	// Reclaim gave it, or its own from before a restart.
+	var entries []redis.XMessage
+	own, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: group, Consumer: consumer, Streams: []string{q.ready(), "0"}, Count: int64(n),
 	}).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
 	}
-	entries := claimed
+	for _, s := range own {
+		entries = append(entries, s.Messages...)
+	}
+	if len(entries) == 0 {
+		claimed, _, err := q.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: q.ready(), Group: group, Consumer: consumer, MinIdle: q.opts.ClaimIdle, Start: "0-0", Count: int64(n),
+		}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		entries = claimed
+	}
 	if len(entries) == 0 {
 		res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: group, Consumer: consumer, Streams: []string{q.ready(), ">"}, Count: int64(n), Block: block,
@@ -182,6 +196,69 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// Alive marks consumers as running for ttl; a process calls it for its
+// workers more often than ttl. Reclaim treats a consumer without this
+// mark as dead.
+func (q *Queue) Alive(ctx context.Context, consumers []string, ttl time.Duration) error {
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range consumers {
+			p.Set(ctx, q.p+"relay:alive:"+c, "1", ttl)
+		}
+		return nil
+	})
+	return err
+}
+
+// Gone removes the alive marks of consumers that stop, so that what they
+// leave unfinished is reclaimed at once by the next process.
+func (q *Queue) Gone(ctx context.Context, consumers []string) error {
+	keys := make([]string, len(consumers))
+	for i, c := range consumers {
+		keys[i] = q.p + "relay:alive:" + c
+	}
+	return q.rdb.Del(ctx, keys...).Err()
+}
+
+// Reclaim hands to consumer the unfinished entries of consumers that are no
+// longer alive (a process killed mid-delivery), so that they are retried
+// at once rather than after ClaimIdle, and returns how many it moved.
+// ClaimIdle stays the last resort, for a consumer alive but stuck.
+func (q *Queue) Reclaim(ctx context.Context, consumer string) (int, error) {
+	sum, err := q.rdb.XPending(ctx, q.ready(), group).Result()
+	if err != nil || sum.Count == 0 {
+		return 0, err
+	}
+	moved := 0
+	for name := range sum.Consumers {
+		if name == consumer {
+			continue
+		}
+		if n, err := q.rdb.Exists(ctx, q.p+"relay:alive:"+name).Result(); err != nil || n == 1 {
+			continue
+		}
+		pend, err := q.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.ready(), Group: group, Consumer: name, Start: "-", End: "+", Count: 1000}).Result()
+		if err != nil {
+			return moved, err
+		}
+		ids := make([]string, len(pend))
+		for i, p := range pend {
+			ids[i] = p.ID
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		if err := q.rdb.XClaimJustID(ctx, &redis.XClaimArgs{Stream: q.ready(), Group: group, Consumer: consumer, Messages: ids}).Err(); err != nil {
+			return moved, err
+		}
+		moved += len(ids)
+		if len(ids) < 1000 {
+			// Its list is empty now: forget the dead consumer.
+			q.rdb.XGroupDelConsumer(ctx, q.ready(), group, name)
+		}
+	}
+	return moved, nil
 }
 
 // ErrNotFound is returned for a queue id that does not exist.

@@ -153,3 +153,31 @@ func TestRetryNowMarksQueued(t *testing.T) {
 		t.Error("second retry of a message not deferred succeeded")
 	}
 }
+
+// TestReclaimTakesOverDeadWorkers: a process killed mid-delivery leaves its
+// entry pending; a live process takes it over as soon as the dead one's
+// heartbeat is gone, without waiting for ClaimIdle, and leaves a live
+// worker's entries alone.
+func TestReclaimTakesOverDeadWorkers(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	q := NewQueue(srv.Client(t), QueueOptions{ClaimIdle: time.Hour})
+	q.EnsureGroup(ctx)
+	dead := putTest(t, q)
+	if got, _ := q.Next(ctx, "old-process-0", 1, time.Second); len(got) != 1 {
+		t.Fatal("no message for the worker that will die")
+	}
+	putTest(t, q)
+	q.Alive(ctx, []string{"busy-0"}, time.Minute)
+	if got, _ := q.Next(ctx, "busy-0", 1, time.Second); len(got) != 1 {
+		t.Fatal("no message for the live worker")
+	}
+	n, err := q.Reclaim(ctx, "new-process-0")
+	if err != nil || n != 1 {
+		t.Fatalf("Reclaim = %d, %v; want the dead worker's one message", n, err)
+	}
+	got, err := q.Next(ctx, "new-process-0", 1, 10*time.Millisecond)
+	if err != nil || len(got) != 1 || got[0].ID != dead.ID {
+		t.Fatalf("after Reclaim, Next = %+v, %v; want %s", got, err, dead.ID)
+	}
+}

@@ -42,6 +42,10 @@ type RelayOptions struct {
 	Timeout time.Duration
 	// Consumer names this process among the delivery workers.
 	Consumer string
+	// ShutdownGrace bounds how long tries in progress may run once Run's
+	// context ends; then they are cut, and their messages are retried by
+	// the next process to start (default 30s).
+	ShutdownGrace time.Duration
 	// Publish puts an event on the helpdesk's stream (quota.warning,
 	// delivery.failed); nil drops them.
 	Publish func(ctx context.Context, typ string, ticket int64, data any)
@@ -109,6 +113,9 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	if opts.Consumer == "" {
 		opts.Consumer = opts.Hostname
 	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 30 * time.Second
+	}
 	return &Relay{
 		q: q, acc: acc, opts: opts, log: opts.Logger,
 		quota:       &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
@@ -134,37 +141,85 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.q.EnsureGroup(ctx); err != nil {
 		return fmt.Errorf("relay queue: %w", err)
 	}
+	// Tries in progress outlive ctx (a message half sent and not recorded
+	// would be sent twice), but only for ShutdownGrace.
+	hard, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	stopCut := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(r.opts.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cut()
+		case <-hard.Done():
+		}
+	})
+	defer stopCut()
+
+	names := make([]string, r.opts.Workers)
+	for i := range names {
+		names[i] = r.opts.Consumer + "-" + strconv.Itoa(i)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			if _, err := r.q.Promote(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("relay: promote deferred mail", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
+		r.housekeeping(ctx, names)
 	}()
-	for i := range r.opts.Workers {
+	for _, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.work(ctx, r.opts.Consumer+"-"+strconv.Itoa(i))
+			r.work(ctx, hard, name)
 		}()
 	}
 	wg.Wait()
+	// A try cut by the grace period left its message pending: say we are
+	// gone so that the next process takes it over at once.
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := r.q.Gone(gctx, names); err != nil {
+		r.log.Warn("relay: clearing the workers' heartbeat", "err", err)
+	}
 	return nil
 }
 
-func (r *Relay) work(ctx context.Context, consumer string) {
+// aliveTTL is how long a delivery worker counts as alive after its last
+// heartbeat; a process killed mid-delivery has its messages reclaimed by
+// another one (or its own restart) this long after.
+const aliveTTL = 15 * time.Second
+
+// housekeeping makes deferred messages ready when their time comes, keeps
+// this process's workers marked alive, and takes over the unfinished work
+// of workers that died.
+func (r *Relay) housekeeping(ctx context.Context, names []string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		if _, err := r.q.Promote(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("relay: promote deferred mail", "err", err)
+		}
+		if i%3 == 0 {
+			if err := r.q.Alive(ctx, names, aliveTTL); err != nil && ctx.Err() == nil {
+				r.log.Warn("relay: heartbeat", "err", err)
+			}
+			if n, err := r.q.Reclaim(ctx, names[0]); err != nil && ctx.Err() == nil {
+				r.log.Warn("relay: reclaiming a dead worker's mail", "err", err)
+			} else if n > 0 {
+				r.log.Info("relay: took over mail a stopped process was delivering", "messages", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Relay) work(ctx, hard context.Context, consumer string) {
 	for ctx.Err() == nil {
-		msgs, err := r.q.Next(ctx, consumer, 1, 2*time.Second)
+		msgs, err := r.q.Next(ctx, consumer, 1, time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("relay: reading the queue", "err", err)
@@ -175,7 +230,7 @@ func (r *Relay) work(ctx context.Context, consumer string) {
 		for _, m := range msgs {
 			// The try outlives a shutdown signal: a message half sent and
 			// not recorded would be sent twice.
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*r.opts.Timeout)
+			tctx, cancel := context.WithTimeout(hard, 5*r.opts.Timeout)
 			if err := r.Process(tctx, m); err != nil {
 				r.log.Error("relay: recording a delivery", "queue_id", m.ID, "err", err)
 			}
