@@ -42,7 +42,7 @@ func BenchmarkIngest10KB(b *testing.B) {
 	})
 	b.Run("parallel", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
-		b.SetParallelism(8) // 8 × GOMAXPROCS goroutines
+		b.SetParallelism(32) // 32 × GOMAXPROCS goroutines
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if r, err := s.Ingest(ctx, unique(), Source{}); err != nil || r.Duplicate {

@@ -14,11 +14,12 @@ import (
 // Get returns ticket id with its comments.
 func (s *Store) Get(ctx context.Context, id int64) (*Ticket, error) {
 	tk := s.ticketKey(id)
-	var h *redis.MapStringStringCmd
+	var h, threaded *redis.MapStringStringCmd
 	var cs *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		h = p.HGetAll(ctx, tk)
 		cs = p.LRange(ctx, tk+":comments", 0, -1)
+		threaded = p.HGetAll(ctx, tk+":threaded")
 		return nil
 	})
 	if err != nil {
@@ -28,11 +29,14 @@ func (s *Store) Get(ctx context.Context, id int64) (*Ticket, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, raw := range cs.Val() {
+	for i, tail := range cs.Val() {
+		// Stored without its opening brace and ids (see ingest.lua).
 		var c Comment
-		if err := json.Unmarshal([]byte(raw), &c); err != nil {
-			return nil, fmt.Errorf("get #%d: comment: %w", id, err)
+		if err := json.Unmarshal([]byte("{"+tail), &c); err != nil {
+			return nil, fmt.Errorf("get #%d: comment %d: %w", id, i+1, err)
 		}
+		c.Ticket, c.Index = id, int64(i+1)
+		c.ThreadedBy = threaded.Val()[strconv.Itoa(i+1)]
 		t.Comments = append(t.Comments, c)
 	}
 	return t, nil
