@@ -21,10 +21,11 @@ import (
 
 // Server is a running redis-server.
 type Server struct {
-	Addr string // host:port
-	URL  string // redis://host:port/0
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
+	Addr   string // host:port
+	URL    string // redis://host:port/0
+	Socket string // the same server's unix socket
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when the process has exited
 }
 
 // Start runs a fresh redis-server for t, with extra config lines such as
@@ -64,6 +65,8 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 		`save ""`,
 		"appendonly no",
 		"protected-mode yes",
+		"unixsocket " + filepath.Join(dir, fmt.Sprintf("redis-%d.sock", port)),
+		"unixsocketperm 700",
 	}
 	conf = append(conf, extra...)
 	confPath := filepath.Join(dir, fmt.Sprintf("redis-%d.conf", port))
@@ -91,7 +94,8 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 		}
 	}()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd, done: make(chan struct{})}
+	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: filepath.Join(dir, fmt.Sprintf("redis-%d.sock", port)),
+		cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -118,6 +122,14 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 // Client returns a go-redis client for the server, closed at test end.
 func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// UnixClient returns a go-redis client over the unix socket, closed at
+// test end.
+func (s *Server) UnixClient(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
