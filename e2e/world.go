@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"github.com/mailgate/mailgate/internal/fakegmail"
 	"github.com/mailgate/mailgate/internal/fakeoauth"
 	"github.com/mailgate/mailgate/internal/fakesmtp"
+	"github.com/mailgate/mailgate/internal/freeport"
 	"github.com/mailgate/mailgate/internal/testcert"
 )
 
@@ -175,14 +175,7 @@ shutdown_grace: %s
 
 // FreeAddr returns a loopback address with a port free at the time of
 // the call, for listeners the binary opens itself.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // Run runs a mailgate command to completion and returns its output.
 func Run(ctx context.Context, bin, config string, args ...string) (stdout, stderr string, err error) {
@@ -247,9 +240,6 @@ func StartServe(bin, config, logPath string, args ...string) (*Process, error) {
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
-// Done is closed when the process has exited.
-func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
@@ -337,61 +327,4 @@ func ReadMemory(pid int) (Memory, error) {
 		return m, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
 	}
 	return m, sc.Err()
-}
-
-// Redis is a redis-server started by StartRedis.
-type Redis struct {
-	Addr string
-	URL  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// StartRedis runs a private redis-server on a free loopback port with its
-// files in dir, for programs that cannot use internal/redistest (which
-// needs a *testing.T).
-func StartRedis(dir string, extra ...string) (*Redis, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	conf := append([]string{"bind 127.0.0.1", "port " + port, "dir " + dir, `save ""`, "appendonly no", "maxclients 20000"}, extra...)
-	path := filepath.Join(dir, "redis.conf")
-	if err := os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("redis-server", path)
-	logf, err := os.Create(filepath.Join(dir, "redis.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("redis-server (apt-get install -y redis-server): %w", err)
-	}
-	r := &Redis{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(r.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return r, nil
-		}
-		select {
-		case <-r.done:
-			b, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			return nil, fmt.Errorf("redis-server exited: %s", b)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	r.Stop()
-	return nil, fmt.Errorf("redis-server on %s did not answer", addr)
-}
-
-// Stop kills the server.
-func (r *Redis) Stop() {
-	_ = r.cmd.Process.Kill()
-	<-r.done
 }

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/freeport"
 )
 
 // Password is every user's password for PLAIN and LOGIN.
@@ -106,7 +108,7 @@ func Start(t testing.TB, opts Options) *Server {
 	// The port is picked by binding :0 and releasing it; another process can
 	// take it in between, so try a few times.
 	for range 5 {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
 			t.Fatalf("dovecottest: %v", err)
 		}
@@ -484,9 +486,6 @@ func (s *Server) Kick(user string) error {
 // Addr returns the IMAP listener, "127.0.0.1:PORT" (plaintext).
 func (s *Server) Addr() string { return s.addr }
 
-// ConfigPath returns dovecot.conf, for doveadm -c.
-func (s *Server) ConfigPath() string { return s.conf }
-
 // Log returns Dovecot's log so far.
 func (s *Server) Log() string { return readFrom(s.log, 0) }
 
@@ -500,15 +499,6 @@ func (s *Server) stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func fileSize(path string) int64 {

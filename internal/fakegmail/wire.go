@@ -372,31 +372,15 @@ func parseIDParams(s string) (*imap.IDData, error) {
 	if len(fields)%2 != 0 {
 		return nil, fmt.Errorf("ID: odd number of fields")
 	}
+	field := map[string]*string{
+		"name": &id.Name, "version": &id.Version, "os": &id.OS,
+		"os-version": &id.OSVersion, "vendor": &id.Vendor,
+		"support-url": &id.SupportURL, "address": &id.Address, "date": &id.Date,
+		"command": &id.Command, "arguments": &id.Arguments, "environment": &id.Environment,
+	}
 	for i := 0; i < len(fields); i += 2 {
-		v := fields[i+1]
-		switch strings.ToLower(fields[i]) {
-		case "name":
-			id.Name = v
-		case "version":
-			id.Version = v
-		case "os":
-			id.OS = v
-		case "os-version":
-			id.OSVersion = v
-		case "vendor":
-			id.Vendor = v
-		case "support-url":
-			id.SupportURL = v
-		case "address":
-			id.Address = v
-		case "date":
-			id.Date = v
-		case "command":
-			id.Command = v
-		case "arguments":
-			id.Arguments = v
-		case "environment":
-			id.Environment = v
+		if p := field[strings.ToLower(fields[i])]; p != nil {
+			*p = fields[i+1]
 		}
 	}
 	return id, nil

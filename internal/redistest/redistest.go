@@ -4,8 +4,8 @@
 package redistest
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/freeport"
 )
 
 // Server is a running redis-server.
@@ -33,31 +35,41 @@ type Server struct {
 // is missing, so a newcomer knows what to install.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	s, err := Run(t.TempDir(), extra...)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Run is Start for programs without a testing.TB (e2e/cmd/rssbench): it
+// keeps the server's files and log in dir, and the caller stops it with
+// Kill.
+func Run(dir string, extra ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redis-server is not installed: the tests need a real Redis (apt-get install -y redis-server, or run ./scripts/test which installs it)")
+		return nil, errors.New("redis-server is not installed: the tests need a real Redis (apt-get install -y redis-server, or run ./scripts/test which installs it)")
 	}
-	dir := t.TempDir()
 	var lastErr error
 	// The port is picked by binding :0 and releasing it; another process can
 	// take it in between, so try a few times.
 	for range 5 {
-		port, err := freePort()
+		port, err := freeport.Port()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return nil, err
 		}
 		s, err := start(bin, dir, port, extra)
 		if err == nil {
-			t.Cleanup(s.stop)
-			return s
+			return s, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("redistest: could not start redis-server: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("could not start redis-server: %w", lastErr)
 }
 
 func start(bin, dir string, port int, extra []string) (*Server, error) {
+	name := filepath.Join(dir, fmt.Sprintf("redis-%d", port))
 	conf := []string{
 		"bind 127.0.0.1",
 		"port " + strconv.Itoa(port),
@@ -65,38 +77,27 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 		`save ""`,
 		"appendonly no",
 		"protected-mode yes",
-		"unixsocket " + filepath.Join(dir, fmt.Sprintf("redis-%d.sock", port)),
+		"unixsocket " + name + ".sock",
 		"unixsocketperm 700",
 	}
 	conf = append(conf, extra...)
-	confPath := filepath.Join(dir, fmt.Sprintf("redis-%d.conf", port))
-	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(name+".conf", []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, confPath)
-	stdout, err := cmd.StdoutPipe()
+	logf, err := os.Create(name + ".log")
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = cmd.Stdout
+	cmd := exec.Command(bin, name+".conf")
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
+		logf.Close()
 		return nil, err
 	}
-	// Keep draining the log so redis-server never blocks on a full pipe.
-	logLines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			select {
-			case logLines <- sc.Text():
-			default:
-			}
-		}
-	}()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: filepath.Join(dir, fmt.Sprintf("redis-%d.sock", port)),
+	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock",
 		cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
+	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
@@ -111,12 +112,9 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	s.stop()
-	var log []string
-	for len(logLines) > 0 {
-		log = append(log, <-logLines)
-	}
-	return nil, fmt.Errorf("redis-server on %s did not answer: %s", addr, strings.Join(log, " | "))
+	s.Kill()
+	log, _ := os.ReadFile(name + ".log")
+	return nil, fmt.Errorf("redis-server on %s did not answer: %s", addr, strings.ReplaceAll(strings.TrimSpace(string(log)), "\n", " | "))
 }
 
 // Client returns a go-redis client for the server, closed at test end.
@@ -134,19 +132,9 @@ func (s *Server) UnixClient(t testing.TB) *redis.Client {
 	return c
 }
 
-// Kill stops the server at once (SIGKILL), to test behaviour when Redis dies.
-func (s *Server) Kill() { s.stop() }
-
-func (s *Server) stop() {
+// Kill stops the server at once (SIGKILL) and waits for it to exit, to
+// test behaviour when Redis dies; Start's cleanup calls it too.
+func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/e2e"
+	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/oauth"
 )
 
@@ -85,11 +86,11 @@ func measure(bin string, n int, settle time.Duration, keep bool) (res result, er
 		}
 		os.RemoveAll(dir)
 	}()
-	rs, err := e2e.StartRedis(dir, "appendonly yes", "appendfsync always")
+	rs, err := redistest.Run(dir, "appendonly yes", "appendfsync always", "maxclients 20000")
 	if err != nil {
 		return res, err
 	}
-	defer rs.Stop()
+	defer rs.Kill()
 	fakes, err := e2e.StartFakes(dir)
 	if err != nil {
 		return res, err
