@@ -1,7 +1,6 @@
 package tickets
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,7 +18,7 @@ func newTicket(m *Parsed, src Source, support map[string]bool, now time.Time) *T
 	t := &Ticket{
 		SupportAddress:   supportAddress(m, src, support),
 		Requester:        requester(m),
-		CC:               nonSupport(m.CC, support),
+		CC:               orEmpty(nonSupport(m.CC, support)),
 		Subject:          m.Subject,
 		Status:           StatusNew,
 		CreatedAt:        now,
@@ -33,9 +32,6 @@ func newTicket(m *Parsed, src Source, support map[string]bool, now time.Time) *T
 	}
 	if len(m.Problems) > 0 {
 		t.Tags = append(t.Tags, "malformed")
-	}
-	if t.CC == nil {
-		t.CC = []Address{}
 	}
 	return t
 }
@@ -140,20 +136,15 @@ func threadRefs(m *Parsed) (refs, kinds []string) {
 	for i := len(m.References) - 1; i >= 0; i-- {
 		add(m.References[i], "references")
 	}
-	return limitRefs(refs, kinds)
+	refs = limitRefs(refs)
+	return refs, kinds[:len(refs)]
 }
 
 // limitRefs caps the lookups: a mail citing hundreds of ids is not worth
 // hundreds of them.
-func limitRefs(refs, kinds []string) ([]string, []string) {
+func limitRefs(refs []string) []string {
 	const maxRefs = 20
-	if len(refs) > maxRefs {
-		refs = refs[:maxRefs]
-	}
-	if len(kinds) > len(refs) {
-		kinds = kinds[:len(refs)]
-	}
-	return refs, kinds
+	return refs[:min(len(refs), maxRefs)]
 }
 
 var subjectTokenRE = regexp.MustCompile(`\[#(\d{1,18})\]`)
@@ -183,24 +174,22 @@ func dedupeKey(m *Parsed, rawSHA string) string {
 }
 
 // jsonTail marshals v and drops the opening brace, so the ingest script can
-// prepend the ids it assigns.
-func jsonTail(v any) (string, error) {
-	var buf bytes.Buffer
+// prepend the ids it assigns. It stays []byte: go-redis writes a []byte
+// argument as is, so the mail-sized JSON is not copied into a string.
+func jsonTail(v any) ([]byte, error) {
 	// goccy/go-json produces what encoding/json does, five times faster on
-	// mail bodies, which are most of every ingest's CPU.
-	enc := gojson.NewEncoder(&buf)
-	// HTML bodies are full of < > &: escaping them as \u003c makes the
-	// JSON (stored twice, in the ticket and on the stream) much larger for
-	// no benefit to a JSON consumer.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", err
+	// mail bodies, which are most of every ingest's CPU. HTML bodies are
+	// full of < > &: escaping them as \u003c makes the JSON (stored twice,
+	// in the ticket and on the stream) much larger for no benefit to a
+	// JSON consumer.
+	b, err := gojson.MarshalWithOption(v, gojson.DisableHTMLEscape())
+	if err != nil {
+		return nil, err
 	}
-	b := bytes.TrimRight(buf.Bytes(), "\n")
 	if len(b) < 2 || b[0] != '{' || b[1] == '}' {
-		return "", fmt.Errorf("jsonTail: %s is not a non-empty object", b)
+		return nil, fmt.Errorf("jsonTail: %s is not a non-empty object", b)
 	}
-	return string(b[1:]), nil
+	return b[1:], nil
 }
 
 func sha256Hex(b []byte) string {

@@ -66,10 +66,17 @@ func (s *Store) Publish(ctx context.Context, typ string, ticket int64, data any)
 	if err != nil {
 		return err
 	}
-	args := &redis.XAddArgs{Stream: s.Key("events"), Values: []any{
-		"type", typ, "ticket", strconv.FormatInt(ticket, 10), "suppress_triggers", "false", "message_id", "", "data", string(b)}}
+	args := s.eventArgs("type", typ, "ticket", strconv.FormatInt(ticket, 10), "suppress_triggers", "false",
+		"message_id", "", "data", string(b))
+	return s.fail(ctx, s.rdb.XAdd(ctx, args).Err())
+}
+
+// eventArgs is an XADD of field-value pairs to the events stream, trimmed
+// as the ingest script trims it.
+func (s *Store) eventArgs(values ...any) *redis.XAddArgs {
+	args := &redis.XAddArgs{Stream: s.Key("events"), Values: values}
 	if s.opts.StreamMaxLen > 0 {
 		args.MaxLen, args.Approx = s.opts.StreamMaxLen, true
 	}
-	return s.fail(ctx, s.rdb.XAdd(ctx, args).Err())
+	return args
 }

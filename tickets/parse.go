@@ -3,8 +3,6 @@ package tickets
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/url"
@@ -257,13 +255,12 @@ func (w *walker) addPart(h message.Header, mt string, params map[string]string, 
 	if name == "" {
 		name = fmt.Sprintf("attachment-%d.%s", len(w.p.Parts)+1, extension(mt))
 	}
-	sum := sha256.Sum256(data)
 	w.p.Parts = append(w.p.Parts, Part{
 		Attachment: Attachment{
 			Filename:    name,
 			ContentType: mt,
 			Size:        int64(len(data)),
-			SHA256:      hex.EncodeToString(sum[:]),
+			SHA256:      sha256Hex(data),
 			ContentID:   contentID(h.Get("Content-Id")),
 			Inline:      disp == "inline",
 		},

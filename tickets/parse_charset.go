@@ -15,8 +15,7 @@ import (
 // or wrong charset gives a best guess and a Problem.
 func (w *walker) decodeCharset(data []byte, charset, what string) string {
 	cs := charsetLabel(charset)
-	switch cs {
-	case "", "us-ascii", "ascii", "utf-8", "utf8":
+	if isUTF8Label(cs) {
 		if utf8.Valid(data) {
 			return string(data)
 		}
@@ -30,6 +29,8 @@ func (w *walker) decodeCharset(data []byte, charset, what string) string {
 			w.problem("%s: 8-bit text declared %s, decoded as windows-1252", what, cs)
 		}
 		return windows1252(string(data))
+	}
+	switch cs {
 	case "iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "l1", "cp819":
 		// The WHATWG Encoding Standard decodes these labels as
 		// windows-1252: mailers that say latin1 routinely send curly quotes
@@ -128,8 +129,11 @@ func (w *walker) bodyText(data []byte, charset, what string) string {
 
 // utf8Label reports whether decodeCharset reads text with this charset
 // label as UTF-8.
-func utf8Label(charset string) bool {
-	switch charsetLabel(charset) {
+func utf8Label(charset string) bool { return isUTF8Label(charsetLabel(charset)) }
+
+// isUTF8Label is utf8Label for a label charsetLabel has normalised.
+func isUTF8Label(cs string) bool {
+	switch cs {
 	case "", "us-ascii", "ascii", "utf-8", "utf8":
 		return true
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -32,13 +32,11 @@ type Quarantined struct {
 // and publishes a mail.quarantined event.
 func (s *Store) Quarantine(ctx context.Context, raw []byte, account string, uid uint32, reason string) error {
 	sha := sha256Hex(raw)
-	q := Quarantined{ID: sha, Account: account, UID: uid, Reason: reason, At: s.opts.Now().UTC().Format("2006-01-02T15:04:05Z"),
-		Raw: "raw:" + sha, Size: len(raw)}
-	// Best effort only: the mail failed ingest, maybe because it does not
-	// parse, and Parse never panics.
-	if m := Parse(raw); m != nil {
-		q.Subject, q.From = m.Subject, m.From.Email
-	}
+	// Subject and From are best effort: the mail failed ingest, maybe
+	// because it does not parse, and Parse never fails nor panics.
+	m := Parse(raw)
+	q := Quarantined{ID: sha, Account: account, UID: uid, Reason: reason, At: s.opts.Now().UTC().Format(time.RFC3339),
+		Raw: "raw:" + sha, Size: len(raw), Subject: m.Subject, From: m.From.Email}
 	data, err := json.Marshal(q)
 	if err != nil {
 		return err
@@ -46,17 +44,12 @@ func (s *Store) Quarantine(ctx context.Context, raw []byte, account string, uid 
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SetNX(ctx, s.Key(q.Raw), raw, 0)
 		p.HSet(ctx, s.Key("quarantine"), sha, data)
-		args := &redis.XAddArgs{Stream: s.Key("events"), Values: []any{
-			"type", EventMailQuarantined, "ticket", "0", "reason", reason, "suppress_triggers", "true",
-			"message_id", "", "data", string(data)}}
-		if s.opts.StreamMaxLen > 0 {
-			args.MaxLen, args.Approx = s.opts.StreamMaxLen, true
-		}
-		p.XAdd(ctx, args)
+		p.XAdd(ctx, s.eventArgs("type", EventMailQuarantined, "ticket", "0", "reason", reason, "suppress_triggers", "true",
+			"message_id", "", "data", string(data)))
 		return nil
 	})
 	if err != nil {
-		return s.fail(ctx, fmt.Errorf("quarantine %s uid %s: %w", account, strconv.FormatUint(uint64(uid), 10), err))
+		return s.fail(ctx, fmt.Errorf("quarantine %s uid %d: %w", account, uid, err))
 	}
 	return nil
 }

@@ -65,9 +65,6 @@ const supportTTL = 2 * time.Second
 // prefix's hash tag (see rkey.Prefix): the ingest script touches the dedupe
 // index, the ticket and the stream at once.
 func NewStore(rdb redis.UniversalClient, opts Options) *Store {
-	if opts.Prefix == "" {
-		opts.Prefix = "mailgate:"
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -139,9 +136,11 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 	t := newTicket(m, src, support, now)
 
 	noise := classify(m, support)
-	refs, kinds := threadRefs(m)
+	var refs, kinds []string
 	if noise == NoiseBounce {
-		refs, kinds = limitRefs(bounceRefs(m), nil)
+		refs = limitRefs(bounceRefs(m))
+	} else {
+		refs, kinds = threadRefs(m)
 	}
 	rateLimit := s.opts.SenderRateLimit
 	if src.SuppressTriggers {
@@ -179,7 +178,7 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 	// One round trip: the raw mail and attachment bytes (content-addressed,
 	// so writing them twice is harmless) and the ingest script.
 	var script *redis.Cmd
-	_, err = s.pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.SetNX(ctx, s.Key("raw:"+rawSHA), keep, 0)
 		for _, part := range m.Parts {
 			pipe.SetNX(ctx, s.Key("blob:"+part.SHA256), part.Data, 0)
@@ -188,8 +187,10 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 		return nil
 	})
 	if err != nil && redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
-		// The server lost its script cache (restart, failover): Run loads it.
-		script = ingestScript.Run(ctx, s.rdb, keys, args...)
+		// The server lost its script cache (restart, failover): EVAL sends
+		// the script and caches it again. (Run would first retry the
+		// EVALSHA that just failed.)
+		script = ingestScript.Eval(ctx, s.rdb, keys, args...)
 		err = script.Err()
 	}
 	if err != nil {
@@ -263,10 +264,6 @@ func (s *Store) supportSet(ctx context.Context) (map[string]bool, error) {
 	// The map is shared read-only from here on.
 	s.support, s.supportAt = set, now
 	return set, nil
-}
-
-func (s *Store) pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
-	return s.rdb.Pipelined(ctx, fn)
 }
 
 // fail passes err through, and on a connection error makes a cluster client
