@@ -17,7 +17,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mailgate/mailgate/accounts"
-	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -248,7 +247,6 @@ type handle struct {
 	email    string
 	cancel   context.CancelFunc
 	stopping bool // the supervisor cancelled it
-	done     chan struct{}
 }
 
 // Run supervises one worker per connected account until ctx ends: it lists
@@ -299,7 +297,7 @@ func (f *Fetcher) Run(ctx context.Context) error {
 				continue // running, or still stopping: started after it exits
 			}
 			wctx, cancel := context.WithCancel(ctx)
-			h := &handle{email: email, cancel: cancel, done: make(chan struct{})}
+			h := &handle{email: email, cancel: cancel}
 			workers[email] = h
 			wg.Add(1)
 			go func() {
@@ -384,9 +382,6 @@ func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done
 	defer release()
 
 	rep, err := w.session(lctx, true, progress)
-	needsReconnect := func(err error) bool {
-		return w.isInvalidGrant(err) || errors.Is(err, oauth.ErrOpen)
-	}
 	if needsReconnect(err) {
 		if w.tokenChanged(ctx) {
 			// Reconnected meanwhile: try again with the new token.

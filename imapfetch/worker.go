@@ -78,7 +78,7 @@ func (w *worker) run(ctx context.Context) {
 		case errors.Is(err, errStopped):
 			w.log.Info("imapfetch: account is no longer connected")
 			return
-		case w.isInvalidGrant(err), errors.Is(err, oauth.ErrOpen):
+		case needsReconnect(err):
 			if w.tokenChanged(ctx) {
 				w.log.Info("imapfetch: account was reconnected with a new token; logging in again")
 				continue
@@ -102,10 +102,11 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// isInvalidGrant reports whether err means the account's authorisation is
-// gone for good (G15).
-func (w *worker) isInvalidGrant(err error) bool {
-	return errors.Is(err, oauth.ErrInvalidGrant)
+// needsReconnect reports the failures only an admin's reconnect fixes:
+// Google revoked the grant (G15), or the stored refresh token no longer
+// decrypts.
+func needsReconnect(err error) bool {
+	return errors.Is(err, oauth.ErrInvalidGrant) || errors.Is(err, oauth.ErrOpen)
 }
 
 // tokenChanged reloads the stored refresh token and reports whether it
@@ -126,7 +127,7 @@ func (w *worker) tokenChanged(ctx context.Context) bool {
 // worker then stops until the account is reconnected.
 func (w *worker) markNeedsReconnect(ctx context.Context, cause error) {
 	warning := fmt.Sprintf("Google revoked mailgate's access (invalid_grant): reconnect with `mailgate accounts reconnect %s`", w.email)
-	if !w.isInvalidGrant(cause) {
+	if !errors.Is(cause, oauth.ErrInvalidGrant) {
 		warning = fmt.Sprintf("mailgate cannot decrypt the stored refresh token (was secrets.key_file replaced?): reconnect with `mailgate accounts reconnect %s`", w.email)
 	}
 	w.log.Error("imapfetch: account needs to be reconnected; stopping until it is", "err", cause)

@@ -41,8 +41,7 @@ func (e *XOAUTH2Error) Error() string {
 // authentication attempt; it is not safe for concurrent use.
 type XOAUTH2Client struct {
 	user, token string
-	challenged  bool
-	lastErr     *XOAUTH2Error
+	errorChallenge
 }
 
 var _ sasl.Client = (*XOAUTH2Client)(nil)
@@ -71,29 +70,39 @@ func (c *XOAUTH2Client) Start() (mech string, ir []byte, err error) {
 // "authentication finished" and would report success without waiting for the
 // server's verdict; go-imap sends "=" for it, go-smtp an empty line.
 func (c *XOAUTH2Client) Next(challenge []byte) ([]byte, error) {
+	if err := c.record(challenge); err != nil {
+		return nil, err
+	}
+	return []byte{}, nil
+}
+
+// errorChallenge is what the XOAUTH2 and OAUTHBEARER clients share: the
+// one challenge either mechanism allows is the server's error.
+type errorChallenge struct {
+	challenged bool
+	lastErr    *XOAUTH2Error
+}
+
+// record decodes the error challenge. A challenge that is not the
+// documented JSON still means failure, so it yields an empty XOAUTH2Error
+// rather than nil; a second challenge is a protocol error.
+func (c *errorChallenge) record(challenge []byte) error {
 	if c.challenged {
-		return nil, sasl.ErrUnexpectedServerChallenge
+		return sasl.ErrUnexpectedServerChallenge
 	}
 	c.challenged = true
-	c.lastErr = parseAuthError(challenge)
-	return []byte{}, nil
+	var e XOAUTH2Error
+	if json.Unmarshal(challenge, &e) != nil {
+		e = XOAUTH2Error{}
+	}
+	c.lastErr = &e
+	return nil
 }
 
 // LastError returns the error the server described in its challenge, or nil
 // if there was none. Callers attach it to the error Authenticate/Auth return
 // (see Explain): the final NO / 535 line alone does not say why.
-func (c *XOAUTH2Client) LastError() *XOAUTH2Error { return c.lastErr }
-
-// parseAuthError decodes an error challenge. A challenge that is not the
-// documented JSON still means failure, so it yields an empty XOAUTH2Error
-// rather than nil.
-func parseAuthError(challenge []byte) *XOAUTH2Error {
-	var e XOAUTH2Error
-	if err := json.Unmarshal(challenge, &e); err != nil {
-		return &XOAUTH2Error{}
-	}
-	return &e
-}
+func (c *errorChallenge) LastError() *XOAUTH2Error { return c.lastErr }
 
 // oauthBearerClient wraps go-sasl's OAUTHBEARER client. go-sasl's Next
 // returns the server's error instead of a response; go-imap then abandons the
@@ -101,20 +110,15 @@ func parseAuthError(challenge []byte) *XOAUTH2Error {
 // error challenge with a single %x01 so the server can finish with NO / 535.
 type oauthBearerClient struct {
 	sasl.Client
-	challenged bool
-	lastErr    *XOAUTH2Error
+	errorChallenge
 }
 
 func (c *oauthBearerClient) Next(challenge []byte) ([]byte, error) {
-	if c.challenged {
-		return nil, sasl.ErrUnexpectedServerChallenge
+	if err := c.record(challenge); err != nil {
+		return nil, err
 	}
-	c.challenged = true
-	c.lastErr = parseAuthError(challenge)
 	return []byte{0x01}, nil
 }
-
-func (c *oauthBearerClient) LastError() *XOAUTH2Error { return c.lastErr }
 
 // Mechanism picks the SASL client for a server that advertises serverMechs
 // (IMAP "AUTH=" capabilities or the SMTP AUTH list, case-insensitive).
@@ -194,7 +198,11 @@ func ParseXOAUTH2(ir []byte) (user, token string, err error) {
 // rejects a token, as Gmail does. The bytes are unencoded: go-imap and
 // go-smtp servers base64 them on the wire.
 func XOAUTH2ErrorChallenge(status string, scope string) []byte {
-	b, err := json.Marshal(XOAUTH2Error{Status: status, Schemes: "Bearer", Scope: scope})
+	return (&XOAUTH2Error{Status: status, Schemes: "Bearer", Scope: scope}).challenge()
+}
+
+func (e *XOAUTH2Error) challenge() []byte {
+	b, err := json.Marshal(e)
 	if err != nil {
 		panic(err) // three strings always marshal
 	}
@@ -232,18 +240,13 @@ func (s *xoauth2Server) Next(response []byte) (challenge []byte, done bool, err 
 		return nil, false, nil
 	}
 	s.done = true
-	user, token, err := ParseXOAUTH2(response)
-	if err != nil {
+	if user, token, err := ParseXOAUTH2(response); err != nil {
 		s.failed = &XOAUTH2Error{Status: "400", Schemes: "Bearer", Scope: GmailScope}
-		return XOAUTH2ErrorChallenge(s.failed.Status, s.failed.Scope), false, nil
+	} else {
+		s.failed = s.authenticate(user, token)
 	}
-	if e := s.authenticate(user, token); e != nil {
-		s.failed = e
-		b, err := json.Marshal(e)
-		if err != nil {
-			panic(err) // three strings always marshal
-		}
-		return b, false, nil
+	if s.failed != nil {
+		return s.failed.challenge(), false, nil
 	}
 	return nil, true, nil
 }
