@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -58,7 +59,7 @@ func Check(ctx context.Context, r Resolver, recs []Record) []Result {
 			res.Found = txts
 			if len(txts) == 0 {
 				res.Status = StatusMissing
-			} else if contains(txts, rec.Value) {
+			} else if slices.Contains(txts, rec.Value) {
 				res.Status = StatusOK
 			} else {
 				res.Status, res.Diff = StatusMismatch, "no TXT record with the expected value"
@@ -78,15 +79,6 @@ func missingDiff(rec Record, others int) string {
 		return fmt.Sprintf("no TXT record at %s", rec.Name)
 	}
 	return fmt.Sprintf("no %s record at %s, only %d other TXT record%s", what, rec.Name, others, map[bool]string{true: "s"}[others > 1])
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tags parses a tag=value list (RFC 6376 section 3.2; DMARC uses the same

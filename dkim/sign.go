@@ -37,11 +37,11 @@ func NewSigner(keys []Key) (*Signer, error) {
 			return nil, fmt.Errorf("dkim: key %s: %w", k.RecordName(), err)
 		}
 		d := normDomain(k.Domain)
-		if id := k.Selector + "." + d; seen[id] {
+		id := k.Selector + "." + d
+		if seen[id] {
 			return nil, fmt.Errorf("dkim: key %s given twice", k.RecordName())
-		} else {
-			seen[id] = true
 		}
+		seen[id] = true
 		k.Domain = d
 		s.keys[d] = append(s.keys[d], k)
 	}

@@ -53,7 +53,6 @@ func (d *directRoute) name() string {
 // deliver sends data (already signed) to every recipient of m, one SMTP
 // transaction per recipient domain.
 func (d *directRoute) deliver(ctx context.Context, m *Message, data []byte) *attempt {
-	all := newAttempt()
 	if d.opts.Smarthost != "" {
 		var auth sasl.Client
 		if d.opts.SmarthostUser != "" {
@@ -63,9 +62,9 @@ func (d *directRoute) deliver(ctx context.Context, m *Message, data []byte) *att
 		if mode == "" {
 			mode = "starttls"
 		}
-		all.merge(d.toHost(ctx, d.opts.Smarthost, mode, auth, m.From, m.To, data))
-		return all
+		return d.toHost(ctx, d.opts.Smarthost, mode, auth, m.From, m.To, data)
 	}
+	all := newAttempt()
 	for domain, rcpts := range byDomain(m.To) {
 		all.merge(d.toDomain(ctx, domain, m.From, rcpts, data))
 	}
@@ -158,9 +157,8 @@ func (d *directRoute) toHost(ctx context.Context, addr, mode string, auth sasl.C
 func byDomain(rcpts []string) map[string][]string {
 	out := map[string][]string{}
 	for _, r := range rcpts {
-		_, dom, _ := strings.Cut(r, "@")
-		dom = strings.ToLower(dom)
-		out[dom] = append(out[dom], r)
+		d := domainOf(r)
+		out[d] = append(out[d], r)
 	}
 	return out
 }

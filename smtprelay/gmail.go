@@ -149,14 +149,11 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 	}
 	defer c.Close()
 	a := send(c, m.From, m.To, m.Data)
-	for _, e := range a.perm {
-		if isDailyLimit(e) {
-			return nil, errGmailQuota
-		}
-	}
-	for _, e := range a.temp {
-		if isDailyLimit(e) {
-			return nil, errGmailQuota
+	for _, failed := range []map[string]error{a.perm, a.temp} {
+		for _, e := range failed {
+			if isDailyLimit(e) {
+				return nil, errGmailQuota
+			}
 		}
 	}
 	c.Quit()

@@ -92,20 +92,23 @@ func (q *Quota) Reserve(ctx context.Context, account, id string, rcpts, ext int,
 	return r, nil
 }
 
-// Release gives back a reservation whose message did not go out via
-// Gmail after all.
-func (q *Quota) Release(ctx context.Context, account, id string) {
-	q.rdb.ZRem(ctx, q.sentKey(account), id)
-	for _, k := range []string{q.rcptKey(account), q.extKey(account)} {
-		// Members id:1..n; ZREMRANGEBYLEX cannot express the prefix
-		// cheaply with Redis 7.0, so scan the few members of this id.
-		members, _ := q.rdb.ZRange(ctx, k, 0, -1).Result()
-		for _, m := range members {
-			if len(m) > len(id) && m[:len(id)+1] == id+":" {
-				q.rdb.ZRem(ctx, k, m)
-			}
-		}
+// Release gives back a reservation of a message with rcpts recipients
+// whose message did not go out via Gmail after all. Reserve named the
+// recipient members "<id>:1".."<id>:<n>" (and the external ones a prefix
+// of those), so they are removed by name, not looked for.
+func (q *Quota) Release(ctx context.Context, account, id string, rcpts int) {
+	members := make([]any, rcpts)
+	for i := range members {
+		members[i] = id + ":" + strconv.Itoa(i+1)
 	}
+	q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, q.sentKey(account), id)
+		if rcpts > 0 {
+			p.ZRem(ctx, q.rcptKey(account), members...)
+			p.ZRem(ctx, q.extKey(account), members...)
+		}
+		return nil
+	})
 }
 
 // Block marks account over quota now, because Gmail answered with its

@@ -246,42 +246,37 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 		return r.finish(ctx, m, nil, fmt.Errorf("gave up after %s in the queue: %s", r.opts.MaxLifetime, m.LastError))
 	}
 	m.Attempts++
-	d, err := r.route(ctx, m)
+	hd := readHeader(m.Data)
+	d, err := r.route(ctx, m, hd)
 	if err != nil {
 		return r.retry(ctx, m, fmt.Errorf("routing: %w", err))
 	}
 	if d.route == routeDefer {
-		m.Route, m.LastError, m.NextAttempt = "deferred", d.reason, d.until
 		m.Attempts-- // waiting for quota is not a failed try
-		r.log.Warn("relay: deferred until the Gmail quota frees", "queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until)
-		return r.q.Defer(ctx, m)
+		return r.deferForQuota(ctx, m, d)
 	}
 	var a *attempt
 	if d.route == RouteGmail {
 		a, err = r.gmail.deliver(ctx, d.account, m)
 		if err != nil {
-			r.quota.Release(ctx, d.account, m.ID)
+			r.quota.Release(ctx, d.account, m.ID, len(m.To))
 		}
-		if errors.Is(err, errGmailQuota) {
-			// Gmail knows better than our count: stop using the account
-			// now and send this message another way at once.
-			r.quota.Block(ctx, d.account)
-			r.log.Warn("relay: Gmail says the daily limit is reached", "account", d.account, "queue_id", m.ID)
-			r.quotaWarning(ctx, d.account, -1, 0)
-		}
-		if errors.Is(err, errGmailQuota) || errors.Is(err, errAccountUnusable) {
-			acct, gerr := r.acc.Get(ctx, d.account)
-			if gerr != nil {
-				return r.retry(ctx, m, gerr)
+		switch {
+		case errors.Is(err, errGmailQuota) || errors.Is(err, errAccountUnusable):
+			if errors.Is(err, errGmailQuota) {
+				// Gmail knows better than our count: stop using the
+				// account now and send this message another way at once.
+				r.quota.Block(ctx, d.account)
+				r.log.Warn("relay: Gmail says the daily limit is reached", "account", d.account, "queue_id", m.ID)
+				r.quotaWarning(ctx, d.account, -1, 0)
 			}
-			if d, err = r.fallback(ctx, m, acct, err.Error()); err != nil {
+			if d, err = r.fallback(ctx, m, d.acct, hd, err.Error()); err != nil {
 				return r.retry(ctx, m, err)
 			}
 			if d.route == routeDefer {
-				m.Route, m.LastError, m.NextAttempt = "deferred", d.reason, d.until
-				return r.q.Defer(ctx, m)
+				return r.deferForQuota(ctx, m, d)
 			}
-		} else if err != nil {
+		case err != nil:
 			r.tell(RouteGmail, ResultDeferred, len(m.To))
 			return r.retry(ctx, m, err)
 		}
@@ -308,6 +303,14 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 		last = e
 	}
 	return r.retry(ctx, m, last)
+}
+
+// deferForQuota keeps m queued until d.until, when the account's Gmail
+// quota frees.
+func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error {
+	m.Route, m.LastError, m.NextAttempt = "deferred", d.reason, d.until
+	r.log.Warn("relay: deferred until the Gmail quota frees", "queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until)
+	return r.q.Defer(ctx, m)
 }
 
 // tell reports the result of a try for n recipients to OnDelivery.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"strings"
 	"time"
 
@@ -34,43 +35,64 @@ const (
 
 // decision is how one try of a message goes out.
 type decision struct {
-	route    string // RouteGmail, RouteDirect (or smarthost), routeDefer
-	account  string // for RouteGmail
-	from     string // envelope sender
-	data     []byte // the bytes to send (signed, rewritten)
-	reason   string // why not via Gmail, for the log
-	until    time.Time
-	reserved bool // a quota slot was taken for this try
+	route   string // RouteGmail, RouteDirect (or smarthost), routeDefer
+	account string // for RouteGmail
+	from    string // envelope sender
+	data    []byte // the bytes to send (signed, rewritten)
+	reason  string // why not via Gmail, for the log
+	until   time.Time
+	acct    *accounts.Account // for RouteGmail: to fall back if Gmail refuses
 }
 
-// route decides how m goes out now (seed G8, G10, G11, G12).
-func (r *Relay) route(ctx context.Context, m *Message) (decision, error) {
+// header is what a try needs from the message's header, read once per try.
+type header struct {
+	h    textproto.Header
+	ok   bool   // h was read
+	from string // lower-cased address of the From field, "" if none
+}
+
+func readHeader(data []byte) header {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return header{}
+	}
+	hd := header{h: h, ok: true}
+	list, err := (&gomail.Header{Header: message.Header{Header: h}}).AddressList("From")
+	if err == nil && len(list) > 0 {
+		hd.from = strings.ToLower(list[0].Address)
+	}
+	return hd
+}
+
+// route decides how m, whose header is hd, goes out now (seed G8, G10,
+// G11, G12).
+func (r *Relay) route(ctx context.Context, m *Message, hd header) (decision, error) {
 	if m.From == "" {
 		// A bounce we generate: null sender, never via an account.
-		return r.direct(m, m.From, m.Data, "bounce"), nil
+		return r.direct(m, m.From, m.Data, hd.from, "bounce"), nil
 	}
 	acct, err := r.acc.Get(ctx, strings.ToLower(m.From))
 	if errors.Is(err, accounts.ErrNotFound) {
-		return r.direct(m, m.From, m.Data, "sender is not a connected account"), nil
+		return r.direct(m, m.From, m.Data, hd.from, "sender is not a connected account"), nil
 	}
 	if err != nil {
 		return decision{}, err
 	}
 	switch {
 	case acct.State != accounts.StateConnected:
-		return r.fallback(ctx, m, acct, "account is "+string(acct.State))
+		return r.fallback(ctx, m, acct, hd, "account is "+string(acct.State))
 	case !acct.SendViaGmail:
-		return r.fallback(ctx, m, acct, "send via Gmail is off for this account")
+		return r.fallback(ctx, m, acct, hd, "send via Gmail is off for this account")
 	}
-	if hf := headerFrom(m.Data); hf != acct.Email {
-		return r.fallback(ctx, m, acct, fmt.Sprintf("From header %q is not the account: Gmail would rewrite it", hf))
+	if hd.from != acct.Email {
+		return r.fallback(ctx, m, acct, hd, fmt.Sprintf("From header %q is not the account: Gmail would rewrite it", hd.from))
 	}
-	if realAttachment(m.Data) {
-		return r.fallback(ctx, m, acct, "the message has a real attachment (seed G10)")
+	if realAttachment(hd, m.Data) {
+		return r.fallback(ctx, m, acct, hd, "the message has a real attachment (seed G10)")
 	}
 	l := r.opts.Limits(acct.Kind)
 	if l.PerMessageRcpt > 0 && len(m.To) > l.PerMessageRcpt {
-		return r.fallback(ctx, m, acct, fmt.Sprintf("%d recipients, Gmail takes %d per message", len(m.To), l.PerMessageRcpt))
+		return r.fallback(ctx, m, acct, hd, fmt.Sprintf("%d recipients, Gmail takes %d per message", len(m.To), l.PerMessageRcpt))
 	}
 	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(m.To), external(m.To, acct.Email), l, r.opts.WarnAt)
 	if err != nil {
@@ -84,16 +106,16 @@ func (r *Relay) route(ctx context.Context, m *Message) (decision, error) {
 		if res.blocked {
 			why = "Gmail reported its daily sending limit"
 		}
-		return r.fallback(ctx, m, acct, why)
+		return r.fallback(ctx, m, acct, hd, why)
 	}
-	return decision{route: RouteGmail, account: acct.Email, from: m.From, data: m.Data, reserved: true}, nil
+	return decision{route: RouteGmail, account: acct.Email, from: m.From, data: m.Data, acct: acct}, nil
 }
 
 // fallback applies the account's policy to mail that cannot go via Gmail.
 // Direct delivery passes DMARC only when we can DKIM-sign for the From
 // domain, so a consumer @gmail.com account defers by default, while an
 // account on a domain we hold a key for goes direct.
-func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account, why string) (decision, error) {
+func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account, hd header, why string) (decision, error) {
 	policy := acct.Fallback
 	if policy == "" {
 		policy = FallbackDefer
@@ -112,22 +134,26 @@ func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account
 	switch policy {
 	case FallbackRewriteFrom:
 		if r.opts.RewriteFrom == "" {
-			return r.direct(m, m.From, m.Data, why+"; rewrite-from needs relay.rewrite_from_address, sending as is"), nil
+			return r.direct(m, m.From, m.Data, hd.from, why+"; rewrite-from needs relay.rewrite_from_address, sending as is"), nil
 		}
-		data := rewriteFrom(m.Data, r.opts.RewriteFrom)
-		return r.direct(m, r.opts.RewriteFrom, data, why+"; From rewritten to "+r.opts.RewriteFrom), nil
+		data, from := rewriteFrom(m.Data, r.opts.RewriteFrom), hd.from
+		if from != "" {
+			from = r.opts.RewriteFrom // rewriteFrom replaced it
+		}
+		return r.direct(m, r.opts.RewriteFrom, data, from, why+"; From rewritten to "+r.opts.RewriteFrom), nil
 	case FallbackDefer:
 		until := r.quota.FreesAt(ctx, acct.Email)
 		return decision{route: routeDefer, reason: why, until: until}, nil
 	}
-	return r.direct(m, m.From, m.Data, why), nil
+	return r.direct(m, m.From, m.Data, hd.from, why), nil
 }
 
-// direct prepares m for delivery by the relay itself: DKIM-signed for the
-// From domain when a key is configured.
-func (r *Relay) direct(m *Message, envFrom string, data []byte, why string) decision {
+// direct prepares data (m's bytes, perhaps rewritten) for delivery by the
+// relay itself: DKIM-signed when a key is configured for the domain of
+// hdrFrom, data's From address.
+func (r *Relay) direct(m *Message, envFrom string, data []byte, hdrFrom, why string) decision {
 	d := decision{route: r.directRoute.name(), from: envFrom, data: data, reason: why}
-	if r.opts.Signer != nil && r.canSign(domainOf(headerFrom(data))) {
+	if r.canSign(domainOf(hdrFrom)) {
 		if signed, err := r.opts.Signer.Sign(data); err == nil {
 			d.data = signed
 		} else {
@@ -147,7 +173,12 @@ func quotaReason(why string) bool {
 
 // realAttachment tells a file attached to the mail from an inline image of
 // its HTML (seed G10: Gmail SMTP is for mail without real attachments).
-func realAttachment(data []byte) bool {
+// Telling them apart takes tickets.Parse, which decodes every part; a
+// message whose header already says it is one text body is spared that.
+func realAttachment(hd header, data []byte) bool {
+	if hd.ok && singleText(hd.h) {
+		return false
+	}
 	for _, p := range tickets.Parse(data).Parts {
 		if !p.Inline {
 			return true
@@ -156,17 +187,20 @@ func realAttachment(data []byte) bool {
 	return false
 }
 
-// headerFrom returns the lower-cased address of the From header.
-func headerFrom(data []byte) string {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
-	if err != nil {
-		return ""
+// singleText reports whether h heads a lone text/plain or text/html body
+// (no Content-Type means text/plain, RFC 2045 section 5.2) that does not
+// call itself an attachment: tickets.Parse takes such a body as the text,
+// never as a part.
+func singleText(h textproto.Header) bool {
+	if h.Has("Content-Disposition") {
+		return false
 	}
-	list, err := (&gomail.Header{Header: message.Header{Header: h}}).AddressList("From")
-	if err != nil || len(list) == 0 {
-		return ""
+	ct := h.Get("Content-Type")
+	if strings.TrimSpace(ct) == "" {
+		return true
 	}
-	return strings.ToLower(list[0].Address)
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "text/plain" || mt == "text/html")
 }
 
 func domainOf(addr string) string {

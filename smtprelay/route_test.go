@@ -1,0 +1,41 @@
+package smtprelay
+
+import (
+	"testing"
+
+	"github.com/mailgate/mailgate/tickets"
+)
+
+// TestRealAttachmentShortcut: the header shortcut of realAttachment agrees
+// with tickets.Parse, which it spares.
+func TestRealAttachmentShortcut(t *testing.T) {
+	for _, c := range []struct {
+		name, ct, disp string
+		want           bool
+	}{
+		{"no content type", "", "", false},
+		{"text/plain", "text/plain; charset=utf-8", "", false},
+		{"text/html", "TEXT/HTML", "", false},
+		{"text attachment", "text/plain", "attachment; filename=a.txt", true},
+		{"pdf", "application/pdf", "", true},
+		{"inline pdf", "application/pdf", "inline", false},
+	} {
+		raw := "From: a@acme.test\r\nSubject: x\r\n"
+		if c.ct != "" {
+			raw += "Content-Type: " + c.ct + "\r\n"
+		}
+		if c.disp != "" {
+			raw += "Content-Disposition: " + c.disp + "\r\n"
+		}
+		raw += "\r\nJVBERi0xLjQK\r\n"
+		data := []byte(raw)
+		got := realAttachment(readHeader(data), data)
+		parsed := false
+		for _, p := range tickets.Parse(data).Parts {
+			parsed = parsed || !p.Inline
+		}
+		if got != c.want || parsed != c.want {
+			t.Errorf("%s: realAttachment = %v, tickets.Parse says %v; want %v", c.name, got, parsed, c.want)
+		}
+	}
+}
