@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/status"
 )
 
 // consentTimeout bounds the browser flow: long enough to find the right
@@ -300,7 +300,8 @@ func accountsList(c *cli.Context) error {
 		}
 		out := make([]withQuota, len(list))
 		for i, a := range list {
-			out[i] = withQuota{a, accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt)}
+			q, _ := accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt)
+			out[i] = withQuota{a, q}
 		}
 		return writeJSON(c.App.Writer, out)
 	}
@@ -320,28 +321,29 @@ func accountsList(c *cli.Context) error {
 			imported += fmt.Sprintf(" (import of %d pending)", a.ImportRecent)
 		}
 		warning := a.Warning
-		if q := accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt); q.Warning != "" {
+		q, err := accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt)
+		if q.Warning != "" {
 			warning = strings.TrimPrefix(warning+"; "+q.Warning, "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported,
-			quotaColumn(c.Context, quota, a, limits), clip(warning, 100))
+			quotaCell(q.Quota, err), clip(warning, 100))
 	}
 	return tw.Flush()
 }
 
-// quotaJSON is an account's Gmail sending over the last 24 hours.
+// quotaJSON is an account's Gmail sending over the last 24 hours, as
+// `status` shows it, with the warning `accounts list` adds.
 type quotaJSON struct {
-	Used    int64  `json:"used"`
-	Limit   int    `json:"limit"`
-	Blocked bool   `json:"blocked"` // Gmail answered with its daily-limit error
+	status.Quota
 	Warning string `json:"warning,omitempty"`
 }
 
 // accountQuota reads an account's quota use and words the warning the
-// admin sees as the limit nears (seed G12).
-func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits, warnAt float64) quotaJSON {
-	used, blocked, _ := q.Used(ctx, a.Email)
-	r := quotaJSON{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}
+// admin sees as the limit nears (seed G12). On a failed read the use
+// counts as 0 and err says why.
+func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits, warnAt float64) (quotaJSON, error) {
+	used, blocked, err := q.Used(ctx, a.Email)
+	r := quotaJSON{Quota: status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}}
 	switch {
 	case blocked:
 		r.Warning = "Gmail reported its daily sending limit: notifications go out directly for now"
@@ -350,7 +352,7 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 	case r.Limit > 0 && float64(used) >= warnAt*float64(r.Limit):
 		r.Warning = fmt.Sprintf("Gmail quota at %d%% (%d/%d)", used*100/int64(r.Limit), used, r.Limit)
 	}
-	return r
+	return r, err
 }
 
 func accountsSet(c *cli.Context) error { return withAccount(c, setSending) }
@@ -451,43 +453,19 @@ func googleOAuth(cfg *config.Config) *oauth2.Config {
 	}
 }
 
-// emailArg returns the one EMAIL argument, lower-cased. Flags written after
-// it (`accounts add EMAIL --refresh-token-file F`, the order people type)
-// are parsed too: Go's flag package stops at the first argument.
+// emailArg returns the one EMAIL argument, lower-cased, with the flags
+// written after it parsed too (flagsAfterArgs).
 func emailArg(c *cli.Context) (string, error) {
 	usage := fmt.Sprintf("usage: mailgate accounts %s EMAIL [flags]", c.Command.Name)
-	args := c.Args().Slice()
+	args, err := flagsAfterArgs(c, usage)
+	if err != nil {
+		return "", err
+	}
 	if len(args) == 0 {
 		return "", cli.Exit(usage, 1)
 	}
 	if len(args) > 1 {
-		set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
-		set.SetOutput(io.Discard)
-		for _, f := range c.Command.Flags {
-			if err := f.Apply(set); err != nil {
-				return "", err
-			}
-		}
-		if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-			return "", cli.Exit(fmt.Sprintf("%s\n(mailgate accounts %s --help lists the flags)", usage, c.Command.Name), 1)
-		} else if err != nil {
-			return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
-		}
-		if set.NArg() > 0 {
-			return "", cli.Exit(fmt.Sprintf("unexpected arguments %q\n%s", set.Args(), usage), 1)
-		}
-		var err error
-		set.Visit(func(f *flag.Flag) {
-			if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
-				err = e
-			}
-		})
-		if err != nil {
-			return "", cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
-		}
-		if c.Bool("help") {
-			return "", cli.Exit(fmt.Sprintf("%s\n(mailgate accounts %s --help lists the flags)", usage, c.Command.Name), 1)
-		}
+		return "", cli.Exit(fmt.Sprintf("unexpected arguments %q\n%s", args[1:], usage), 1)
 	}
 	email, err := accounts.NormalizeEmail(args[0])
 	if err != nil {

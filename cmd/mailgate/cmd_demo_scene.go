@@ -23,6 +23,7 @@ type scene struct {
 	w     *demoWorld
 	n     *narrator
 	q     *smtprelay.Queue
+	quota *smtprelay.Quota
 	relay string // the relay's SMTP address
 	sent  []sentNote
 }
@@ -36,7 +37,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 	if err != nil {
 		return nil, err
 	}
-	sc := &scene{d: d, w: w, n: n, q: smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix}), relay: d.relayL.Addr().String()}
+	sc := &scene{d: d, w: w, n: n, q: d.queue, quota: smtprelay.NewQuota(d.queue), relay: d.relayL.Addr().String()}
 
 	// Mail already in the mailboxes before they are connected: the admin
 	// chose to import the last 50 (here: all of them), read or not (G4).
@@ -167,7 +168,7 @@ func (sc *scene) play(ctx context.Context) error {
 			return err
 		}
 		sc.note(fmt.Sprintf("notification %d of the day", i), m)
-		used, _, _ := smtprelay.NewQuota(sc.q).Used(ctx, demoGmail)
+		used, _, _ := sc.quota.Used(ctx, demoGmail)
 		switch {
 		case m.Route == smtprelay.RouteGmail && sc.eventCount(ctx, "quota.warning") > 0 && i == 2:
 			n.step("notification %d via Gmail (%d/3 today) → quota.warning event: the limit is near", i, used)
@@ -300,11 +301,7 @@ func (sc *scene) summary() {
 	var rows [][]string
 	for i := len(ts) - 1; i >= 0; i-- {
 		t := ts[i]
-		flags := strings.Join(t.Tags, ",")
-		if t.SuppressTriggers {
-			flags = strings.TrimPrefix(flags+",triggers-suppressed", ",")
-		}
-		rows = append(rows, []string{fmt.Sprintf("#%d", t.ID), t.SupportAddress, t.Requester.Email, clip(t.Subject, 34), fmt.Sprint(t.CommentCount), flags})
+		rows = append(rows, []string{fmt.Sprintf("#%d", t.ID), t.SupportAddress, t.Requester.Email, clip(t.Subject, 34), fmt.Sprint(t.CommentCount), tagList(t)})
 	}
 	n.say("tickets:")
 	printTable(n.w, "TICKET|MAILBOX|REQUESTER|SUBJECT|COMMENTS|FLAGS", rows)
@@ -317,7 +314,6 @@ func (sc *scene) summary() {
 	printTable(n.w, "QUEUE ID|WHAT|ROUTE", rows)
 	n.say("")
 	n.say("Gmail quota (rolling 24 h):")
-	quota := smtprelay.NewQuota(sc.q)
 	limits := relayLimits(sc.d.cfg)
 	rows = nil
 	for _, email := range []string{demoGmail, demoWorkspace} {
@@ -325,7 +321,7 @@ func (sc *scene) summary() {
 		if err != nil {
 			continue
 		}
-		rows = append(rows, []string{email, string(a.Kind), quotaColumn(ctx, quota, a, limits)})
+		rows = append(rows, []string{email, string(a.Kind), quotaColumn(ctx, sc.quota, a, limits)})
 	}
 	printTable(n.w, "ACCOUNT|KIND|QUOTA", rows)
 	fmt.Fprintln(n.w)

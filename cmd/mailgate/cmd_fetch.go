@@ -90,13 +90,9 @@ func fetchOnce(c *cli.Context) error {
 // newFetcher builds the IMAP fetcher from the google and fetch sections.
 // m, when not nil, receives the fetchers' metrics (serve).
 func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
-	tlsCfg, err := clientTLS(cfg.Google.CAFile)
+	tlsCfg, httpClient, err := googleClients(cfg)
 	if err != nil {
 		return nil, err
-	}
-	httpClient := http.DefaultClient
-	if tlsCfg != nil {
-		httpClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	}
 	host, _ := os.Hostname()
 	o := imapfetch.Options{
@@ -119,6 +115,17 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log 
 		o.OnPoll, o.OnSuppressed, o.OnTokenRefresh = m.Poll, m.Suppressed, m.TokenRefresh(metrics.DirectionIMAP)
 	}
 	return imapfetch.New(acc, st, o), nil
+}
+
+// googleClients returns the TLS config for Google's IMAP and SMTP (nil:
+// the system's roots) and the HTTP client for its OAuth endpoints, both
+// trusting google.ca_file when it is set.
+func googleClients(cfg *config.Config) (*tls.Config, *http.Client, error) {
+	tlsCfg, err := clientTLS(cfg.Google.CAFile)
+	if err != nil || tlsCfg == nil {
+		return nil, http.DefaultClient, err
+	}
+	return tlsCfg, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}, nil
 }
 
 // clientTLS returns a TLS config trusting google.ca_file on top of the

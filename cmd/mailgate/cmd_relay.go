@@ -25,6 +25,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/status"
 )
 
 // defaultBcryptCost costs about a quarter of a second per AUTH on a
@@ -310,9 +311,12 @@ type queueShown struct {
 }
 
 func queueShow(c *cli.Context) error {
-	args, asJSON := trailingJSON(c)
+	args, err := flagsAfterArgs(c, queueUsage(c))
+	if err != nil {
+		return err
+	}
 	return withQueued(c, args, true, func(c *cli.Context, _ *smtprelay.Queue, _ string, m *smtprelay.Message) error {
-		return printQueued(c, m, asJSON)
+		return printQueued(c, m, c.Bool("json"))
 	})
 }
 
@@ -416,9 +420,13 @@ func deleteQueued(c *cli.Context, q *smtprelay.Queue, id string, m *smtprelay.Me
 	return nil
 }
 
+func queueUsage(c *cli.Context) string {
+	return fmt.Sprintf("usage: mailgate queue %s ID (the id shown by `mailgate queue list`)", c.Command.Name)
+}
+
 func queueIDArg(c *cli.Context, args []string) (string, error) {
 	if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
-		return "", cli.Exit(fmt.Sprintf("usage: mailgate queue %s ID (the id shown by `mailgate queue list`)", c.Command.Name), 1)
+		return "", cli.Exit(queueUsage(c), 1)
 	}
 	return strings.TrimSpace(args[0]), nil
 }
@@ -582,11 +590,6 @@ func relayLimits(cfg *config.Config) func(accounts.Kind) smtprelay.Limits {
 	}
 }
 
-// newQuota returns the relay's quota counters on q's Redis, for displays.
-// It builds a Relay that never runs only because smtprelay has no Quota
-// constructor of its own yet.
-func newQuota(q *smtprelay.Queue) *smtprelay.Quota { return smtprelay.NewQuota(q) }
-
 // quotaCells is the width of the quota bar.
 const quotaCells = 10
 
@@ -595,10 +598,15 @@ const quotaCells = 10
 // Gmail" once Gmail answered with its daily-limit error.
 func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits) string {
 	used, blocked, err := q.Used(ctx, a.Email)
+	return quotaCell(status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}, err)
+}
+
+// quotaCell is quotaBar of q, or why the quota could not be read.
+func quotaCell(q status.Quota, err error) string {
 	if err != nil {
 		return "quota unknown (Redis: " + err.Error() + ")"
 	}
-	return quotaBar(used, limits(a.Kind).Messages, blocked)
+	return quotaBar(q.Used, q.Limit, q.Blocked)
 }
 
 // quotaBar draws "[######----] 312/500", plus " BLOCKED by Gmail".

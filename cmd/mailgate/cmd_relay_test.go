@@ -323,7 +323,7 @@ func TestQuotaColumn(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
-	quota := newQuota(smtprelay.NewQueue(rdb, smtprelay.QueueOptions{}))
+	quota := smtprelay.NewQuota(smtprelay.NewQueue(rdb, smtprelay.QueueOptions{}))
 	ten := func(accounts.Kind) smtprelay.Limits { return smtprelay.Limits{Messages: 10} }
 	defaults := relayLimits(config.Defaults())
 	send := func(account string, n int, limits func(accounts.Kind) smtprelay.Limits) {

@@ -31,8 +31,7 @@ func statusAction(c *cli.Context) error {
 	}
 	defer rdb.Close()
 	q := smtprelay.NewQueue(rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix})
-	src := status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: relayLimits(cfg),
-		Events: rdb, EventsKey: newTicketStore(rdb, cfg, acc, nil).Key("events")}
+	src := statusSources(cfg, rdb, acc, q, newTicketStore(rdb, cfg, acc, nil))
 	for {
 		st, err := src.Gather(c.Context)
 		if err != nil {

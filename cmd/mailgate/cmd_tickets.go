@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -78,14 +80,17 @@ func ticketsList(c *cli.Context) error {
 }
 
 func ticketsShow(c *cli.Context) error {
-	args, asJSON := trailingJSON(c)
+	const usage = "usage: mailgate tickets show ID (a ticket number such as 42 or #42)"
+	args, err := flagsAfterArgs(c, usage)
+	if err != nil {
+		return err
+	}
 	var id int64
-	var err error
 	if len(args) == 1 {
 		id, err = strconv.ParseInt(strings.TrimPrefix(args[0], "#"), 10, 64)
 	}
 	if len(args) != 1 || err != nil {
-		return cli.Exit("usage: mailgate tickets show ID (a ticket number such as 42 or #42)", 1)
+		return cli.Exit(usage, 1)
 	}
 	st, rdb, err := openStore(c)
 	if err != nil {
@@ -96,7 +101,7 @@ func ticketsShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if c.Bool("json") {
 		return writeJSON(c.App.Writer, t)
 	}
 	w := c.App.Writer
@@ -216,20 +221,55 @@ func emlFiles(args []string) ([]string, error) {
 	return out, nil
 }
 
-// trailingJSON returns the arguments and whether JSON output was asked
-// for, accepting "--json" after the arguments too ("tickets show 42
-// --json"), which urfave/cli would otherwise take as an argument.
-func trailingJSON(c *cli.Context) ([]string, bool) {
-	asJSON := c.Bool("json")
-	var args []string
-	for _, a := range c.Args().Slice() {
-		if a == "--json" || a == "-json" {
-			asJSON = true
-			continue
-		}
-		args = append(args, a)
+// flagsAfterArgs returns the command's arguments after parsing the flags
+// written after the first one, the order people type (`accounts add EMAIL
+// --refresh-token-file F`, `tickets show 42 --json`): urfave/cli, like Go's
+// flag package, stops at the first argument and would take them for more
+// arguments. Parsing stops again at the next argument, which is returned
+// with the first. A bad flag is an exit error that ends with usage.
+func flagsAfterArgs(c *cli.Context, usage string) ([]string, error) {
+	args := c.Args().Slice()
+	if len(args) < 2 {
+		return args, nil
 	}
-	return args, asJSON
+	helpHint := fmt.Sprintf("%s\n(%s --help lists the flags)", usage, commandPath(c))
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil {
+			return nil, err
+		}
+	}
+	if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return nil, cli.Exit(helpHint, 1)
+	} else if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+	}
+	var err error
+	set.Visit(func(f *flag.Flag) {
+		if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
+			err = e
+		}
+	})
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+	}
+	if c.Bool("help") {
+		return nil, cli.Exit(helpHint, 1)
+	}
+	return append(args[:1:1], set.Args()...), nil
+}
+
+// commandPath is how the running command is typed: "mailgate accounts
+// add" (the app's root command is named after it).
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" {
+			names = append([]string{l.Command.Name}, names...)
+		}
+	}
+	return strings.Join(names, " ")
 }
 
 func writeJSON(w io.Writer, v any) error {

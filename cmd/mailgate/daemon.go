@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -37,6 +36,7 @@ type daemon struct {
 	rdb     redis.UniversalClient
 	acc     *accounts.Store
 	tickets *tickets.Store
+	queue   *smtprelay.Queue // the relay's, also read by status and metrics
 	fetcher *imapfetch.Fetcher
 	smtp    *smtprelay.Server
 	relay   *smtprelay.Relay
@@ -69,9 +69,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return nil, err
 	}
 	d.tickets = newTicketStore(d.rdb, cfg, d.acc, log)
-	sq := smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix})
-	d.state = &status.Sources{Accounts: d.acc, Queue: sq, Quota: smtprelay.NewQuota(sq), Limits: relayLimits(cfg),
-		Events: d.rdb, EventsKey: d.tickets.Key("events")}
+	dur := smtprelay.CheckDurability(ctx, d.rdb)
+	if dur.Warning != "" {
+		log.Warn("DURABILITY: " + dur.Warning)
+	}
+	d.queue = smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix, WaitAOF: dur.WaitAOF})
+	d.state = statusSources(cfg, d.rdb, d.acc, d.queue, d.tickets)
 	d.metrics = metrics.New(metrics.Options{State: d.state, Logger: log})
 	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, log, d.metrics); err != nil {
 		return nil, d.fail(err)
@@ -128,12 +131,7 @@ func (d *daemon) close() {
 }
 
 func (d *daemon) buildRelay(ctx context.Context) error {
-	cfg, log := d.cfg, d.log
-	dur := smtprelay.CheckDurability(ctx, d.rdb)
-	if dur.Warning != "" {
-		log.Warn("DURABILITY: " + dur.Warning)
-	}
-	q := smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix, WaitAOF: dur.WaitAOF})
+	cfg, log, q := d.cfg, d.log, d.queue
 	hostname := cfg.Relay.Hostname
 	if hostname == "" {
 		hostname, _ = os.Hostname()
@@ -183,13 +181,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		}
 		signer = s
 	}
-	clientTLSCfg, err := clientTLS(cfg.Google.CAFile)
+	clientTLSCfg, httpClient, err := googleClients(cfg)
 	if err != nil {
 		return err
-	}
-	httpClient := http.DefaultClient
-	if clientTLSCfg != nil {
-		httpClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLSCfg}}
 	}
 	var resolver smtprelay.Resolver = net.DefaultResolver
 	if d.opts.resolver != nil {
@@ -231,6 +225,13 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// statusSources is where /status, /metrics and `mailgate status` read:
+// the same picture from any process.
+func statusSources(cfg *config.Config, rdb redis.UniversalClient, acc *accounts.Store, q *smtprelay.Queue, ts *tickets.Store) *status.Sources {
+	return &status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: relayLimits(cfg),
+		Events: rdb, EventsKey: ts.Key("events")}
 }
 
 // relayAccess is who may use the relay, from the relay section.
