@@ -193,7 +193,7 @@ func Defaults() *Config {
 			IMAPTLS:     TLSImplicit,
 			SMTPAddr:    "smtp.gmail.com:587",
 			SMTPTLS:     TLSStartTLS,
-			Scopes:      []string{"https://mail.google.com/", "email"},
+			Scopes:      []string{"https://mail.google.com/", "openid", "email"},
 		},
 		Fetch: Fetch{
 			PollInterval:     Duration(time.Minute),

@@ -32,8 +32,8 @@ type ConsentOptions struct {
 	// open a browser. Required. It should return promptly.
 	OpenURL func(url string)
 	// UserinfoURL is asked for the account's address when the token
-	// response has no id_token (scopes without "openid email"); see
-	// GoogleUserinfoURL. Empty: no fallback.
+	// response has no id_token (scopes without "openid email"). Empty: no
+	// fallback.
 	UserinfoURL string
 	// HTTPClient is used for the token and userinfo endpoints. Nil: the
 	// client in ctx under oauth2.HTTPClient, else http.DefaultClient.

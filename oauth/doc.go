@@ -7,22 +7,7 @@
 // in an error string.
 package oauth
 
-// Google's production endpoints. Everything in this package takes them as
-// parameters so tests and the demo can point at internal/fakeoauth instead.
-const (
-	GoogleAuthURL     = "https://accounts.google.com/o/oauth2/auth"
-	GoogleTokenURL    = "https://oauth2.googleapis.com/token"
-	GoogleUserinfoURL = "https://openidconnect.googleapis.com/v1/userinfo"
-
-	// GmailScope is the only scope that allows IMAP and SMTP access
-	// (https://developers.google.com/gmail/imap/xoauth2-protocol).
-	GmailScope = "https://mail.google.com/"
-)
-
-// DefaultScopes returns the scopes mailgate asks for: Gmail, plus "openid
-// email" so that the token response carries an id_token naming the account
-// that was actually authorised (see Consent). A function, not a variable, so
-// no caller can change it for everyone.
-func DefaultScopes() []string {
-	return []string{GmailScope, "openid", "email"}
-}
+// GmailScope is the only scope that allows IMAP and SMTP access
+// (https://developers.google.com/gmail/imap/xoauth2-protocol). Google's
+// endpoints are configuration (package config), passed in by the caller.
+const GmailScope = "https://mail.google.com/"
