@@ -17,6 +17,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/dovecottest"
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -66,7 +67,7 @@ type seenCheckStore struct {
 
 func (s *seenCheckStore) Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error) {
 	s.calls++
-	id := tickets.Parse(raw).MessageID
+	id := mailparse.Parse(raw).MessageID
 	if seen, err := s.dv.IsSeen(s.email, id); err != nil || seen {
 		s.seenAtIngest = append(s.seenAtIngest, fmt.Sprintf("%s (seen %v, err %v)", id, seen, err))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mailgate/mailgate/internal/fakegmail"
 	"github.com/mailgate/mailgate/internal/fakeoauth"
 	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -279,7 +280,7 @@ type flakyStore struct {
 }
 
 func (s *flakyStore) Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error) {
-	m := tickets.Parse(raw)
+	m := mailparse.Parse(raw)
 	s.mu.Lock()
 	s.calls++
 	fail := s.calls <= s.failFirst

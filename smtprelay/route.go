@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailgate/mailgate/accounts"
-	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // Routes a message can take.
@@ -173,13 +173,13 @@ func quotaReason(why string) bool {
 
 // realAttachment tells a file attached to the mail from an inline image of
 // its HTML (seed G10: Gmail SMTP is for mail without real attachments).
-// Telling them apart takes tickets.Parse, which decodes every part; a
+// Telling them apart takes mailparse.Parse, which decodes every part; a
 // message whose header already says it is one text body is spared that.
 func realAttachment(hd header, data []byte) bool {
 	if hd.ok && singleText(hd.h) {
 		return false
 	}
-	for _, p := range tickets.Parse(data).Parts {
+	for _, p := range mailparse.Parse(data).Parts {
 		if !p.Inline {
 			return true
 		}
@@ -189,7 +189,7 @@ func realAttachment(hd header, data []byte) bool {
 
 // singleText reports whether h heads a lone text/plain or text/html body
 // (no Content-Type means text/plain, RFC 2045 section 5.2) that does not
-// call itself an attachment: tickets.Parse takes such a body as the text,
+// call itself an attachment: mailparse.Parse takes such a body as the text,
 // never as a part.
 func singleText(h textproto.Header) bool {
 	if h.Has("Content-Disposition") {

@@ -3,11 +3,11 @@ package smtprelay
 import (
 	"testing"
 
-	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // TestRealAttachmentShortcut: the header shortcut of realAttachment agrees
-// with tickets.Parse, which it spares.
+// with mailparse.Parse, which it spares.
 func TestRealAttachmentShortcut(t *testing.T) {
 	for _, c := range []struct {
 		name, ct, disp string
@@ -31,11 +31,11 @@ func TestRealAttachmentShortcut(t *testing.T) {
 		data := []byte(raw)
 		got := realAttachment(readHeader(data), data)
 		parsed := false
-		for _, p := range tickets.Parse(data).Parts {
+		for _, p := range mailparse.Parse(data).Parts {
 			parsed = parsed || !p.Inline
 		}
 		if got != c.want || parsed != c.want {
-			t.Errorf("%s: realAttachment = %v, tickets.Parse says %v; want %v", c.name, got, parsed, c.want)
+			t.Errorf("%s: realAttachment = %v, mailparse.Parse says %v; want %v", c.name, got, parsed, c.want)
 		}
 	}
 }

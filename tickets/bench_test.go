@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // BenchmarkIngest10KB measures ingest of a realistic 10 KB mail (text and
@@ -61,7 +62,7 @@ func BenchmarkIngest10KB(b *testing.B) {
 	b.Run("parallel-unix", parallel(su))
 	// Redis's share: the same mail parsed once, only the Message-ID varied.
 	b.Run("store-only-parallel", func(b *testing.B) {
-		parsed := Parse(raw)
+		parsed := mailparse.Parse(raw)
 		b.SetParallelism(8)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	gojson "github.com/goccy/go-json"
+
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // newTicket is the ticket a mail opens if it threads onto none.
-func newTicket(m *Parsed, src Source, support map[string]bool, now time.Time) *Ticket {
+func newTicket(m *mailparse.Parsed, src Source, support map[string]bool, now time.Time) *Ticket {
 	t := &Ticket{
 		SupportAddress:   supportAddress(m, src, support),
 		Requester:        requester(m),
@@ -36,7 +38,7 @@ func newTicket(m *Parsed, src Source, support map[string]bool, now time.Time) *T
 	return t
 }
 
-func newComment(m *Parsed, raw []byte, rawSHA string, truncated bool, received time.Time) *Comment {
+func newComment(m *mailparse.Parsed, raw []byte, rawSHA string, truncated bool, received time.Time) *Comment {
 	c := &Comment{
 		Author:       requester(m),
 		To:           orEmpty(m.To),
@@ -60,21 +62,30 @@ func newComment(m *Parsed, raw []byte, rawSHA string, truncated bool, received t
 		// it was received.
 		c.Date = received
 	}
+	// The digest names the blob the part's bytes are stored under, once
+	// however many mails carry them.
 	for _, p := range m.Parts {
-		c.Attachments = append(c.Attachments, p.Attachment)
+		c.Attachments = append(c.Attachments, Attachment{
+			Filename:    p.Filename,
+			ContentType: p.ContentType,
+			Size:        int64(len(p.Data)),
+			SHA256:      sha256Hex(p.Data),
+			ContentID:   p.ContentID,
+			Inline:      p.Inline,
+		})
 	}
 	return c
 }
 
 // requester is who the ticket is from: From, else Reply-To.
-func requester(m *Parsed) Address {
+func requester(m *mailparse.Parsed) Address {
 	if m.From.Email != "" || len(m.ReplyTo) == 0 {
 		return m.From
 	}
 	return m.ReplyTo[0]
 }
 
-func supportAddress(m *Parsed, src Source, support map[string]bool) string {
+func supportAddress(m *mailparse.Parsed, src Source, support map[string]bool) string {
 	if src.SupportAddress != "" {
 		return strings.ToLower(src.SupportAddress)
 	}
@@ -108,7 +119,7 @@ func orEmpty(as []Address) []Address {
 
 // participants are the people of a mail who may thread later replies onto
 // its ticket by headers: its sender and CCs, but never a support address.
-func participants(m *Parsed, support map[string]bool) []string {
+func participants(m *mailparse.Parsed, support map[string]bool) []string {
 	var out []string
 	for _, a := range append([]Address{requester(m)}, m.CC...) {
 		if a.Email != "" && !support[a.Email] && !slices.Contains(out, a.Email) {
@@ -121,7 +132,7 @@ func participants(m *Parsed, support map[string]bool) []string {
 // threadRefs lists the Message-IDs a mail answers, in the order the
 // threading rules try them: In-Reply-To first, then References from the
 // newest (last) to the oldest (RFC 5322 section 3.6.4).
-func threadRefs(m *Parsed) (refs, kinds []string) {
+func threadRefs(m *mailparse.Parsed) (refs, kinds []string) {
 	seen := map[string]bool{m.MessageID: true}
 	add := func(id, kind string) {
 		if id != "" && !seen[id] {
@@ -166,7 +177,7 @@ func subjectToken(subject string) string {
 
 // dedupeKey names a mail for "was it ingested already": its Message-ID, or
 // a hash of its bytes when it has none.
-func dedupeKey(m *Parsed, rawSHA string) string {
+func dedupeKey(m *mailparse.Parsed, rawSHA string) string {
 	if m.MessageID != "" {
 		return "id:" + m.MessageID
 	}
@@ -197,7 +208,7 @@ func sha256Hex(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-func describe(m *Parsed, rawSHA string) string {
+func describe(m *mailparse.Parsed, rawSHA string) string {
 	if m.MessageID != "" {
 		return "<" + m.MessageID + ">"
 	}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"net/textproto"
 	"strings"
+
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // Reasons a mail opens no ticket and adds no comment. Each keeps the mail's
@@ -27,7 +29,7 @@ const (
 // classify returns why a mail must not become a ticket or comment, or "".
 // Bounces are checked first: they are often Auto-Submitted too, and the
 // bounce is the more useful thing to report.
-func classify(m *Parsed, support map[string]bool) string {
+func classify(m *mailparse.Parsed, support map[string]bool) string {
 	switch {
 	case isBounce(m):
 		return NoiseBounce
@@ -39,7 +41,7 @@ func classify(m *Parsed, support map[string]bool) string {
 	return ""
 }
 
-func isBounce(m *Parsed) bool {
+func isBounce(m *mailparse.Parsed) bool {
 	ct := strings.ToLower(m.Header.Get("Content-Type"))
 	if strings.HasPrefix(ct, "multipart/report") && strings.Contains(ct, "delivery-status") {
 		return true
@@ -48,7 +50,7 @@ func isBounce(m *Parsed) bool {
 	return local == "mailer-daemon" || (local == "postmaster" && strings.Contains(strings.ToLower(m.Subject), "deliver"))
 }
 
-func isAutoReply(m *Parsed) bool {
+func isAutoReply(m *mailparse.Parsed) bool {
 	h := m.Header
 	// RFC 3834 section 5: any value other than "no" marks an automatic mail.
 	if v := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted"))); v != "" && !strings.HasPrefix(v, "no") {
@@ -67,7 +69,7 @@ func isAutoReply(m *Parsed) bool {
 // bounceRefs are the Message-IDs a bounce is about: its own In-Reply-To
 // and References, then the Message-ID of the returned message or headers
 // (RFC 3464 section 2: message/rfc822 or text/rfc822-headers part).
-func bounceRefs(m *Parsed) []string {
+func bounceRefs(m *mailparse.Parsed) []string {
 	refs := append(append([]string{}, m.InReplyTo...), m.References...)
 	for _, p := range m.Parts {
 		ct := strings.ToLower(p.ContentType)
@@ -76,7 +78,7 @@ func bounceRefs(m *Parsed) []string {
 		}
 		r := textproto.NewReader(bufio.NewReader(bytes.NewReader(p.Data)))
 		if h, err := r.ReadMIMEHeader(); err == nil || len(h) > 0 {
-			refs = append(refs, ParseMsgIDs(h.Get("Message-Id"))...)
+			refs = append(refs, mailparse.MsgIDs(h.Get("Message-Id"))...)
 		}
 	}
 	return refs

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 // EventMailQuarantined is published when a mail that kept failing ingest is
@@ -34,7 +36,7 @@ func (s *Store) Quarantine(ctx context.Context, raw []byte, account string, uid 
 	sha := sha256Hex(raw)
 	// Subject and From are best effort: the mail failed ingest, maybe
 	// because it does not parse, and Parse never fails nor panics.
-	m := Parse(raw)
+	m := mailparse.Parse(raw)
 	q := Quarantined{ID: sha, Account: account, UID: uid, Reason: reason, At: s.opts.Now().UTC().Format(time.RFC3339),
 		Raw: "raw:" + sha, Size: len(raw), Subject: m.Subject, From: m.From.Email}
 	data, err := json.Marshal(q)

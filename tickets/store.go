@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/internal/rkey"
+	"github.com/mailgate/mailgate/mailparse"
 )
 
 //go:embed ingest.lua
@@ -113,11 +114,11 @@ type Result struct {
 // exactly once: a mail already ingested (same Message-ID, or same bytes
 // when it has none) returns its ticket and writes nothing.
 func (s *Store) Ingest(ctx context.Context, raw []byte, src Source) (Result, error) {
-	return s.IngestParsed(ctx, raw, Parse(raw), src)
+	return s.IngestParsed(ctx, raw, mailparse.Parse(raw), src)
 }
 
 // IngestParsed is Ingest for a message the caller already parsed.
-func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Source) (Result, error) {
+func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *mailparse.Parsed, src Source) (Result, error) {
 	support, err := s.supportSet(ctx)
 	if err != nil {
 		return Result{}, err
@@ -180,8 +181,8 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *Parsed, src Sou
 	var script *redis.Cmd
 	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.SetNX(ctx, s.Key("raw:"+rawSHA), keep, 0)
-		for _, part := range m.Parts {
-			pipe.SetNX(ctx, s.Key("blob:"+part.SHA256), part.Data, 0)
+		for i, part := range m.Parts {
+			pipe.SetNX(ctx, s.Key("blob:"+c.Attachments[i].SHA256), part.Data, 0)
 		}
 		script = ingestScript.EvalSha(ctx, pipe, keys, args...)
 		return nil

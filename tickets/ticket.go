@@ -1,6 +1,10 @@
 package tickets
 
-import "time"
+import (
+	"time"
+
+	"github.com/mailgate/mailgate/mailparse"
+)
 
 // Status is a ticket's place in the helpdesk's workflow.
 type Status string
@@ -11,11 +15,9 @@ const (
 	StatusSolved Status = "solved"
 )
 
-// Address is a mailbox: a display name and a lower-cased address.
-type Address struct {
-	Name  string `json:"name,omitempty"`
-	Email string `json:"email"`
-}
+// Address is a mailbox as the parser reads it: a display name and a
+// lower-cased address. Tickets and comments store it as is.
+type Address = mailparse.Address
 
 // Ticket is one conversation with a requester. Its comments are the mails
 // of the conversation, oldest first.

@@ -74,7 +74,7 @@ func TestRedisDownIsAClearError(t *testing.T) {
 // becomes tickets and threads, and a second run creates nothing.
 func TestIngestFolderTwice(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := filepath.Join("..", "..", "tickets", "testdata", "mail")
+	dir := filepath.Join("..", "..", "mailparse", "testdata", "mail")
 	code, out, stderr := mailgate(t, "--redis-url", srv.URL, "tickets", "ingest", dir)
 	if code != 0 {
 		t.Fatalf("ingest = %d\n%s\n%s", code, out, stderr)

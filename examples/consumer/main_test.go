@@ -20,7 +20,7 @@ func TestConsumerReadsWhatMailgateWrote(t *testing.T) {
 	st := tickets.NewStore(rdb, tickets.Options{})
 	ctx := context.Background()
 	for _, name := range []string{"plain-ascii.eml", "reply-in-reply-to.eml"} {
-		raw, err := os.ReadFile(filepath.Join("..", "..", "tickets", "testdata", "mail", name))
+		raw, err := os.ReadFile(filepath.Join("..", "..", "mailparse", "testdata", "mail", name))
 		if err != nil {
 			t.Fatal(err)
 		}

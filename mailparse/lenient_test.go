@@ -1,4 +1,4 @@
-package tickets
+package mailparse
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 
 // Each test here first shows the maintained library failing on a case that
 // real mail has, then Parse handling it through the hand-written code in
-// parse_lenient.go (or the error handling around the library). When a
+// lenient.go (or the error handling around the library). When a
 // library starts to handle its case, the test says so: the fallback can
 // then go.
 
@@ -180,7 +180,7 @@ func TestLibraryFailsQPControlBytes(t *testing.T) {
 
 // BenchmarkDecodeQP is why decodeQP is hand-written: compare
 //
-//	go test -run '^$' -bench DecodeQP ./tickets
+//	go test -run '^$' -bench DecodeQP ./mailparse
 func BenchmarkDecodeQP(b *testing.B) {
 	para := "Bonjour, depuis la mise à jour de mardi la synchronisation du calendrier s’arrête après quelques minutes. "
 	var enc bytes.Buffer

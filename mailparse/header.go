@@ -1,4 +1,4 @@
-package tickets
+package mailparse
 
 import (
 	"bufio"
@@ -64,15 +64,15 @@ func (w *walker) headers() {
 	p.Subject = strings.TrimSpace(oneLine(w.headerText(h.Get("Subject"), "Subject")))
 
 	if h.Has("Message-Id") {
-		ids := ParseMsgIDs(h.Get("Message-Id"))
+		ids := MsgIDs(h.Get("Message-Id"))
 		if len(ids) == 0 {
 			w.problem("Message-ID: no msg-id in %q", clip(h.Get("Message-Id")))
 		} else {
 			p.MessageID = ids[0]
 		}
 	}
-	p.InReplyTo = ParseMsgIDs(strings.Join(h.Values("In-Reply-To"), " "))
-	p.References = ParseMsgIDs(strings.Join(h.Values("References"), " "))
+	p.InReplyTo = MsgIDs(strings.Join(h.Values("In-Reply-To"), " "))
+	p.References = MsgIDs(strings.Join(h.Values("References"), " "))
 
 	if from := w.addresses("From"); len(from) > 0 {
 		p.From = from[0]
@@ -194,12 +194,12 @@ func parseDate(v string) (time.Time, error) {
 	return time.Time{}, err
 }
 
-// ParseMsgIDs extracts the msg-ids of a Message-ID, In-Reply-To or
+// MsgIDs extracts the msg-ids of a Message-ID, In-Reply-To or
 // References field (RFC 5322 section 3.6.4) without their angle brackets.
 // It tolerates what real mailers send: missing brackets, commas, comments,
 // phrases ("Your message of ..."), folding inside an id. Duplicates are
 // dropped; order is kept.
-func ParseMsgIDs(s string) []string {
+func MsgIDs(s string) []string {
 	var ids []string
 	seen := map[string]bool{}
 	add := func(id string) {

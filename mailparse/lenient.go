@@ -1,4 +1,4 @@
-package tickets
+package mailparse
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 // covers a case where the maintained library fails on real mail: it
 // rejects or misreads it (the fallbacks, which run after the library has
 // given up), or, for quoted-printable, it is too slow for the ingest
-// budget. parse_lenient_test.go shows the library failing on every case,
+// budget. lenient_test.go shows the library failing on every case,
 // so that a fallback can go once the library handles its case.
 
 // lenientHeader separates a header from its body when textproto.ReadHeader
@@ -107,7 +107,7 @@ func (w *walker) lenientMultipart(mt, boundary string, body []byte, depth int, i
 	parts, closed := splitMultipart(body, boundary)
 	if len(parts) == 0 {
 		w.problem("%s: no part found for boundary %q, body kept as text", mt, clip(boundary))
-		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
+		w.plainText(body)
 		return
 	}
 	if !closed {

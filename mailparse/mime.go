@@ -1,4 +1,4 @@
-package tickets
+package mailparse
 
 import (
 	"bytes"
@@ -23,11 +23,11 @@ func (w *walker) multipart(mt string, params map[string]string, body []byte, r i
 	}
 	boundary := params["boundary"]
 	if boundary == "" {
-		if r != nil {
+		if r != nil && !w.partsOnly {
 			body = w.readAll(r)
 		}
 		w.problem("%s: no boundary, body kept as text", mt)
-		w.plains = append(w.plains, normalizeNewlines(lossyUTF8(body)))
+		w.plainText(body)
 		return
 	}
 	sub := mt[len("multipart/"):]
@@ -112,11 +112,16 @@ func (w *walker) bareLFClose(boundary string) bool {
 
 // readAll reads a part into the walker's scratch buffer, which the next
 // call reuses: callers copy what they keep. The buffer starts at half the
-// message, more than most leaves of a multipart need.
+// message, more than most leaves of a multipart need; for Parts, which
+// reads only a forwarded message without a name, it starts small.
 func (w *walker) readAll(r io.Reader) []byte {
 	b := w.raw[:0]
 	if cap(b) == 0 {
-		b = make([]byte, 0, max(len(w.msg)/2, 512))
+		n := len(w.msg) / 2
+		if w.partsOnly {
+			n = 0
+		}
+		b = make([]byte, 0, max(n, 512))
 	}
 	for {
 		if len(b) == cap(b) {
