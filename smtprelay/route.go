@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"mime"
 	"strings"
 	"time"
 
@@ -172,35 +171,16 @@ func quotaReason(why string) bool {
 }
 
 // realAttachment tells a file attached to the mail from an inline image of
-// its HTML (seed G10: Gmail SMTP is for mail without real attachments).
-// Telling them apart takes mailparse.Parse, which decodes every part; a
-// message whose header already says it is one text body is spared that.
+// its HTML: mail with a real attachment does not go through Gmail's SMTP.
+// mailparse.Parts decides as the full parse does, without decoding a part,
+// so even a lone text body needs no shortcut through the header hd.
 func realAttachment(hd header, data []byte) bool {
-	if hd.ok && singleText(hd.h) {
-		return false
-	}
-	for _, p := range mailparse.Parse(data).Parts {
+	for _, p := range mailparse.Parts(data) {
 		if !p.Inline {
 			return true
 		}
 	}
 	return false
-}
-
-// singleText reports whether h heads a lone text/plain or text/html body
-// (no Content-Type means text/plain, RFC 2045 section 5.2) that does not
-// call itself an attachment: mailparse.Parse takes such a body as the text,
-// never as a part.
-func singleText(h textproto.Header) bool {
-	if h.Has("Content-Disposition") {
-		return false
-	}
-	ct := h.Get("Content-Type")
-	if strings.TrimSpace(ct) == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "text/plain" || mt == "text/html")
 }
 
 func domainOf(addr string) string {
