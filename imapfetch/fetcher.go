@@ -38,7 +38,7 @@ type Options struct {
 	// the system roots.
 	TLSConfig *tls.Config
 	// PollInterval is how often INBOX is searched for new mail, and how
-	// often Run re-lists accounts; default 1m (seed G2).
+	// often Run re-lists accounts; default 1m.
 	PollInterval time.Duration
 	// IdleRestart re-issues IDLE this often, before the server's cut-off
 	// (Gmail's is about 29 minutes); default 25m.
@@ -186,7 +186,7 @@ type TicketStore interface {
 // Report says what one PollOnce did.
 type Report struct {
 	Fetched       int // messages fetched from the server
-	InitialImport int // of which by the initial import (G4)
+	InitialImport int // of which by the initial import (the N most recent existing mails)
 	Created       int // new tickets
 	Comments      int // mails added to existing tickets
 	Duplicates    int // mails ingested before (Message-ID dedupe)
