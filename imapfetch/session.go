@@ -63,10 +63,6 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 	if a.State != accounts.StateConnected {
 		return Report{}, fmt.Errorf("%w: state %s", errStopped, a.State)
 	}
-	src, err := w.source(ctx)
-	if err != nil {
-		return Report{}, err
-	}
 	s := &session{
 		w:        w,
 		o:        &w.f.opts,
@@ -82,8 +78,8 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 		return s.rep, err
 	}
 	defer s.close()
-	err = s.run(ctx, a, src)
-	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, oauth.ErrInvalidGrant) {
+	err = s.run(ctx, a)
+	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !oauth.NeedsReconnect(err) {
 		err = fmt.Errorf("%w: %w", errServerClosed, err)
 	}
 	s.reportEnd(ctx, time.Since(start), err)
@@ -122,8 +118,8 @@ func (s *session) reportEnd(ctx context.Context, took time.Duration, err error) 
 	s.reportPoll(ctx, took, err)
 }
 
-func (s *session) run(ctx context.Context, a *accounts.Account, src *oauth.Source) error {
-	if err := s.login(ctx, src); err != nil {
+func (s *session) run(ctx context.Context, a *accounts.Account) error {
+	if err := s.login(ctx); err != nil {
 		return err
 	}
 	if err := s.selectInbox(ctx); err != nil {
@@ -256,8 +252,9 @@ func (s *session) bounded(ctx context.Context, f func(ctx context.Context) error
 // login sends ID and authenticates with the OAuth mechanism the server
 // offers. A token the server rejects (AUTHENTICATIONFAILED: expired early,
 // revoked) is dropped and refreshed once; a refresh answered with
-// invalid_grant comes back as oauth.ErrInvalidGrant.
-func (s *session) login(ctx context.Context, src *oauth.Source) error {
+// invalid_grant comes back as oauth.ErrInvalidGrant, already recorded on
+// the account by Options.Tokens.
+func (s *session) login(ctx context.Context) error {
 	stop := s.guard()
 	caps := s.c.Caps()
 	if caps.Has(imap.CapID) {
@@ -275,8 +272,10 @@ func (s *session) login(ctx context.Context, src *oauth.Source) error {
 		}
 	}
 	for try := 1; ; try++ {
-		tok, err := src.Token(ctx)
-		s.w.noteToken(ctx, tok, err)
+		tok, err := s.o.Tokens.Token(ctx, s.w.email)
+		if errors.Is(err, accounts.ErrDisconnected) || errors.Is(err, accounts.ErrNotFound) {
+			return fmt.Errorf("%w: %w", errStopped, err)
+		}
 		if err != nil {
 			return fmt.Errorf("access token for %s: %w", s.w.email, err)
 		}
@@ -299,7 +298,7 @@ func (s *session) login(ctx context.Context, src *oauth.Source) error {
 		var xerr *oauth.XOAUTH2Error
 		if try == 1 && (errors.As(err, &ierr) && ierr.Code == imap.ResponseCodeAuthenticationFailed || errors.As(err, &xerr)) {
 			s.log.Info("imapfetch: server rejected the access token; refreshing it", "err", err)
-			src.Invalidate()
+			s.o.Tokens.Invalidate(s.w.email, tok.AccessToken)
 			continue
 		}
 		return fmt.Errorf("authenticate %s: %w", s.w.email, err)
