@@ -5,10 +5,11 @@
 //
 // # What is fetched
 //
-// New mail (seed G1–G3, G17) is every message that is UNSEEN and has a UID
-// above the account's cursor (accounts.Cursor.LastUID, "highest UID fully
-// processed"; read mail above it counts as processed, it is not ours). Messages are read with BODY.PEEK[], which never sets \Seen;
-// \Seen is stored with UID STORE +FLAGS.SILENT only after Ingest returned
+// New mail is every message that is UNSEEN and has a UID above the
+// account's cursor (accounts.Cursor.LastUID, "highest UID fully
+// processed"; read mail above it counts as processed, it is not ours).
+// Messages are read with BODY.PEEK[], which never sets \Seen; \Seen is
+// stored with UID STORE +FLAGS.SILENT only after Ingest returned
 // nil. A crash in between leaves the mail unseen, so it is fetched again,
 // and Ingest's Message-ID dedupe turns the second ingest into a no-op: no
 // mail lost, no duplicate ticket.
@@ -23,10 +24,10 @@
 //
 // On an account's first session (Account.ImportDone false) the mails that
 // arrived before the account was connected (INTERNALDATE before
-// Account.ConnectedAt) are "existing mail" (G4). With ImportRecent N > 0
-// the N highest UIDs among them, read or unread, are ingested with
-// SuppressTriggers and the tag "imported" (G5). Their flags are left as
-// they were: it is old mail the admin may already have handled in Gmail,
+// Account.ConnectedAt) are "existing mail". With ImportRecent N > 0 the N
+// highest UIDs among them, read or unread, are ingested with
+// SuppressTriggers (no auto-replies to old mail) and the tag "imported".
+// Their flags are left as they were: it is old mail the admin may already have handled in Gmail,
 // and marking 50 messages read behind a user's back is surprising. With
 // ImportRecent 0 none is. Either way the cursor then starts after the
 // existing mail and MarkImportDone records it; an import that is cut short
@@ -34,10 +35,10 @@
 //
 // Splitting by ConnectedAt rather than "whatever is there at the first
 // session" means mail that arrives after `accounts connect` but before the
-// daemon first logs in is still new mail (G17). INTERNALDATE has whole
-// seconds and comes from Gmail's clock: a mail from the very second of the
-// connect counts as new, and clock skew between this host and Google moves
-// the line by that much.
+// daemon first logs in is still new mail. INTERNALDATE has whole seconds
+// and comes from Gmail's clock: a mail from the very second of the connect
+// counts as new, and clock skew between this host and Google moves the line
+// by that much.
 //
 // # Poison mail
 //
@@ -69,4 +70,12 @@
 // A worker polls an account only while it holds the account's lease in
 // Redis (accounts.AcquireLease, renewed every LeaseTTL/3); the others wait
 // and take over when the holder stops or dies.
+//
+// # Files
+//
+// fetcher.go (options, the supervisor, PollOnce), worker.go (one account:
+// lease, backoff), and one file per part of an IMAP session, as go-imap's
+// imapclient has one per command: session.go (dial, log in, select, wait
+// with IDLE), poll.go (search, fetch, cursor), ingest.go (ingest, \Seen,
+// quarantine).
 package imapfetch

@@ -8,15 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"golang.org/x/oauth2"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -38,7 +37,7 @@ type Options struct {
 	// the system roots.
 	TLSConfig *tls.Config
 	// PollInterval is how often INBOX is searched for new mail, and how
-	// often Run re-lists accounts; default 1m (seed G2).
+	// often Run re-lists accounts; default 1m.
 	PollInterval time.Duration
 	// IdleRestart re-issues IDLE this often, before the server's cut-off
 	// (Gmail's is about 29 minutes); default 25m.
@@ -59,10 +58,12 @@ type Options struct {
 	// CommandTimeout bounds one IMAP command, one ingest and one store
 	// write; a server that stops answering is disconnected. Default 2m.
 	CommandTimeout time.Duration
-	// OAuth is the client configuration used to refresh access tokens.
-	OAuth *oauth2.Config
-	// HTTPClient talks to the token endpoint; nil means http.DefaultClient.
-	HTTPClient *http.Client
+	// Tokens hands out the accounts' access tokens. Required. The daemon
+	// shares one Registry with the relay, so a refresh token Google
+	// rotates while fetching is the one sending uses next; it also reports
+	// token refreshes to metrics and records a revoked grant on the
+	// account.
+	Tokens *oauth.Registry
 	// Holder names this process in leases (default host:pid:random). Two
 	// Fetchers sharing one Redis must have different holders.
 	Holder string
@@ -90,9 +91,6 @@ type Options struct {
 	// OnSuppressed is called for each mail the loop rules kept from
 	// becoming a ticket or comment, with the reason (tickets.Noise*).
 	OnSuppressed func(account, reason string)
-	// OnTokenRefresh is called after each refresh of an account's access
-	// token, with its error (nil when a new token came back).
-	OnTokenRefresh func(account string, err error)
 }
 
 func (o *Options) setDefaults() {
@@ -146,8 +144,8 @@ func (o *Options) validate() error {
 	default:
 		return fmt.Errorf("imapfetch: unknown TLS mode %q (want implicit, starttls or plain)", o.TLSMode)
 	}
-	if o.OAuth == nil {
-		return errors.New("imapfetch: Options.OAuth is required")
+	if o.Tokens == nil {
+		return errors.New("imapfetch: Options.Tokens is required")
 	}
 	return nil
 }
@@ -156,9 +154,6 @@ func (o *Options) validate() error {
 type AccountStore interface {
 	List(ctx context.Context) ([]*accounts.Account, error)
 	Get(ctx context.Context, email string) (*accounts.Account, error)
-	RefreshToken(ctx context.Context, email string) (string, error)
-	SaveRefreshToken(ctx context.Context, email, token string) error
-	SetError(ctx context.Context, email, warning string, cause error) error
 	Cursor(ctx context.Context, email string) (accounts.Cursor, error)
 	SetCursor(ctx context.Context, email string, c accounts.Cursor) error
 	MarkImportDone(ctx context.Context, email string) error
@@ -186,7 +181,7 @@ type TicketStore interface {
 // Report says what one PollOnce did.
 type Report struct {
 	Fetched       int // messages fetched from the server
-	InitialImport int // of which by the initial import (G4)
+	InitialImport int // of which by the initial import (the N most recent existing mails)
 	Created       int // new tickets
 	Comments      int // mails added to existing tickets
 	Duplicates    int // mails ingested before (Message-ID dedupe)
@@ -207,17 +202,6 @@ func (r Report) sub(o Report) Report {
 		Quarantined:   r.Quarantined - o.Quarantined,
 		Errors:        r.Errors - o.Errors,
 	}
-}
-
-func (r *Report) add(o Report) {
-	r.Fetched += o.Fetched
-	r.InitialImport += o.InitialImport
-	r.Created += o.Created
-	r.Comments += o.Comments
-	r.Duplicates += o.Duplicates
-	r.Suppressed += o.Suppressed
-	r.Quarantined += o.Quarantined
-	r.Errors += o.Errors
 }
 
 // ErrLeaseHeld is returned by PollOnce when another fetcher (usually the
@@ -381,17 +365,5 @@ func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done
 	lctx, release := w.holdLease(ctx)
 	defer release()
 
-	rep, err := w.session(lctx, true, progress)
-	if needsReconnect(err) {
-		if w.tokenChanged(ctx) {
-			// Reconnected meanwhile: try again with the new token.
-			var r2 Report
-			r2, err = w.session(lctx, true, progress)
-			rep.add(r2)
-		}
-		if needsReconnect(err) {
-			w.markNeedsReconnect(ctx, err)
-		}
-	}
-	return rep, err
+	return w.session(lctx, true, progress)
 }

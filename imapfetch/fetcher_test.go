@@ -363,7 +363,7 @@ func TestIdleCutoff(t *testing.T) {
 	})
 }
 
-// G15: a revoked grant puts the account in error with a warning and stops
+// A revoked grant puts the account in error with a warning and stops
 // fetching; reconnecting clears it and fetching resumes.
 func TestRevokedToken(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
@@ -375,7 +375,7 @@ func TestRevokedToken(t *testing.T) {
 	e.gm.Disconnect(alice)
 	waitFor(t, 10*time.Second, "account in error", func() bool { return e.account(alice).State == accounts.StateError })
 	a := e.account(alice)
-	want := "Google revoked mailgate's access (invalid_grant): reconnect with `mailgate accounts reconnect alice@example.com`"
+	want := "Google revoked mailgate's access (invalid_grant): mail is no longer fetched and notifications no longer go out via Gmail (they take the account's fallback) until you run `mailgate accounts reconnect alice@example.com`"
 	if a.Warning != want || !strings.Contains(a.LastError, "invalid_grant") {
 		t.Errorf("account after revocation: warning %q, last error %q; want %q and an invalid_grant error", a.Warning, a.LastError, want)
 	}

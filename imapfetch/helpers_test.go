@@ -79,10 +79,19 @@ func (e *env) options() Options {
 		MaxAttempts:    3,
 		BatchSize:      7,
 		CommandTimeout: 10 * time.Second,
-		OAuth:          e.oa.Config(""),
+		Tokens:         e.tokens(nil),
 		Logger:         e.log,
 		Holder:         "test-1",
 	}
+}
+
+// tokens is a token registry on the env's account store and fake Google,
+// built as the daemon builds its one; onRefresh may be nil.
+func (e *env) tokens(onRefresh func(account string, err error)) *oauth.Registry {
+	return oauth.NewRegistry(e.oa.Config(""), oauth.RegistryOptions{
+		Load: e.acc.RefreshToken, Save: e.acc.SaveRefreshToken, MarkNeedsReconnect: e.acc.MarkNeedsReconnect,
+		OnRefresh: onRefresh, Logger: e.log,
+	})
 }
 
 // connect creates the mailbox in the fake (if new) and connects the account

@@ -20,7 +20,8 @@ type pollCall struct {
 	err     error
 }
 
-// hookLog records what a Fetcher tells the hooks in its Options.
+// hookLog records what a Fetcher tells the hooks in its Options, and the
+// refreshes its token registry reports.
 type hookLog struct {
 	mu         sync.Mutex
 	polls      []pollCall
@@ -28,7 +29,7 @@ type hookLog struct {
 	refreshes  []error
 }
 
-func (h *hookLog) install(o *Options) {
+func (h *hookLog) install(e *env, o *Options) {
 	o.OnPoll = func(account string, r Report, took time.Duration, err error) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -39,14 +40,26 @@ func (h *hookLog) install(o *Options) {
 		defer h.mu.Unlock()
 		h.suppressed = append(h.suppressed, account+" "+reason)
 	}
-	o.OnTokenRefresh = func(account string, err error) {
+	o.Tokens = e.tokens(func(account string, err error) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if account != alice {
 			panic("token refresh reported for " + account)
 		}
 		h.refreshes = append(h.refreshes, err)
-	}
+	})
+}
+
+// add counts o into r.
+func (r *Report) add(o Report) {
+	r.Fetched += o.Fetched
+	r.InitialImport += o.InitialImport
+	r.Created += o.Created
+	r.Comments += o.Comments
+	r.Duplicates += o.Duplicates
+	r.Suppressed += o.Suppressed
+	r.Quarantined += o.Quarantined
+	r.Errors += o.Errors
 }
 
 // newHookedEnv is an env with alice connected and Options whose hooks
@@ -57,7 +70,7 @@ func newHookedEnv(t *testing.T) (*env, *hookLog, Options) {
 	e.connect(alice, 0)
 	h := new(hookLog)
 	opts := e.options()
-	h.install(&opts)
+	h.install(e, &opts)
 	return e, h, opts
 }
 
@@ -86,7 +99,7 @@ func TestHooksReportPollsSuppressionsAndRefreshes(t *testing.T) {
 		t.Errorf("OnPoll calls for an empty INBOX = %+v, want one for %s with nothing, a duration and no error", polls, alice)
 	}
 	if len(refreshes) != 1 || refreshes[0] != nil || e.oa.TokenRequests() != 1 {
-		t.Errorf("OnTokenRefresh calls = %v after %d token requests, want one successful refresh", refreshes, e.oa.TokenRequests())
+		t.Errorf("refreshes reported = %v after %d token requests, want one successful refresh", refreshes, e.oa.TokenRequests())
 	}
 
 	e.deliver(alice, 1, false)
@@ -112,9 +125,10 @@ func TestHooksReportPollsSuppressionsAndRefreshes(t *testing.T) {
 	if want := []string{alice + " " + tickets.NoiseAutoReply}; !slices.Equal(suppressed, want) {
 		t.Errorf("OnSuppressed calls = %q, want %q", suppressed, want)
 	}
-	// Each PollOnce starts from the stored refresh token.
-	if len(refreshes) != 1 || refreshes[0] != nil {
-		t.Errorf("OnTokenRefresh calls = %v, want one successful refresh", refreshes)
+	// The access token outlives the PollOnce: the registry keeps one
+	// source per account.
+	if len(refreshes) != 0 || e.oa.TokenRequests() != 1 {
+		t.Errorf("refreshes reported = %v after %d token requests, want none: the access token is still good", refreshes, e.oa.TokenRequests())
 	}
 }
 
@@ -135,7 +149,7 @@ func TestHooksReportRevokedToken(t *testing.T) {
 		t.Errorf("OnPoll calls = %+v, want one with the invalid_grant error", polls)
 	}
 	if len(refreshes) != 1 || !errors.Is(refreshes[0], oauth.ErrInvalidGrant) {
-		t.Errorf("OnTokenRefresh calls = %v, want one invalid_grant", refreshes)
+		t.Errorf("refreshes reported = %v, want one invalid_grant", refreshes)
 	}
 	if len(suppressed) != 0 {
 		t.Errorf("OnSuppressed calls = %q, want none", suppressed)
@@ -163,6 +177,6 @@ func TestHooksFromRunningWorker(t *testing.T) {
 		return created == 1
 	})
 	if refreshed != 1 {
-		t.Errorf("%d OnTokenRefresh calls, want 1: the access token lasts across polls", refreshed)
+		t.Errorf("%d refreshes reported, want 1: the access token lasts across polls", refreshed)
 	}
 }

@@ -3,14 +3,10 @@ package imapfetch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
 
-	"golang.org/x/oauth2"
-
-	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
 )
 
@@ -23,24 +19,19 @@ var errLeaseLost = errors.New("imapfetch: account lease lost")
 var errStopped = errors.New("imapfetch: account no longer connected")
 
 // worker polls one account. Its state outlives sessions (connections): the
-// token source, so an access token survives a reconnect, and the mails it
-// quarantined, so they are not tried again while the cursor is held below
-// them by another failing mail.
+// mails it quarantined, so they are not tried again while the cursor is
+// held below them by another failing mail. The access token outlives them
+// too, in Options.Tokens.
 type worker struct {
 	f     *Fetcher
 	email string
 	log   *slog.Logger
-
-	src     *oauth.Source
-	refresh string // the refresh token src was built with
 
 	uidValidity uint32
 	quarantined map[uint32]bool // UIDs under uidValidity
 	failed      map[uint32]bool // UIDs with an attempt counted
 
 	polled bool // the last session completed at least one poll
-
-	access string // the last access token seen, to notice refreshes
 }
 
 func (f *Fetcher) newWorker(email string) *worker {
@@ -78,12 +69,10 @@ func (w *worker) run(ctx context.Context) {
 		case errors.Is(err, errStopped):
 			w.log.Info("imapfetch: account is no longer connected")
 			return
-		case needsReconnect(err):
-			if w.tokenChanged(ctx) {
-				w.log.Info("imapfetch: account was reconnected with a new token; logging in again")
-				continue
-			}
-			w.markNeedsReconnect(ctx, err)
+		case oauth.NeedsReconnect(err):
+			// Options.Tokens recorded it on the account; a reconnect
+			// changes the account and the supervisor starts a new worker.
+			w.log.Info("imapfetch: account needs to be reconnected; stopping until it is", "err", err)
 			return
 		case leaseLost:
 			w.log.Warn("imapfetch: lost the account lease; another process may be polling it now")
@@ -99,90 +88,6 @@ func (w *worker) run(ctx context.Context) {
 		if !sleep(ctx, wait) {
 			return
 		}
-	}
-}
-
-// needsReconnect reports the failures only an admin's reconnect fixes:
-// Google revoked the grant (G15), or the stored refresh token no longer
-// decrypts.
-func needsReconnect(err error) bool {
-	return errors.Is(err, oauth.ErrInvalidGrant) || errors.Is(err, oauth.ErrOpen)
-}
-
-// tokenChanged reloads the stored refresh token and reports whether it
-// differs from the one in use: an admin reconnected the account, or another
-// process rotated the token. The next session then uses the new one.
-func (w *worker) tokenChanged(ctx context.Context) bool {
-	tok, err := w.f.acc.RefreshToken(ctx, w.email)
-	if err != nil || tok == w.refresh {
-		return false
-	}
-	w.src = nil
-	return true
-}
-
-// markNeedsReconnect puts the account in error with the warning an admin
-// sees in `accounts list` (G15), for the failures only a reconnect fixes:
-// Google revoked the grant, or the stored token no longer decrypts. The
-// worker then stops until the account is reconnected.
-func (w *worker) markNeedsReconnect(ctx context.Context, cause error) {
-	warning := fmt.Sprintf("Google revoked mailgate's access (invalid_grant): reconnect with `mailgate accounts reconnect %s`", w.email)
-	if !errors.Is(cause, oauth.ErrInvalidGrant) {
-		warning = fmt.Sprintf("mailgate cannot decrypt the stored refresh token (was secrets.key_file replaced?): reconnect with `mailgate accounts reconnect %s`", w.email)
-	}
-	w.log.Error("imapfetch: account needs to be reconnected; stopping until it is", "err", cause)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.f.opts.CommandTimeout)
-	defer cancel()
-	if err := w.f.acc.SetError(sctx, w.email, warning, cause); err != nil && !errors.Is(err, accounts.ErrDisconnected) {
-		w.log.Error("imapfetch: could not record the account error", "err", err)
-	}
-}
-
-// source returns the account's token source, building it from the stored
-// refresh token on first use.
-func (w *worker) source(ctx context.Context) (*oauth.Source, error) {
-	if w.src != nil {
-		return w.src, nil
-	}
-	tok, err := w.f.acc.RefreshToken(ctx, w.email)
-	if errors.Is(err, accounts.ErrDisconnected) || errors.Is(err, accounts.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", errStopped, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	o := &w.f.opts
-	save := func(ctx context.Context, newRefresh string) error {
-		if err := w.f.acc.SaveRefreshToken(ctx, w.email, newRefresh); err != nil {
-			return err
-		}
-		w.refresh = newRefresh
-		return nil
-	}
-	opts := []oauth.SourceOption{oauth.WithClock(o.Now)}
-	if o.HTTPClient != nil {
-		opts = append(opts, oauth.WithHTTPClient(o.HTTPClient))
-	}
-	w.src = oauth.NewSource(o.OAuth, tok, save, opts...)
-	w.refresh = tok
-	return w.src, nil
-}
-
-// noteToken tells Options.OnTokenRefresh about a refresh. Source.Token
-// refreshes only when its access token is missing or about to expire, which
-// shows here as a new access token, or as an error from the token endpoint
-// (an ended ctx is no refresh failure).
-func (w *worker) noteToken(ctx context.Context, tok *oauth2.Token, err error) {
-	hook := w.f.opts.OnTokenRefresh
-	switch {
-	case hook == nil:
-	case err != nil:
-		if ctx.Err() == nil {
-			hook(w.email, err)
-		}
-	case tok.AccessToken != w.access:
-		w.access = tok.AccessToken
-		hook(w.email, nil)
 	}
 }
 

@@ -24,12 +24,6 @@ import (
 
 const namespace = "mailgate"
 
-// Directions of a token refresh, the label of the token metrics.
-const (
-	DirectionIMAP = "imap" // imapfetch, for fetching
-	DirectionSMTP = "smtp" // smtprelay, for sending via Gmail
-)
-
 // Kinds of token refresh failure.
 const (
 	FailureInvalidGrant = "invalid_grant" // the account must be reconnected
@@ -64,7 +58,7 @@ type Metrics struct {
 	relayRejected *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
 
-	tokenRefreshes *prometheus.CounterVec
+	tokenRefreshes prometheus.Counter
 	tokenFailures  *prometheus.CounterVec
 }
 
@@ -104,8 +98,9 @@ func New(opts Options) *Metrics {
 		deliveries: counter("relay_deliveries_total",
 			"Outcomes of delivery tries, one per recipient, by route (gmail, direct, smarthost) and result (delivered, deferred, bounced).",
 			"route", "result"),
-		tokenRefreshes: counter("token_refreshes_total", "OAuth access token refreshes, failed ones included, by direction (imap, smtp).", "direction"),
-		tokenFailures:  counter("token_refresh_failures_total", "Failed OAuth access token refreshes, by direction and kind (invalid_grant, other).", "direction", "kind"),
+		tokenRefreshes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "token_refreshes_total",
+			Help: "OAuth access token refreshes, failed ones included; fetching and sending share each account's token."}),
+		tokenFailures: counter("token_refresh_failures_total", "Failed OAuth access token refreshes, by kind (invalid_grant, other).", "kind"),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -125,11 +120,8 @@ func New(opts Options) *Metrics {
 			m.deliveries.WithLabelValues(route, res)
 		}
 	}
-	for _, d := range []string{DirectionIMAP, DirectionSMTP} {
-		m.tokenRefreshes.WithLabelValues(d)
-		m.tokenFailures.WithLabelValues(d, FailureInvalidGrant)
-		m.tokenFailures.WithLabelValues(d, FailureOther)
-	}
+	m.tokenFailures.WithLabelValues(FailureInvalidGrant)
+	m.tokenFailures.WithLabelValues(FailureOther)
 	if opts.State != nil {
 		m.reg.MustRegister(newStateCollector(*opts.State, opts.Timeout, opts.Logger))
 	}
@@ -184,21 +176,15 @@ func (m *Metrics) Delivery(route, result string) {
 	m.deliveries.WithLabelValues(route, result).Inc()
 }
 
-// TokenRefresh returns the OnTokenRefresh hook for one direction:
-// DirectionIMAP for imapfetch.Options, DirectionSMTP for
-// smtprelay.RelayOptions.
-func (m *Metrics) TokenRefresh(direction string) func(account string, err error) {
-	total := m.tokenRefreshes.WithLabelValues(direction)
-	invalid := m.tokenFailures.WithLabelValues(direction, FailureInvalidGrant)
-	other := m.tokenFailures.WithLabelValues(direction, FailureOther)
-	return func(_ string, err error) {
-		total.Inc()
-		switch {
-		case err == nil:
-		case errors.Is(err, oauth.ErrInvalidGrant):
-			invalid.Inc()
-		default:
-			other.Inc()
-		}
+// TokenRefresh is oauth.RegistryOptions.OnRefresh: one registry serves
+// both directions, so a refresh is counted once, whichever asked for it.
+func (m *Metrics) TokenRefresh(_ string, err error) {
+	m.tokenRefreshes.Inc()
+	switch {
+	case err == nil:
+	case errors.Is(err, oauth.ErrInvalidGrant):
+		m.tokenFailures.WithLabelValues(FailureInvalidGrant).Inc()
+	default:
+		m.tokenFailures.WithLabelValues(FailureOther).Inc()
 	}
 }

@@ -26,13 +26,15 @@ const refreshMargin = 60 * time.Second
 const defaultRefreshTimeout = 30 * time.Second
 
 // Source hands out access tokens for one account, refreshing them with the
-// stored refresh token. It is safe for concurrent use; IMAP and SMTP for the
-// same account should share one Source so they share one access token.
+// stored refresh token. It is safe for concurrent use. The daemon keeps one
+// per account in a Registry, shared by IMAP and SMTP, so both use one
+// access token and the refresh token Google last rotated.
 type Source struct {
 	cfg        *oauth2.Config
 	save       func(ctx context.Context, newRefresh string) error
 	now        func() time.Time
 	httpClient *http.Client
+	onRefresh  func(err error)
 
 	// refreshing is held by the one goroutine talking to the token
 	// endpoint; a channel rather than a mutex so waiters honour ctx.
@@ -43,6 +45,7 @@ type Source struct {
 	access  *oauth2.Token // nil: none yet, or invalidated
 	expiry  time.Time     // by s.now; zero: the server gave no lifetime
 	unsaved bool          // refresh was rotated but save has not succeeded
+	dead    error         // the token endpoint answered invalid_grant
 }
 
 // SourceOption configures a Source.
@@ -58,6 +61,13 @@ func WithClock(now func() time.Time) SourceOption {
 // oauth2.HTTPClient is used, else http.DefaultClient.
 func WithHTTPClient(c *http.Client) SourceOption {
 	return func(s *Source) { s.httpClient = c }
+}
+
+// WithRefreshHook calls f after each request to the token endpoint, with
+// its error (nil when a new access token came back). A request cut short
+// because the caller's context ended is not reported. f must not block.
+func WithRefreshHook(f func(err error)) SourceOption {
+	return func(s *Source) { s.onRefresh = f }
 }
 
 // NewSource returns a Source for the account whose refresh token is refresh.
@@ -82,7 +92,10 @@ func NewSource(cfg *oauth2.Config, refresh string, save func(ctx context.Context
 // Token returns a valid access token, refreshing it if it is missing, was
 // invalidated, or expires within a minute. The returned token is a copy
 // without the refresh token. Errors wrap ErrInvalidGrant when the account
-// must be reconnected; anything else is temporary.
+// must be reconnected; anything else is temporary. Once the endpoint
+// answered invalid_grant the Source is dead: later calls return that error
+// without asking again, since only a new refresh token (a new Source) can
+// help.
 //
 // If a rotated refresh token cannot be saved, Token returns the save error
 // (temporary) and retries the save on the next call: running on with a
@@ -109,11 +122,22 @@ func (s *Source) Token(ctx context.Context) (*oauth2.Token, error) {
 	}
 
 	s.mu.Lock()
-	refresh := s.refresh
+	refresh, dead := s.refresh, s.dead
 	s.mu.Unlock()
+	if dead != nil {
+		return nil, dead
+	}
 
 	tok, err := s.fetch(ctx, refresh)
+	if s.onRefresh != nil && ctx.Err() == nil {
+		s.onRefresh(err)
+	}
 	if err != nil {
+		if errors.Is(err, ErrInvalidGrant) {
+			s.mu.Lock()
+			s.dead = err
+			s.mu.Unlock()
+		}
 		return nil, err
 	}
 
@@ -149,6 +173,17 @@ func (s *Source) Token(ctx context.Context) (*oauth2.Token, error) {
 func (s *Source) Invalidate() {
 	s.mu.Lock()
 	s.access = nil
+	s.mu.Unlock()
+}
+
+// invalidate drops the cached access token if it is still the rejected
+// one: a caller sharing the Source may have refreshed it meanwhile, and
+// that newer token need not be thrown away.
+func (s *Source) invalidate(rejected string) {
+	s.mu.Lock()
+	if s.access != nil && s.access.AccessToken == rejected {
+		s.access = nil
+	}
 	s.mu.Unlock()
 }
 

@@ -5,13 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"golang.org/x/oauth2"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
@@ -20,18 +17,19 @@ import (
 // AccountStore is what the relay needs of the accounts.
 type AccountStore interface {
 	Get(ctx context.Context, email string) (*accounts.Account, error)
-	RefreshToken(ctx context.Context, email string) (string, error)
-	SaveRefreshToken(ctx context.Context, email, token string) error
-	SetError(ctx context.Context, email, warning string, cause error) error
 }
 
 // GmailOptions say how to reach Gmail's submission server.
 type GmailOptions struct {
-	Addr       string // smtp.gmail.com:587
-	TLSMode    string // starttls (default), implicit, or plain (loopback tests only)
-	TLS        *tls.Config
-	OAuth      *oauth2.Config
-	HTTPClient *http.Client
+	Addr    string // smtp.gmail.com:587
+	TLSMode string // starttls (default), implicit, or plain (loopback tests only)
+	TLS     *tls.Config
+	// Tokens hands out the accounts' access tokens. The daemon shares one
+	// Registry with the fetcher, so a refresh token Google rotates while
+	// fetching is the one sending uses next; it also reports refreshes to
+	// metrics and records a revoked grant on the account, once for both
+	// directions. Nil: nothing goes via Gmail.
+	Tokens *oauth.Registry
 }
 
 // errGmailQuota is Gmail refusing because the account reached its daily
@@ -43,94 +41,31 @@ var errGmailQuota = errors.New("Gmail daily sending limit reached")
 var errAccountUnusable = errors.New("account cannot send via Gmail")
 
 // gmailRoute sends as the account through Gmail's SMTP with XOAUTH2, so
-// the message lands in the account's Sent folder (seed G8). Google
-// de-duplicates by Message-ID, so a retry after an unclear failure does
-// not leave two copies in Sent.
+// the message lands in the account's Sent folder, as if the agent had
+// written it in Gmail. Google de-duplicates by Message-ID, so a retry after
+// an unclear failure does not leave two copies in Sent.
 type gmailRoute struct {
 	opts     GmailOptions
-	acc      AccountStore
 	hostname string
 	timeout  time.Duration
-	mu       sync.Mutex
-	sources  map[string]*oauth.Source
-
-	onRefresh func(account string, err error) // RelayOptions.OnTokenRefresh
-	access    map[string]string               // under mu: last access token seen per account
-}
-
-// noteToken tells onRefresh about a refresh: Source.Token refreshes only
-// when its access token is missing or about to expire, which shows as a
-// new access token, or as an error from the token endpoint. Delivery
-// workers share an account's Source, so the first to see a token counts it.
-func (g *gmailRoute) noteToken(ctx context.Context, account string, tok *oauth2.Token, err error) {
-	if g.onRefresh == nil {
-		return
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			g.onRefresh(account, err)
-		}
-		return
-	}
-	g.mu.Lock()
-	fresh := g.access[account] != tok.AccessToken
-	if fresh {
-		if g.access == nil {
-			g.access = map[string]string{}
-		}
-		g.access[account] = tok.AccessToken
-	}
-	g.mu.Unlock()
-	if fresh {
-		g.onRefresh(account, nil)
-	}
-}
-
-func (g *gmailRoute) source(ctx context.Context, email string) (*oauth.Source, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if s, ok := g.sources[email]; ok {
-		return s, nil
-	}
-	refresh, err := g.acc.RefreshToken(ctx, email)
-	if err != nil {
-		return nil, err
-	}
-	save := func(ctx context.Context, tok string) error { return g.acc.SaveRefreshToken(ctx, email, tok) }
-	var opts []oauth.SourceOption
-	if g.opts.HTTPClient != nil {
-		opts = append(opts, oauth.WithHTTPClient(g.opts.HTTPClient))
-	}
-	s := oauth.NewSource(g.opts.OAuth, refresh, save, opts...)
-	g.sources[email] = s
-	return s, nil
-}
-
-// forget drops a cached token source, e.g. after a reconnect.
-func (g *gmailRoute) forget(email string) {
-	g.mu.Lock()
-	delete(g.sources, email)
-	g.mu.Unlock()
 }
 
 // deliver sends m as account. A rejected access token is refreshed and
-// tried once more; a revoked grant marks the account in error.
+// tried once more. An account whose token cannot work (revoked grant,
+// undecryptable or deleted token) is errAccountUnusable; opts.Tokens has
+// already recorded the revoked grant on the account.
 func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*attempt, error) {
-	src, err := g.source(ctx, account)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errAccountUnusable, err)
+	if g.opts.Tokens == nil {
+		return nil, fmt.Errorf("%w: no token registry configured", errAccountUnusable)
 	}
 	var c *smtp.Client
 	for try := 0; ; try++ {
-		tok, err := src.Token(ctx)
-		g.noteToken(ctx, account, tok, err)
-		if errors.Is(err, oauth.ErrInvalidGrant) {
-			g.forget(account)
-			g.acc.SetError(ctx, account, "Google revoked mailgate's access (invalid_grant): notifications go out directly until you run `mailgate accounts reconnect "+account+"`", err)
+		tok, err := g.opts.Tokens.Token(ctx, account)
+		if oauth.NeedsReconnect(err) || errors.Is(err, accounts.ErrDisconnected) || errors.Is(err, accounts.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %v", errAccountUnusable, err)
 		}
 		if err != nil {
-			return nil, err // temporary: token endpoint unreachable
+			return nil, err // temporary: token endpoint or store unreachable
 		}
 		c, err = dial(ctx, dialOptions{addr: g.opts.Addr, tlsMode: g.tlsMode(), tls: g.opts.TLS, hostname: g.hostname,
 			auth: oauth.NewXOAUTH2Client(account, tok.AccessToken), timeout: g.timeout})
@@ -139,7 +74,7 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 		}
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code == 535 && try == 0 {
-			src.Invalidate()
+			g.opts.Tokens.Invalidate(account, tok.AccessToken)
 			continue
 		}
 		if isDailyLimit(err) {

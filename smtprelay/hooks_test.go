@@ -84,11 +84,15 @@ func TestOnAcceptTellsAcceptedAndRefused(t *testing.T) {
 }
 
 // relayWithHooks rebuilds w's relay with hooks that record into c, as
-// "route result" and "refresh account <error>".
-func relayWithHooks(w *relayWorld, c *calls, change func(*RelayOptions)) {
+// "route result", and a token registry on google (nil: w's fake Google)
+// whose refreshes are recorded as "refresh account <error>".
+func relayWithHooks(w *relayWorld, c *calls, google *fakeoauth.Server) {
 	opts := w.relay.opts
 	opts.OnDelivery = func(route, result string) { c.add(route + " " + result) }
-	opts.OnTokenRefresh = func(account string, err error) {
+	if google == nil {
+		google = w.google
+	}
+	opts.Gmail.Tokens = w.tokens(google, func(account string, err error) {
 		switch {
 		case err == nil:
 			c.add("refresh " + account + " ok")
@@ -97,10 +101,7 @@ func relayWithHooks(w *relayWorld, c *calls, change func(*RelayOptions)) {
 		default:
 			c.add("refresh " + account + " " + err.Error())
 		}
-	}
-	if change != nil {
-		change(&opts)
-	}
+	})
 	w.relay = NewRelay(w.q, w.acc, opts)
 }
 
@@ -143,7 +144,7 @@ func TestOnTokenRefreshInvalidGrant(t *testing.T) {
 	var c calls
 	other := fakeoauth.New() // knows none of the stored refresh tokens
 	t.Cleanup(other.Close)
-	relayWithHooks(w, &c, func(o *RelayOptions) { o.Gmail.OAuth = other.Config("") })
+	relayWithHooks(w, &c, other)
 	m := w.queueAndTry(wsAcct, notif(wsAcct, "n"))
 	want := []string{"refresh " + wsAcct + " invalid_grant", "direct delivered"}
 	if got := c.take(); !slices.Equal(got, want) || m.Route != RouteDirect {

@@ -150,13 +150,6 @@ type noAccounts struct{}
 func (noAccounts) Get(_ context.Context, email string) (*accounts.Account, error) {
 	return nil, fmt.Errorf("account %s: %w", email, accounts.ErrNotFound)
 }
-func (noAccounts) RefreshToken(context.Context, string) (string, error) {
-	return "", accounts.ErrNotFound
-}
-func (noAccounts) SaveRefreshToken(context.Context, string, string) error {
-	return accounts.ErrNotFound
-}
-func (noAccounts) SetError(context.Context, string, string, error) error { return nil }
 
 // needBinary finds a program the integration tests run, failing (not
 // skipping: CI installs them) with the Debian package to install.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounts"
-	"github.com/mailgate/mailgate/oauth"
 )
 
 // Signer DKIM-signs mail for the domains it holds keys for (package dkim).
@@ -57,9 +56,6 @@ type RelayOptions struct {
 	// (ResultDelivered, ResultDeferred, ResultBounced). For metrics: it
 	// must not block.
 	OnDelivery func(route, result string)
-	// OnTokenRefresh, if set, is called after each refresh of an
-	// account's Gmail access token, with its error (nil when it worked).
-	OnTokenRefresh func(account string, err error)
 }
 
 // Delivery results, as told to RelayOptions.OnDelivery.
@@ -119,7 +115,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	return &Relay{
 		q: q, acc: acc, opts: opts, log: opts.Logger,
 		quota:       &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
-		gmail:       &gmailRoute{opts: opts.Gmail, acc: acc, hostname: opts.Hostname, timeout: opts.Timeout, sources: map[string]*oauth.Source{}, onRefresh: opts.OnTokenRefresh},
+		gmail:       &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
 		directRoute: &directRoute{opts: opts.Direct, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
 }

@@ -42,6 +42,7 @@ type relayWorld struct {
 	q      *Queue
 	relay  *Relay
 	acc    *accounts.Store
+	google *fakeoauth.Server
 	gmail  *fakesmtp.Server
 	mx     *fakesmtp.Server
 	keys   []dkim.Key
@@ -64,6 +65,7 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 	rdb := srv.Client(t)
 	google := fakeoauth.New()
 	t.Cleanup(google.Close)
+	w.google = google
 	ca, err := testcert.New()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +108,7 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 	w.q.EnsureGroup(ctx)
 	w.relay = NewRelay(w.q, w.acc, RelayOptions{
 		Hostname: "relay.acme.example",
-		Gmail:    GmailOptions{Addr: w.gmail.Addr(), TLS: ca.ClientTLS("smtp.gmail.com"), OAuth: google.Config("")},
+		Gmail:    GmailOptions{Addr: w.gmail.Addr(), TLS: ca.ClientTLS("smtp.gmail.com"), Tokens: w.tokens(google, nil)},
 		Direct:   DirectOptions{Resolver: stubMX{}, Port: port, TLS: ca.ClientTLS("")},
 		Signer:   signer,
 		Limits: func(accounts.Kind) Limits {
@@ -122,6 +124,15 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 		},
 	})
 	return w
+}
+
+// tokens is a token registry on w's accounts and the fake google, built as
+// the daemon builds its one; onRefresh may be nil.
+func (w *relayWorld) tokens(google *fakeoauth.Server, onRefresh func(account string, err error)) *oauth.Registry {
+	return oauth.NewRegistry(google.Config(""), oauth.RegistryOptions{
+		Load: w.acc.RefreshToken, Save: w.acc.SaveRefreshToken, MarkNeedsReconnect: w.acc.MarkNeedsReconnect,
+		OnRefresh: onRefresh,
+	})
 }
 
 func (w *relayWorld) eventsOf(typ string) []event {

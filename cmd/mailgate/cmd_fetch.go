@@ -15,6 +15,7 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/imapfetch"
 	"github.com/mailgate/mailgate/metrics"
+	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
 
@@ -41,7 +42,11 @@ func fetchOnce(c *cli.Context) error {
 	}
 	defer rdb.Close()
 	st := newTicketStore(rdb, cfg, acc, slog.Default())
-	f, err := newFetcher(cfg, acc, st, slog.Default(), nil)
+	tokens, err := newTokens(cfg, acc, slog.Default(), nil)
+	if err != nil {
+		return err
+	}
+	f, err := newFetcher(cfg, acc, st, tokens, slog.Default(), nil)
 	if err != nil {
 		return err
 	}
@@ -87,10 +92,11 @@ func fetchOnce(c *cli.Context) error {
 	return nil
 }
 
-// newFetcher builds the IMAP fetcher from the google and fetch sections.
-// m, when not nil, receives the fetchers' metrics (serve).
-func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
-	tlsCfg, httpClient, err := googleClients(cfg)
+// newFetcher builds the IMAP fetcher from the google and fetch sections,
+// taking access tokens from tokens. m, when not nil, receives the
+// fetchers' metrics (serve).
+func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, tokens *oauth.Registry, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
+	tlsCfg, _, err := googleClients(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -106,13 +112,12 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, log 
 		IDLE:         cfg.Fetch.IDLE,
 		MaxAttempts:  cfg.Fetch.MaxAttempts,
 		BatchSize:    cfg.Fetch.BatchSize,
-		OAuth:        googleOAuth(cfg),
-		HTTPClient:   httpClient,
+		Tokens:       tokens,
 		Holder:       fmt.Sprintf("%s:%d", host, os.Getpid()),
 		Logger:       log,
 	}
 	if m != nil {
-		o.OnPoll, o.OnSuppressed, o.OnTokenRefresh = m.Poll, m.Suppressed, m.TokenRefresh(metrics.DirectionIMAP)
+		o.OnPoll, o.OnSuppressed = m.Poll, m.Suppressed
 	}
 	return imapfetch.New(acc, st, o), nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/imapfetch"
 	"github.com/mailgate/mailgate/metrics"
+	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
@@ -37,6 +38,7 @@ type daemon struct {
 	acc     *accounts.Store
 	tickets *tickets.Store
 	queue   *smtprelay.Queue // the relay's, also read by status and metrics
+	tokens  *oauth.Registry  // shared by fetcher and relay
 	fetcher *imapfetch.Fetcher
 	smtp    *smtprelay.Server
 	relay   *smtprelay.Relay
@@ -76,7 +78,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	d.queue = smtprelay.NewQueue(d.rdb, smtprelay.QueueOptions{Prefix: cfg.Redis.Prefix, WaitAOF: dur.WaitAOF})
 	d.state = statusSources(cfg, d.rdb, d.acc, d.queue, d.tickets)
 	d.metrics = metrics.New(metrics.Options{State: d.state, Logger: log})
-	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, log, d.metrics); err != nil {
+	if d.tokens, err = newTokens(cfg, d.acc, log, d.metrics); err != nil {
+		return nil, d.fail(err)
+	}
+	if d.fetcher, err = newFetcher(cfg, d.acc, d.tickets, d.tokens, log, d.metrics); err != nil {
 		return nil, d.fail(err)
 	}
 	if err := d.buildRelay(ctx); err != nil {
@@ -181,7 +186,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		}
 		signer = s
 	}
-	clientTLSCfg, httpClient, err := googleClients(cfg)
+	clientTLSCfg, _, err := googleClients(cfg)
 	if err != nil {
 		return err
 	}
@@ -192,7 +197,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 	d.relay = smtprelay.NewRelay(q, d.acc, smtprelay.RelayOptions{
 		Hostname: hostname,
 		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
-			OAuth: googleOAuth(cfg), HTTPClient: httpClient},
+			Tokens: d.tokens},
 		Direct: smtprelay.DirectOptions{Resolver: resolver, Port: d.opts.mxPort, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
 			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword,
 			SmarthostTLS: smarthostTLS(cfg)},
@@ -210,9 +215,8 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 				log.Warn("cannot publish event", "type", typ, "err", err)
 			}
 		},
-		Logger:         log,
-		OnDelivery:     d.metrics.Delivery,
-		OnTokenRefresh: d.metrics.TokenRefresh(metrics.DirectionSMTP),
+		Logger:     log,
+		OnDelivery: d.metrics.Delivery,
 	})
 	d.warnFallbacks(ctx, signer)
 

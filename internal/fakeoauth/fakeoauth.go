@@ -60,7 +60,14 @@ type Server struct {
 	refresh       map[string]string // refresh token → email
 	access        map[string]*accessToken
 	tokenRequests int
+	grants        []RefreshGrant
 	lastAuth      url.Values
+}
+
+// RefreshGrant is one grant_type=refresh_token request the fake answered.
+type RefreshGrant struct {
+	RefreshToken string // as the client presented it
+	Refused      bool   // answered invalid_grant
 }
 
 type authCode struct {
@@ -211,6 +218,13 @@ func (s *Server) TokenRequests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tokenRequests
+}
+
+// RefreshGrants returns the refresh token requests so far, oldest first.
+func (s *Server) RefreshGrants() []RefreshGrant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.grants)
 }
 
 // LastAuthRequest returns the query of the last /auth request, or nil.
@@ -443,6 +457,7 @@ func (s *Server) refreshGrant(w http.ResponseWriter, form url.Values) {
 	defer s.mu.Unlock()
 	old := form.Get("refresh_token")
 	email, ok := s.refresh[old]
+	s.grants = append(s.grants, RefreshGrant{RefreshToken: old, Refused: !ok})
 	if !ok {
 		writeError(w, http.StatusBadRequest, "invalid_grant", "Token has been expired or revoked.")
 		return
