@@ -18,6 +18,7 @@ import (
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 const (
@@ -69,7 +70,7 @@ func newEnv(t testing.TB, gmOpts fakegmail.Options) *env {
 func (e *env) options() Options {
 	return Options{
 		IMAPAddr:       e.addr,
-		TLSMode:        TLSPlain,
+		TLSMode:        tlsmode.Plain,
 		PollInterval:   300 * time.Millisecond,
 		IdleRestart:    5 * time.Second,
 		LeaseTTL:       3 * time.Second,

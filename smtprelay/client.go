@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // attempt is what one SMTP transaction did for each recipient.
@@ -64,7 +66,7 @@ func isTemporary(err error) bool {
 // dialOptions say how to reach and greet one SMTP server.
 type dialOptions struct {
 	addr     string
-	tlsMode  string // "starttls" (required), "implicit", "opportunistic" or "plain"
+	tlsMode  tlsmode.Mode
 	tls      *tls.Config
 	hostname string // our EHLO name
 	auth     sasl.Client
@@ -83,9 +85,9 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 	context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(o.timeout))
 	switch o.tlsMode {
-	case "implicit":
+	case tlsmode.Implicit:
 		conn = tls.Client(conn, tlsFor(o))
-	case "starttls", "opportunistic":
+	case tlsmode.StartTLS, tlsmode.Opportunistic:
 		conn, err = startTLS(conn, o)
 		if err != nil {
 			conn.Close()
@@ -117,7 +119,7 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 // with its own EHLO name "localhost", which MX hosts may refuse; mail
 // servers must greet with their own name (RFC 5321 section 4.1.1.1).
 //
-// In "opportunistic" mode (RFC 7435, MX delivery) a server without
+// In opportunistic mode (RFC 7435, MX delivery) a server without
 // STARTTLS gets plaintext, and its certificate is not required to verify:
 // most MX certificates don't match the MX name, and refusing them would
 // only push the mail to plaintext.
@@ -143,7 +145,7 @@ func startTLS(conn net.Conn, o dialOptions) (net.Conn, error) {
 		}
 	}
 	if !offered {
-		if o.tlsMode == "opportunistic" {
+		if o.tlsMode == tlsmode.Opportunistic {
 			return &replayConn{Conn: conn, pending: []byte("220 " + o.addr + " ESMTP\r\n")}, nil
 		}
 		return conn, errors.New("server does not offer STARTTLS")
@@ -159,7 +161,7 @@ func startTLS(conn net.Conn, o dialOptions) (net.Conn, error) {
 		return conn, fmt.Errorf("STARTTLS: %w", err)
 	}
 	cfg := tlsFor(o)
-	if o.tlsMode == "opportunistic" {
+	if o.tlsMode == tlsmode.Opportunistic {
 		cfg.InsecureSkipVerify = true
 	}
 	tc := tls.Client(conn, cfg)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // Resolver finds the mail exchangers of a domain; *net.Resolver is one.
@@ -33,7 +35,7 @@ type DirectOptions struct {
 	Smarthost         string
 	SmarthostUser     string
 	SmarthostPassword string
-	SmarthostTLS      string // starttls (default), implicit, plain (loopback tests)
+	SmarthostTLS      tlsmode.Mode // tlsmode.StartTLS (default), Implicit, Opportunistic, Plain (loopback tests)
 }
 
 // directRoute delivers to the recipients' MX hosts (or the smarthost).
@@ -60,7 +62,7 @@ func (d *directRoute) deliver(ctx context.Context, m *Message, data []byte) *att
 		}
 		mode := d.opts.SmarthostTLS
 		if mode == "" {
-			mode = "starttls"
+			mode = tlsmode.StartTLS
 		}
 		return d.toHost(ctx, d.opts.Smarthost, mode, auth, m.From, m.To, data)
 	}
@@ -82,7 +84,7 @@ func (d *directRoute) toDomain(ctx context.Context, domain, from string, rcpts [
 	}
 	result, temp := newAttempt(), map[string]error{}
 	for _, h := range hosts {
-		a := d.toHost(ctx, net.JoinHostPort(h, strconv.Itoa(d.port())), "opportunistic", nil, from, rcpts, data)
+		a := d.toHost(ctx, net.JoinHostPort(h, strconv.Itoa(d.port())), tlsmode.Opportunistic, nil, from, rcpts, data)
 		result.delivered = append(result.delivered, a.delivered...)
 		for r, e := range a.perm {
 			result.perm[r] = e
@@ -140,7 +142,7 @@ type permError struct{ msg string }
 
 func (e *permError) Error() string { return e.msg }
 
-func (d *directRoute) toHost(ctx context.Context, addr, mode string, auth sasl.Client, from string, rcpts []string, data []byte) *attempt {
+func (d *directRoute) toHost(ctx context.Context, addr string, mode tlsmode.Mode, auth sasl.Client, from string, rcpts []string, data []byte) *attempt {
 	c, err := dial(ctx, dialOptions{addr: addr, tlsMode: mode, tls: d.opts.TLS, hostname: d.hostname, auth: auth, timeout: d.timeout})
 	if err != nil {
 		a := newAttempt()

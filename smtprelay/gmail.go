@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // AccountStore is what the relay needs of the accounts.
@@ -27,8 +28,8 @@ type AccountStore interface {
 
 // GmailOptions say how to reach Gmail's submission server.
 type GmailOptions struct {
-	Addr       string // smtp.gmail.com:587
-	TLSMode    string // starttls (default), implicit, or plain (loopback tests only)
+	Addr       string       // smtp.gmail.com:587
+	TLSMode    tlsmode.Mode // tlsmode.StartTLS (default), Implicit, or Plain (loopback tests only)
 	TLS        *tls.Config
 	OAuth      *oauth2.Config
 	HTTPClient *http.Client
@@ -160,9 +161,9 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 	return a, nil
 }
 
-func (g *gmailRoute) tlsMode() string {
+func (g *gmailRoute) tlsMode() tlsmode.Mode {
 	if g.opts.TLSMode == "" {
-		return "starttls"
+		return tlsmode.StartTLS
 	}
 	return g.opts.TLSMode
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
 	"github.com/mailgate/mailgate/web"
 )
 
@@ -280,8 +281,7 @@ func checkRelayExposure(listen string, hasTLS, hasUsers bool, nets []netip.Prefi
 	if err != nil {
 		return fmt.Errorf("relay.listen: %w", err)
 	}
-	ip, err := netip.ParseAddr(host)
-	if err == nil && ip.IsLoopback() || host == "localhost" {
+	if tlsmode.IsLoopback(host) {
 		return nil
 	}
 	if hasUsers && !hasTLS {
@@ -390,11 +390,11 @@ wait:
 
 // smarthostTLS requires STARTTLS when there is a password to protect, and
 // uses it when offered otherwise.
-func smarthostTLS(cfg *config.Config) string {
+func smarthostTLS(cfg *config.Config) tlsmode.Mode {
 	if cfg.Relay.SmarthostUser != "" {
-		return "starttls"
+		return tlsmode.StartTLS
 	}
-	return "opportunistic"
+	return tlsmode.Opportunistic
 }
 
 func durations(ds []config.Duration) []time.Duration {
