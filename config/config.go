@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/tlsmode"
 )
 
@@ -207,11 +208,11 @@ func Defaults() *Config {
 			MaxRecipients:                    100,
 			MaxMessageBytes:                  25 << 20,
 			QuotaWarnAt:                      0.9,
-			GmailDailyLimit:                  500,
-			WorkspaceDailyLimit:              2000,
-			MaxRecipientsPerMessage:          100,
-			WorkspaceDailyRecipients:         10000,
-			WorkspaceDailyExternalRecipients: 3000,
+			GmailDailyLimit:                  sendlimit.GmailMessages,
+			WorkspaceDailyLimit:              sendlimit.WorkspaceMessages,
+			MaxRecipientsPerMessage:          sendlimit.PerMessageRecipients,
+			WorkspaceDailyRecipients:         sendlimit.WorkspaceRecipients,
+			WorkspaceDailyExternalRecipients: sendlimit.WorkspaceExternal,
 			MaxQueueLifetime:                 Duration(120 * time.Hour),
 			RetrySchedule: []Duration{
 				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // Signer DKIM-signs mail for the domains it holds keys for (package dkim).
@@ -27,7 +28,7 @@ type RelayOptions struct {
 	Direct   DirectOptions
 	Signer   Signer // nil: nothing is signed
 	// Limits returns the Gmail sending limits of an account kind.
-	Limits func(kind accounts.Kind) Limits
+	Limits func(kind accounts.Kind) sendlimit.Limits
 	// WarnAt is the share of the daily limit that raises a warning (0.9).
 	WarnAt float64
 	// RetrySchedule are the waits after each failed try; the last repeats.
@@ -105,7 +106,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		opts.MaxLifetime = 5 * 24 * time.Hour
 	}
 	if opts.Limits == nil {
-		opts.Limits = DefaultLimits
+		opts.Limits = accounts.Kind.DefaultLimits
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
@@ -122,14 +123,6 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		gmail:       &gmailRoute{opts: opts.Gmail, acc: acc, hostname: opts.Hostname, timeout: opts.Timeout, sources: map[string]*oauth.Source{}, onRefresh: opts.OnTokenRefresh},
 		directRoute: &directRoute{opts: opts.Direct, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
-}
-
-// DefaultLimits are Google's published limits (seed G11).
-func DefaultLimits(kind accounts.Kind) Limits {
-	if kind == accounts.KindWorkspace {
-		return Limits{Messages: 2000, Recipients: 10000, External: 3000, PerMessageRcpt: 100}
-	}
-	return Limits{Messages: 500, PerMessageRcpt: 100}
 }
 
 // Quota exposes the quota counters, for status displays.

@@ -20,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/internal/testcert"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // stubMX answers every MX lookup with one host: the fake MX on loopback.
@@ -109,8 +110,8 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 		Gmail:    GmailOptions{Addr: w.gmail.Addr(), TLS: ca.ClientTLS("smtp.gmail.com"), OAuth: google.Config("")},
 		Direct:   DirectOptions{Resolver: stubMX{}, Port: port, TLS: ca.ClientTLS("")},
 		Signer:   signer,
-		Limits: func(accounts.Kind) Limits {
-			return Limits{Messages: limit, PerMessageRcpt: 100}
+		Limits: func(accounts.Kind) sendlimit.Limits {
+			return sendlimit.Limits{Messages: limit, PerMessageRcpt: 100}
 		},
 		WarnAt:  0.8,
 		Timeout: 10 * time.Second,

@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
@@ -184,7 +185,7 @@ func TestStatusAndStateGauges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	limits := func(accounts.Kind) smtprelay.Limits { return smtprelay.Limits{Messages: 10} }
+	limits := func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{Messages: 10} }
 	src := status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: limits, Events: rdb, EventsKey: st.Key("events")}
 	mx := metrics.New(metrics.Options{State: &src, Timeout: time.Second})
 	base := serve(t, New(Options{

@@ -66,7 +66,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 		// A consumer Gmail address cannot be DKIM-signed by anyone but
 		// Google: beyond its quota its mail goes out From the helpdesk's
 		// own signed domain, with the Gmail address as Reply-To.
-		{Email: demoGmail, Kind: accounts.KindGmail, ImportRecent: 50, Fallback: smtprelay.FallbackRewriteFrom},
+		{Email: demoGmail, Kind: accounts.KindGmail, ImportRecent: 50, Fallback: accounts.FallbackRewriteFrom},
 		{Email: demoWorkspace, Kind: accounts.KindWorkspace, ImportRecent: 50},
 	} {
 		if _, err := d.acc.Connect(ctx, a, w.google.IssueRefreshToken(a.Email)); err != nil {

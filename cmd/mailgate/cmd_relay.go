@@ -24,6 +24,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 )
@@ -575,18 +576,18 @@ func plural(n int64, noun string) string {
 // relay's per-kind Gmail limits. Consumer Gmail has no published daily
 // recipient cap separate from its message cap, so only the message and
 // per-message counts apply to it.
-func relayLimits(cfg *config.Config) func(accounts.Kind) smtprelay.Limits {
+func relayLimits(cfg *config.Config) func(accounts.Kind) sendlimit.Limits {
 	r := cfg.Relay
-	return func(kind accounts.Kind) smtprelay.Limits {
+	return func(kind accounts.Kind) sendlimit.Limits {
 		if kind == accounts.KindWorkspace {
-			return smtprelay.Limits{
+			return sendlimit.Limits{
 				Messages:       r.WorkspaceDailyLimit,
 				Recipients:     r.WorkspaceDailyRecipients,
 				External:       r.WorkspaceDailyExternalRecipients,
 				PerMessageRcpt: r.MaxRecipientsPerMessage,
 			}
 		}
-		return smtprelay.Limits{Messages: r.GmailDailyLimit, PerMessageRcpt: r.MaxRecipientsPerMessage}
+		return sendlimit.Limits{Messages: r.GmailDailyLimit, PerMessageRcpt: r.MaxRecipientsPerMessage}
 	}
 }
 
@@ -596,7 +597,7 @@ const quotaCells = 10
 // quotaColumn renders an account's Gmail use over the last 24 hours for
 // `accounts list` and `status`: "[######----] 312/500", plus " BLOCKED by
 // Gmail" once Gmail answered with its daily-limit error.
-func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits) string {
+func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits) string {
 	used, blocked, err := q.Used(ctx, a.Email)
 	return quotaCell(status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}, err)
 }

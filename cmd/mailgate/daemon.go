@@ -318,11 +318,11 @@ func fallbackWarnings(all []*accounts.Account, canSign func(domain string) bool,
 	for _, a := range all {
 		domain := a.Email[strings.LastIndex(a.Email, "@")+1:]
 		switch {
-		case a.Fallback == smtprelay.FallbackDirect && !canSign(domain):
+		case a.Fallback == accounts.FallbackDirect && !canSign(domain):
 			out = append(out, fmt.Sprintf("%s: fallback direct, but no DKIM key for %s (mailgate dkim keygen), or choose rewrite-from/defer", a.Email, domain))
-		case a.Fallback == smtprelay.FallbackRewriteFrom && rewriteFrom == "":
+		case a.Fallback == accounts.FallbackRewriteFrom && rewriteFrom == "":
 			out = append(out, fmt.Sprintf("%s: fallback rewrite-from needs relay.rewrite_from_address", a.Email))
-		case a.Fallback == smtprelay.FallbackRewriteFrom && !canSign(rewriteFrom[strings.LastIndex(rewriteFrom, "@")+1:]):
+		case a.Fallback == accounts.FallbackRewriteFrom && !canSign(rewriteFrom[strings.LastIndex(rewriteFrom, "@")+1:]):
 			out = append(out, fmt.Sprintf("%s: fallback rewrite-from, but no DKIM key for the domain of relay.rewrite_from_address %s", a.Email, rewriteFrom))
 		}
 	}
