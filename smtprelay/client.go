@@ -17,39 +17,6 @@ import (
 	"github.com/mailgate/mailgate/tlsmode"
 )
 
-// attempt is what one SMTP transaction did for each recipient.
-type attempt struct {
-	delivered []string
-	temp      map[string]error // try these again later
-	perm      map[string]error // bounce these
-}
-
-func newAttempt() *attempt {
-	return &attempt{temp: map[string]error{}, perm: map[string]error{}}
-}
-
-// failAll records err for every recipient, as temporary or permanent.
-func (a *attempt) failAll(rcpts []string, err error) {
-	for _, r := range rcpts {
-		if isTemporary(err) {
-			a.temp[r] = err
-		} else {
-			a.perm[r] = err
-		}
-	}
-}
-
-// merge adds b's results to a.
-func (a *attempt) merge(b *attempt) {
-	a.delivered = append(a.delivered, b.delivered...)
-	for k, v := range b.temp {
-		a.temp[k] = v
-	}
-	for k, v := range b.perm {
-		a.perm[k] = v
-	}
-}
-
 // isTemporary decides once, at the boundary, whether a failure is worth a
 // retry: SMTP 4xx replies are (RFC 5321 section 4.2.1), 5xx are not, and
 // anything that is not an SMTP reply (timeouts, refused or dropped
@@ -198,41 +165,57 @@ func (r *replayConn) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
+// deliverTo runs one SMTP transaction with the server o names: dial, then
+// send. A server that cannot be reached fails every recipient alike.
+func deliverTo(ctx context.Context, o dialOptions, from string, rcpts []string, data []byte) Result {
+	c, err := dial(ctx, o)
+	if err != nil {
+		return failAllBy(rcpts, fmt.Errorf("%s: %w", o.addr, err))
+	}
+	defer c.Close()
+	res := send(c, from, rcpts, data)
+	c.Quit()
+	return res
+}
+
 // send runs MAIL, RCPT for each recipient and DATA on c. Recipients
 // refused at RCPT get their own result; a DATA failure applies to all the
 // accepted ones.
-func send(c *smtp.Client, from string, rcpts []string, data []byte) *attempt {
-	a := newAttempt()
+func send(c *smtp.Client, from string, rcpts []string, data []byte) Result {
 	if err := c.Mail(from, nil); err != nil {
-		a.failAll(rcpts, err)
-		return a
+		return failAllBy(rcpts, err)
 	}
-	var accepted []string
-	for _, r := range rcpts {
+	res := failAll(rcpts, nil, Delivered)
+	var accepted []int
+	for i, r := range rcpts {
 		if err := c.Rcpt(r, nil); err != nil {
-			a.failAll([]string{r}, err)
+			res[i] = failed(r, err)
 			continue
 		}
-		accepted = append(accepted, r)
+		accepted = append(accepted, i)
 	}
 	if len(accepted) == 0 {
 		c.Reset()
-		return a
+		return res
 	}
+	if err := writeData(c, data); err != nil {
+		for _, i := range accepted {
+			res[i] = failed(rcpts[i], err)
+		}
+	}
+	return res
+}
+
+// writeData sends data after DATA; the server's reply to the final dot
+// is the error, if any.
+func writeData(c *smtp.Client, data []byte) error {
 	w, err := c.Data()
 	if err != nil {
-		a.failAll(accepted, err)
-		return a
+		return err
 	}
 	if _, err := bytes.NewReader(data).WriteTo(w); err != nil {
 		w.Close()
-		a.failAll(accepted, err)
-		return a
+		return err
 	}
-	if err := w.Close(); err != nil {
-		a.failAll(accepted, err)
-		return a
-	}
-	a.delivered = append(a.delivered, accepted...)
-	return a
+	return w.Close()
 }

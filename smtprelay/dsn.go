@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime/multipart"
 	"net/textproto"
+	"sort"
 	"strings"
 	"time"
 
@@ -116,3 +117,13 @@ func headerBytes(data []byte) []byte {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// keys returns the recipients of m, sorted.
+func keys(m map[string]error) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

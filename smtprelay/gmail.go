@@ -44,7 +44,7 @@ var errGmailQuota = errors.New("Gmail daily sending limit reached")
 var errAccountUnusable = errors.New("account cannot send via Gmail")
 
 // gmailRoute sends as the account through Gmail's SMTP with XOAUTH2, so
-// the message lands in the account's Sent folder (seed G8). Google
+// the message lands in the account's Sent folder. Google
 // de-duplicates by Message-ID, so a retry after an unclear failure does
 // not leave two copies in Sent.
 type gmailRoute struct {
@@ -114,9 +114,52 @@ func (g *gmailRoute) forget(email string) {
 	g.mu.Unlock()
 }
 
-// deliver sends m as account. A rejected access token is refreshed and
-// tried once more; a revoked grant marks the account in error.
-func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*attempt, error) {
+// as returns the route that sends as account.
+func (g *gmailRoute) as(account string) courier { return gmailSender{g: g, account: account} }
+
+// gmailSender is the Gmail route for one account.
+type gmailSender struct {
+	g       *gmailRoute
+	account string
+}
+
+// Deliver sends data as the account in one transaction. When Gmail will
+// not take the account's mail now (refusedWhy: its daily limit, a revoked
+// grant), the recipients are deferred with that error, and the relay
+// decides again how they go.
+func (s gmailSender) Deliver(ctx context.Context, from string, rcpts []string, data []byte) Result {
+	c, err := s.g.dialAs(ctx, s.account)
+	if err != nil {
+		// Gmail's trouble, not the recipients': none of them bounces.
+		return failAll(rcpts, err, Deferred)
+	}
+	defer c.Close()
+	res := send(c, from, rcpts, data)
+	for i, rr := range res {
+		if rr.Err != nil && isDailyLimit(rr.Err) {
+			res[i].Outcome, res[i].Err = Deferred, fmt.Errorf("%w: %w", errGmailQuota, rr.Err)
+		}
+	}
+	c.Quit()
+	return res
+}
+
+// refusedWhy says why err is Gmail refusing the account's mail for now,
+// which another route gets around; reasonNone when it is not.
+func refusedWhy(err error) reason {
+	switch {
+	case errors.Is(err, errGmailQuota):
+		return reasonGmailLimit
+	case errors.Is(err, errAccountUnusable):
+		return reasonAccountUnusable
+	}
+	return reasonNone
+}
+
+// dialAs opens a session authenticated as account. A rejected access token
+// is refreshed and tried once more; a revoked grant marks the account in
+// error.
+func (g *gmailRoute) dialAs(ctx context.Context, account string) (*smtp.Client, error) {
 	src, err := g.source(ctx, account)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errAccountUnusable, err)
@@ -148,17 +191,7 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 		}
 		return nil, err
 	}
-	defer c.Close()
-	a := send(c, m.From, m.To, m.Data)
-	for _, failed := range []map[string]error{a.perm, a.temp} {
-		for _, e := range failed {
-			if isDailyLimit(e) {
-				return nil, errGmailQuota
-			}
-		}
-	}
-	c.Quit()
-	return a, nil
+	return c, nil
 }
 
 func (g *gmailRoute) tlsMode() tlsmode.Mode {

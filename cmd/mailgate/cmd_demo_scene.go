@@ -259,7 +259,7 @@ func (sc *scene) finished(ctx context.Context, id string) (*smtprelay.Message, e
 }
 
 func (sc *scene) note(what string, m *smtprelay.Message) {
-	sc.sent = append(sc.sent, sentNote{what: what, id: m.ID, route: m.Route})
+	sc.sent = append(sc.sent, sentNote{what: what, id: m.ID, route: m.Route.String()})
 }
 
 // verifyDKIM checks the copy the recipient's MX received, as a receiver

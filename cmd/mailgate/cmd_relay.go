@@ -297,7 +297,7 @@ func queueList(c *cli.Context) error {
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tATTEMPTS\tNEXT TRY\tROUTE\tFROM\tTO\tTICKET\tLAST ERROR")
 	for _, m := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, shortDuration(now.Sub(m.CreatedAt)),
-			m.Attempts, nextTry(m, now), dash(m.Route), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
+			m.Attempts, nextTry(m, now), dash(m.Route.String()), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
 			clip(oneLine(m.LastError), 60))
 	}
 	return tw.Flush()
