@@ -15,6 +15,8 @@ import (
 	_ "github.com/emersion/go-message/charset" // registers ISO-8859-x, Windows-125x, ISO-2022-JP, GB18030, ...
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailgate/mailgate/internal/oneline"
 )
 
 // Parsed is what Parse extracts from one RFC 5322 message.
@@ -274,7 +276,7 @@ func (w *walker) addPart(h message.Header, mt string, params map[string]string, 
 func (w *walker) embeddedSubject(data []byte) string {
 	scratch := &walker{p: &Parsed{}, br: w.br}
 	h, _ := scratch.readHeader(data, "")
-	return oneLine(scratch.headerText(h.Get("Subject"), "Subject"))
+	return oneline.Of(scratch.headerText(h.Get("Subject"), "Subject"))
 }
 
 func contentID(v string) string {
@@ -354,13 +356,6 @@ func trimText(s string) string {
 	}
 }
 
-func oneLine(s string) string {
-	if strings.ContainsAny(s, "\r\n\t") {
-		s = strings.Join(strings.Fields(s), " ")
-	}
-	return s
-}
-
 // clip shortens a value quoted in a Problem.
 func clip(s string) string {
 	const max = 80
@@ -373,7 +368,7 @@ func clip(s string) string {
 // sanitizeFilename keeps the base name only, so a stored attachment can
 // never be written outside its directory, and drops control characters.
 func sanitizeFilename(s string) string {
-	s = oneLine(s)
+	s = oneline.Of(s)
 	if i := strings.LastIndexAny(s, `/\`); i >= 0 {
 		s = s[i+1:]
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/oneline"
 	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
@@ -298,7 +299,7 @@ func queueList(c *cli.Context) error {
 	for _, m := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, shortDuration(now.Sub(m.CreatedAt)),
 			m.Attempts, nextTry(m, now), dash(m.Route.String()), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
-			clip(oneLine(m.LastError), 60))
+			clip(oneline.Of(m.LastError), 60))
 	}
 	return tw.Flush()
 }
@@ -354,7 +355,7 @@ func printQueued(c *cli.Context, m *smtprelay.Message, asJSON bool) error {
 		fmt.Fprintf(w, "Last route:   %s\n", m.Route)
 	}
 	if m.LastError != "" {
-		fmt.Fprintf(w, "Last error:   %s\n", oneLine(m.LastError))
+		fmt.Fprintf(w, "Last error:   %s\n", oneline.Of(m.LastError))
 	}
 	if len(m.Data) == 0 {
 		fmt.Fprintln(w, "\nThe message content is no longer stored (it is dropped once a message is sent or bounced).")
@@ -493,7 +494,7 @@ func subject(data []byte) string {
 	if dec, err := new(mime.WordDecoder).DecodeHeader(s); err == nil {
 		s = dec
 	}
-	return clip(oneLine(s), 80)
+	return clip(oneline.Of(s), 80)
 }
 
 func describeState(m *smtprelay.Message, now time.Time) string {
@@ -558,11 +559,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// oneLine keeps a multi-line SMTP reply in one table cell.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func plural(n int64, noun string) string {
