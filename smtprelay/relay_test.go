@@ -192,8 +192,8 @@ func TestNotificationGoesViaGmailWithXOAUTH2(t *testing.T) {
 	}
 }
 
-// TestAttachmentGoesDirectSigned: Gmail SMTP is not for real attachments
-// (seed G10): the mail goes direct, dual-signed, and both signatures verify.
+// TestAttachmentGoesDirectSigned: mail with a real attachment does not go
+// via Gmail SMTP: it goes direct, dual-signed, and both signatures verify.
 func TestAttachmentGoesDirectSigned(t *testing.T) {
 	w := newRelayWorld(t, 500)
 	m := w.queueAndTry(wsAcct, withPDF(wsAcct))
