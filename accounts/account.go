@@ -12,16 +12,30 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
-// Kind is the type of Google account; it decides the daily sending limit
-// the relay applies (seed G11).
+// Kind is the type of Google account; it decides the daily sending limits
+// the relay applies (DefaultLimits).
 type Kind string
 
 const (
-	KindGmail     Kind = "gmail"     // consumer Gmail: 500 messages a day
-	KindWorkspace Kind = "workspace" // Google Workspace: 2,000 messages a day
+	KindGmail     Kind = "gmail"     // consumer Gmail
+	KindWorkspace Kind = "workspace" // Google Workspace
 )
+
+// String returns the kind as `accounts add --kind` takes it.
+func (k Kind) String() string { return string(k) }
+
+// DefaultLimits are Google's published sending limits for an account of
+// kind k; relay.*_limit in the configuration can lower or raise them.
+func (k Kind) DefaultLimits() sendlimit.Limits {
+	if k == KindWorkspace {
+		return sendlimit.Workspace()
+	}
+	return sendlimit.Gmail()
+}
 
 // ParseKind accepts "gmail" or "workspace" (any case); "" means gmail.
 func ParseKind(s string) (Kind, error) {
@@ -34,17 +48,65 @@ func ParseKind(s string) (Kind, error) {
 	return "", fmt.Errorf("account kind %q: want gmail or workspace", s)
 }
 
+// Fallback is an account's policy for mail that cannot go via Gmail: over
+// its quota, with a real attachment, with a From that is not the account.
+type Fallback string
+
+const (
+	// FallbackDefault lets the relay choose: direct when it can DKIM-sign
+	// for the account's domain (so the mail passes DMARC), else defer.
+	FallbackDefault Fallback = ""
+	// FallbackDirect sends the mail as it is, DKIM-signed, to the
+	// recipients' MX hosts or the smarthost.
+	FallbackDirect Fallback = "direct"
+	// FallbackRewriteFrom sends it from the relay's own address, the
+	// account's moved to Reply-To, as mailing lists do for DMARC.
+	FallbackRewriteFrom Fallback = "rewrite-from"
+	// FallbackDefer keeps it queued until the account's Gmail quota frees.
+	// Where waiting cannot help (an attachment, a revoked account) the
+	// relay rewrites the From or goes direct instead.
+	FallbackDefer Fallback = "defer"
+)
+
+// String returns the policy as `accounts set --fallback` takes it.
+func (f Fallback) String() string {
+	if f == FallbackDefault {
+		return "default"
+	}
+	return string(f)
+}
+
+func (f Fallback) valid() bool {
+	switch f {
+	case FallbackDefault, FallbackDirect, FallbackRewriteFrom, FallbackDefer:
+		return true
+	}
+	return false
+}
+
+// ParseFallback reads a policy as String writes it; "" is the default too.
+func ParseFallback(s string) (Fallback, error) {
+	f := Fallback(s)
+	if s == "default" {
+		f = FallbackDefault
+	}
+	if !f.valid() {
+		return "", fmt.Errorf("fallback %q: want direct, rewrite-from, defer or default", s)
+	}
+	return f, nil
+}
+
 // State is where an account stands.
 type State string
 
 const (
 	// StateConnected: fetched and used for sending.
 	StateConnected State = "connected"
-	// StateDisconnected: an admin disconnected it (G14); its token is
-	// gone, its fetch cursor kept for a reconnect without duplicates.
+	// StateDisconnected: an admin disconnected it; its token is gone,
+	// its fetch cursor kept for a reconnect without duplicates.
 	StateDisconnected State = "disconnected"
-	// StateError: something needs an admin (typically the authorisation
-	// was revoked, G15). Still one of our addresses for loop detection.
+	// StateError: something needs an admin (typically Google revoked
+	// the authorisation). Still one of our addresses for loop detection.
 	StateError State = "error"
 )
 
@@ -54,17 +116,17 @@ type Account struct {
 	Email        string    `json:"email"` // lower-cased
 	Kind         Kind      `json:"kind"`
 	State        State     `json:"state"`
-	Warning      string    `json:"warning,omitempty"` // human text for the admin (G15)
+	Warning      string    `json:"warning,omitempty"` // what the admin must do, in plain words
 	LastError    string    `json:"last_error,omitempty"`
 	ErrorAt      time.Time `json:"error_at,omitzero"`
 	ConnectedAt  time.Time `json:"connected_at"`  // first connection
-	ImportRecent int       `json:"import_recent"` // 0 or N (50): the choice made at first connect (G4)
+	ImportRecent int       `json:"import_recent"` // 0 or N (50): how much existing mail the first connect imports
 	ImportDone   bool      `json:"import_done"`   // the initial import has run
 	LastPoll     time.Time `json:"last_poll,omitzero"`
 	Imported     int64     `json:"imported"` // mails turned into tickets or comments, all time
 	Quarantined  int64     `json:"quarantined"`
-	SendViaGmail bool      `json:"send_via_gmail"`     // G8; new accounts start with true
-	Fallback     string    `json:"fallback,omitempty"` // direct|rewrite-from|defer (relay)
+	SendViaGmail bool      `json:"send_via_gmail"`     // so the mail lands in the account's Sent folder; new accounts start with true
+	Fallback     Fallback  `json:"fallback,omitempty"` // when the relay cannot send via Gmail
 }
 
 // Cursor is how far fetching got in the account's INBOX.

@@ -27,7 +27,7 @@ var (
 )
 
 // disconnectedWarning is what `accounts list` shows for an account an admin
-// disconnected (G15: a disconnected account shows a warning).
+// disconnected, so the list says why no mail comes from it.
 const disconnectedWarning = "disconnected: no mail is received from this account until it is reconnected"
 
 // Options configure a Store. cmd/mailgate builds them from config.
@@ -87,10 +87,10 @@ func (s *Store) now() string { return s.opts.Now().UTC().Format(time.RFC3339Nano
 // and its Warning and LastError are cleared.
 //
 // On the first connect it records ConnectedAt, a.ImportRecent and
-// a.Fallback, and SendViaGmail starts true (G8's default; a.SendViaGmail is
-// ignored, since a zero Account must not turn sending off). A reconnect
-// keeps all of those, the fetch cursor, the counters and ImportDone, so
-// nothing is imported twice (G16). a.Kind "" keeps the stored kind (gmail
+// a.Fallback, and SendViaGmail starts true (sending via Gmail is the
+// default; a.SendViaGmail is ignored, since a zero Account must not turn
+// sending off). A reconnect keeps all of those, the fetch cursor, the
+// counters and ImportDone, so nothing is imported twice. a.Kind "" keeps the stored kind (gmail
 // for a new account); the other fields of a are ignored.
 func (s *Store) Connect(ctx context.Context, a Account, refreshToken string) (reconnected bool, err error) {
 	email, err := NormalizeEmail(a.Email)
@@ -103,6 +103,9 @@ func (s *Store) Connect(ctx context.Context, a Account, refreshToken string) (re
 			return false, err
 		}
 	}
+	if !a.Fallback.valid() {
+		return false, fmt.Errorf("connect %s: %w", email, errFallback(a.Fallback))
+	}
 	if a.ImportRecent < 0 {
 		return false, fmt.Errorf("connect %s: import_recent must be 0 or more, got %d", email, a.ImportRecent)
 	}
@@ -112,7 +115,7 @@ func (s *Store) Connect(ctx context.Context, a Account, refreshToken string) (re
 	}
 	n, err := connectScript.Run(ctx, s.rdb,
 		[]string{s.accountKey(email), s.setKey()},
-		email, string(kind), sealed, s.now(), a.ImportRecent, "1", a.Fallback, s.channel(),
+		email, string(kind), sealed, s.now(), a.ImportRecent, "1", string(a.Fallback), s.channel(),
 	).Int()
 	if err != nil {
 		return false, fmt.Errorf("connect %s: %w", email, err)
@@ -164,7 +167,7 @@ func (s *Store) List(ctx context.Context) ([]*Account, error) {
 	return out, nil
 }
 
-// Disconnect stops an account (G14): state disconnected, the refresh token
+// Disconnect stops an account: state disconnected, the refresh token
 // deleted, no longer a support address. The fetch cursor and counters stay
 // for a later reconnect.
 func (s *Store) Disconnect(ctx context.Context, email string) error {
@@ -179,7 +182,7 @@ func (s *Store) Disconnect(ctx context.Context, email string) error {
 }
 
 // SetError puts a connected account in state error with a warning for the
-// admin (G15) and the underlying error. It stays a support address. An
+// admin (what to do, in plain words) and the underlying error. It stays a support address. An
 // account an admin disconnected meanwhile is left alone (ErrDisconnected).
 func (s *Store) SetError(ctx context.Context, email string, warning string, cause error) error {
 	e, err := NormalizeEmail(email)
@@ -246,7 +249,8 @@ func (s *Store) SaveRefreshToken(ctx context.Context, email, token string) error
 // SupportAddresses returns the addresses mail is received at: accounts
 // connected or in error (an errored account is still ours, which matters
 // for loop detection) and Options.Extra, lower-cased, sorted, without
-// duplicates. Disconnected accounts are not included (G6, G14).
+// duplicates. Disconnected accounts are not included: mail to them is no
+// longer the helpdesk's.
 func (s *Store) SupportAddresses(ctx context.Context) ([]string, error) {
 	emails, err := s.rdb.SMembers(ctx, s.setKey()).Result()
 	if err != nil {
@@ -308,7 +312,7 @@ func (s *Store) SetCursor(ctx context.Context, email string, c Cursor) error {
 	}})
 }
 
-// MarkImportDone records that the initial import (G4) has run, so a
+// MarkImportDone records that the initial import has run, so a
 // restart or reconnect never runs it again.
 func (s *Store) MarkImportDone(ctx context.Context, email string) error {
 	e, err := NormalizeEmail(email)
@@ -437,7 +441,7 @@ func parseAccount(email string, h map[string]string) *Account {
 		ImportDone:   h["import_done"] == "1",
 		LastPoll:     parseTime(h["last_poll"]),
 		SendViaGmail: h["send_via_gmail"] == "1",
-		Fallback:     h["fallback"],
+		Fallback:     Fallback(h["fallback"]),
 	}
 	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
 	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)
@@ -459,28 +463,29 @@ func parseUint32(s string) uint32 {
 }
 
 // SetSending changes how the relay sends for an account: whether it goes
-// via Gmail at all (seed G13: an admin who keeps hitting the limit turns
-// it off and relies on SPF/DKIM), and its fallback policy ("direct",
-// "rewrite-from", "defer", or "" for the default).
-func (s *Store) SetSending(ctx context.Context, email string, viaGmail bool, fallback string) error {
+// via Gmail at all (an admin who keeps hitting the daily limit turns it
+// off and relies on SPF and DKIM), and its fallback policy.
+func (s *Store) SetSending(ctx context.Context, email string, viaGmail bool, fallback Fallback) error {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}
-	switch fallback {
-	case "", "direct", "rewrite-from", "defer":
-	default:
-		return fmt.Errorf("fallback %q: want direct, rewrite-from or defer", fallback)
+	if !fallback.valid() {
+		return errFallback(fallback)
 	}
 	via := "0"
 	if viaGmail {
 		via = "1"
 	}
 	u := update{set: []string{"send_via_gmail", via}}
-	if fallback == "" {
+	if fallback == FallbackDefault {
 		u.del = []string{"fallback"}
 	} else {
-		u.set = append(u.set, "fallback", fallback)
+		u.set = append(u.set, "fallback", string(fallback))
 	}
 	return s.update(ctx, e, "exists", true, u)
+}
+
+func errFallback(f Fallback) error {
+	return fmt.Errorf("fallback %q: want direct, rewrite-from or defer", string(f))
 }

@@ -194,7 +194,7 @@ func TestDisconnect(t *testing.T) {
 
 	a := mustGet(t, s, "alice@example.com")
 	if a.State != StateDisconnected || a.Warning == "" {
-		t.Fatalf("after Disconnect: %+v, want disconnected with a warning (G15)", a)
+		t.Fatalf("after Disconnect: %+v, want disconnected with a warning", a)
 	}
 	if n := rdb.HExists(ctx, "mailgate:account:alice@example.com", "token").Val(); n {
 		t.Fatal("Disconnect kept the token")

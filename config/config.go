@@ -20,13 +20,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-)
 
-// TLS modes for google.imap_tls and google.smtp_tls.
-const (
-	TLSImplicit = "implicit" // TLS from the first byte (IMAPS 993, SMTPS 465).
-	TLSStartTLS = "starttls" // plaintext greeting, then STARTTLS (RFC 3207, RFC 2595).
-	TLSPlain    = "plain"    // no TLS at all; only allowed to loopback hosts.
+	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // DKIM signing algorithms for dkim.keys[].algorithm.
@@ -80,17 +76,17 @@ type Secrets struct {
 // Google holds the OAuth client and the Gmail endpoints. The endpoints are
 // configurable so tests and self-hosted setups can point them elsewhere.
 type Google struct {
-	ClientID     string   `yaml:"client_id"`
-	ClientSecret string   `yaml:"client_secret" secret:"true"`
-	AuthURL      string   `yaml:"auth_url"`
-	TokenURL     string   `yaml:"token_url"`
-	UserinfoURL  string   `yaml:"userinfo_url"`
-	IMAPAddr     string   `yaml:"imap_addr"`
-	IMAPTLS      string   `yaml:"imap_tls"`
-	SMTPAddr     string   `yaml:"smtp_addr"`
-	SMTPTLS      string   `yaml:"smtp_tls"`
-	CAFile       string   `yaml:"ca_file"`
-	Scopes       []string `yaml:"scopes"`
+	ClientID     string       `yaml:"client_id"`
+	ClientSecret string       `yaml:"client_secret" secret:"true"`
+	AuthURL      string       `yaml:"auth_url"`
+	TokenURL     string       `yaml:"token_url"`
+	UserinfoURL  string       `yaml:"userinfo_url"`
+	IMAPAddr     string       `yaml:"imap_addr"`
+	IMAPTLS      tlsmode.Mode `yaml:"imap_tls"` // implicit, starttls, or plain to loopback
+	SMTPAddr     string       `yaml:"smtp_addr"`
+	SMTPTLS      tlsmode.Mode `yaml:"smtp_tls"` // implicit, starttls, or plain to loopback
+	CAFile       string       `yaml:"ca_file"`
+	Scopes       []string     `yaml:"scopes"`
 }
 
 // Fetch tunes how mailboxes are polled and how failures are retried.
@@ -190,9 +186,9 @@ func Defaults() *Config {
 			TokenURL:    "https://oauth2.googleapis.com/token",
 			UserinfoURL: "https://openidconnect.googleapis.com/v1/userinfo",
 			IMAPAddr:    "imap.gmail.com:993",
-			IMAPTLS:     TLSImplicit,
+			IMAPTLS:     tlsmode.Implicit,
 			SMTPAddr:    "smtp.gmail.com:587",
-			SMTPTLS:     TLSStartTLS,
+			SMTPTLS:     tlsmode.StartTLS,
 			Scopes:      []string{"https://mail.google.com/", "openid", "email"},
 		},
 		Fetch: Fetch{
@@ -212,11 +208,11 @@ func Defaults() *Config {
 			MaxRecipients:                    100,
 			MaxMessageBytes:                  25 << 20,
 			QuotaWarnAt:                      0.9,
-			GmailDailyLimit:                  500,
-			WorkspaceDailyLimit:              2000,
-			MaxRecipientsPerMessage:          100,
-			WorkspaceDailyRecipients:         10000,
-			WorkspaceDailyExternalRecipients: 3000,
+			GmailDailyLimit:                  sendlimit.GmailMessages,
+			WorkspaceDailyLimit:              sendlimit.WorkspaceMessages,
+			MaxRecipientsPerMessage:          sendlimit.PerMessageRecipients,
+			WorkspaceDailyRecipients:         sendlimit.WorkspaceRecipients,
+			WorkspaceDailyExternalRecipients: sendlimit.WorkspaceExternal,
 			MaxQueueLifetime:                 Duration(120 * time.Hour),
 			RetrySchedule: []Duration{
 				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 const examplePath = "../mailgate.example.yaml"
@@ -253,7 +255,7 @@ shutdown_grace: 2m
 	want.Tickets.SupportAddresses = []string{"support@example.com"}
 	want.Google.ClientID = "id.apps.googleusercontent.com"
 	want.Google.IMAPAddr = "127.0.0.1:1143"
-	want.Google.IMAPTLS = TLSPlain
+	want.Google.IMAPTLS = tlsmode.Plain
 	want.Fetch.IDLE = false
 	want.Fetch.IDLERestart = Duration(28*time.Minute + 30*time.Second)
 	want.Relay.MaxRecipients = 50

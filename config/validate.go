@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // gmailIDLELimit is when Gmail drops an idle IMAP connection; RFC 2177 asks
@@ -260,12 +262,12 @@ func (p *problems) email(key, v string) {
 // tlsMode checks an IMAP/SMTP TLS mode. Plaintext would expose OAuth
 // tokens, so it is allowed only to a loopback host (a local test server or
 // a TLS-terminating proxy on the same machine).
-func (p *problems) tlsMode(key, mode, proto, addr string) {
-	p.oneOf(key, mode, TLSImplicit, TLSStartTLS, TLSPlain)
-	if mode != TLSPlain {
+func (p *problems) tlsMode(key string, mode tlsmode.Mode, proto, addr string) {
+	p.oneOf(key, mode.String(), tlsmode.Implicit.String(), tlsmode.StartTLS.String(), tlsmode.Plain.String())
+	if mode != tlsmode.Plain {
 		return
 	}
-	if host, _, err := net.SplitHostPort(addr); err == nil && !isLoopback(host) {
+	if host, _, err := net.SplitHostPort(addr); err == nil && !tlsmode.IsLoopback(host) {
 		p.add(key, "plain (unencrypted) %s is only allowed to a loopback host, not %q", proto, host)
 	}
 }
@@ -278,7 +280,7 @@ func (p *problems) httpURL(key, v string) {
 	case err != nil || u.Host == "":
 		p.add(key, "want an absolute https:// URL, got %q", v)
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && tlsmode.IsLoopback(u.Hostname()):
 	case u.Scheme == "http":
 		p.add(key, "http:// is only allowed to a loopback host, use https://")
 	default:
@@ -319,16 +321,6 @@ func (p *problems) redisURL(key, v string) {
 	default:
 		p.add(key, "scheme %q not supported; want redis://, rediss:// or unix://", u.Scheme)
 	}
-}
-
-// isLoopback reports whether host is "localhost" or a loopback IP
-// (127.0.0.0/8, ::1).
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // isDomain reports whether s is a syntactically valid ASCII host name

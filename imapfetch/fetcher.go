@@ -17,13 +17,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
-)
-
-// TLS modes for Options.TLSMode.
-const (
-	TLSImplicit = "implicit" // TLS from the first byte, like imap.gmail.com:993
-	TLSStartTLS = "starttls" // plaintext greeting, then STARTTLS
-	TLSPlain    = "plain"    // no TLS at all: refused unless the host is loopback
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // Options configure a Fetcher. cmd/mailgate builds them from config; zero
@@ -31,8 +25,10 @@ const (
 type Options struct {
 	// IMAPAddr is host:port of the IMAP server; default imap.gmail.com:993.
 	IMAPAddr string
-	// TLSMode is TLSImplicit (default), TLSStartTLS or TLSPlain.
-	TLSMode string
+	// TLSMode is tlsmode.Implicit (default, like imap.gmail.com:993),
+	// tlsmode.StartTLS, or tlsmode.Plain, which is refused unless the
+	// host is loopback.
+	TLSMode tlsmode.Mode
 	// TLSConfig is used for TLS (RootCAs from fetch.ca_file); nil means
 	// the system roots.
 	TLSConfig *tls.Config
@@ -98,7 +94,7 @@ func (o *Options) setDefaults() {
 		o.IMAPAddr = "imap.gmail.com:993"
 	}
 	if o.TLSMode == "" {
-		o.TLSMode = TLSImplicit
+		o.TLSMode = tlsmode.Implicit
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Minute
@@ -140,7 +136,7 @@ func (o *Options) setDefaults() {
 
 func (o *Options) validate() error {
 	switch o.TLSMode {
-	case TLSImplicit, TLSStartTLS, TLSPlain:
+	case tlsmode.Implicit, tlsmode.StartTLS, tlsmode.Plain:
 	default:
 		return fmt.Errorf("imapfetch: unknown TLS mode %q (want implicit, starttls or plain)", o.TLSMode)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 const (
@@ -70,7 +71,7 @@ func newEnv(t testing.TB, gmOpts fakegmail.Options) *env {
 func (e *env) options() Options {
 	return Options{
 		IMAPAddr:       e.addr,
-		TLSMode:        TLSPlain,
+		TLSMode:        tlsmode.Plain,
 		PollInterval:   300 * time.Millisecond,
 		IdleRestart:    5 * time.Second,
 		LeaseTTL:       3 * time.Second,

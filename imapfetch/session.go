@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // errServerClosed: the server ended the connection (BYE, IDLE cut-off,
@@ -176,12 +177,12 @@ func (s *session) dial() error {
 	}
 	var err error
 	switch s.o.TLSMode {
-	case TLSImplicit:
+	case tlsmode.Implicit:
 		s.c, err = imapclient.DialTLS(s.o.IMAPAddr, opts)
-	case TLSStartTLS:
+	case tlsmode.StartTLS:
 		s.c, err = imapclient.DialStartTLS(s.o.IMAPAddr, opts)
-	case TLSPlain:
-		if !loopback(s.o.IMAPAddr) {
+	case tlsmode.Plain:
+		if !tlsmode.IsLoopback(s.o.IMAPAddr) {
 			return fmt.Errorf("refusing plaintext IMAP to %s: only loopback addresses may skip TLS", s.o.IMAPAddr)
 		}
 		s.c, err = imapclient.DialInsecure(s.o.IMAPAddr, opts)
@@ -194,18 +195,6 @@ func (s *session) dial() error {
 	stop := s.guard()
 	defer stop()
 	return s.c.WaitGreeting()
-}
-
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *session) closed() bool {

@@ -11,6 +11,8 @@ import (
 
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailgate/mailgate/internal/oneline"
 )
 
 // readHeader splits an entity into header and body with go-message's
@@ -61,7 +63,7 @@ func headerLen(raw []byte) int {
 func (w *walker) headers() {
 	p := w.p
 	h := &p.Header
-	p.Subject = strings.TrimSpace(oneLine(w.headerText(h.Get("Subject"), "Subject")))
+	p.Subject = strings.TrimSpace(oneline.Of(w.headerText(h.Get("Subject"), "Subject")))
 
 	if h.Has("Message-Id") {
 		ids := MsgIDs(h.Get("Message-Id"))

@@ -348,13 +348,6 @@ func trimText(s string) string {
 	}
 }
 
-func oneLine(s string) string {
-	if strings.ContainsAny(s, "\r\n\t") {
-		s = strings.Join(strings.Fields(s), " ")
-	}
-	return s
-}
-
 // clip shortens a value quoted in a Problem.
 func clip(s string) string {
 	const max = 80

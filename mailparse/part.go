@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
+
+	"github.com/mailgate/mailgate/internal/oneline"
 )
 
 // addPart records a leaf that is not body text. data is its decoded
@@ -53,7 +55,7 @@ func isMessage(mt string) bool { return mt == "message/rfc822" || mt == "message
 func (w *walker) embeddedSubject(data []byte) string {
 	scratch := &walker{p: &Parsed{}, br: w.br}
 	h, _ := scratch.readHeader(data, "")
-	return oneLine(scratch.headerText(h.Get("Subject"), "Subject"))
+	return oneline.Of(scratch.headerText(h.Get("Subject"), "Subject"))
 }
 
 func contentID(v string) string {
@@ -119,7 +121,7 @@ func cidRefs(html string) map[string]bool {
 // sanitizeFilename keeps the base name only, so a stored attachment can
 // never be written outside its directory, and drops control characters.
 func sanitizeFilename(s string) string {
-	s = oneLine(s)
+	s = oneline.Of(s)
 	if i := strings.LastIndexAny(s, `/\`); i >= 0 {
 		s = s[i+1:]
 	}

@@ -115,9 +115,9 @@ func New(opts Options) *Metrics {
 	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData} {
 		m.relayRejected.WithLabelValues(r)
 	}
-	for _, route := range []string{smtprelay.RouteGmail, smtprelay.RouteDirect, smtprelay.RouteSmarthost} {
-		for _, res := range []string{smtprelay.ResultDelivered, smtprelay.ResultDeferred, smtprelay.ResultBounced} {
-			m.deliveries.WithLabelValues(route, res)
+	for _, route := range []smtprelay.Route{smtprelay.RouteGmail, smtprelay.RouteDirect, smtprelay.RouteSmarthost} {
+		for _, o := range []smtprelay.Outcome{smtprelay.Delivered, smtprelay.Deferred, smtprelay.Bounced} {
+			m.deliveries.WithLabelValues(route.String(), o.String())
 		}
 	}
 	m.tokenFailures.WithLabelValues(FailureInvalidGrant)
@@ -172,8 +172,8 @@ func (m *Metrics) RelayAccept(accepted bool, reason string) {
 }
 
 // Delivery is smtprelay.RelayOptions.OnDelivery.
-func (m *Metrics) Delivery(route, result string) {
-	m.deliveries.WithLabelValues(route, result).Inc()
+func (m *Metrics) Delivery(route smtprelay.Route, outcome smtprelay.Outcome) {
+	m.deliveries.WithLabelValues(route.String(), outcome.String()).Inc()
 }
 
 // TokenRefresh is oauth.RegistryOptions.OnRefresh: one registry serves

@@ -15,6 +15,7 @@ import (
 	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/internal/fakesmtp"
 	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // The load the benchmark asks for: a helpdesk keeping 20 SMTP
@@ -71,7 +72,7 @@ func BenchmarkRelayEndToEnd(b *testing.B) {
 			b.Cleanup(func() { sink.Close() })
 			opts := RelayOptions{
 				Hostname: "relay.acme.example",
-				Direct:   DirectOptions{Smarthost: sink.Addr(), SmarthostTLS: "plain"},
+				Direct:   DirectOptions{Smarthost: sink.Addr(), SmarthostTLS: tlsmode.Plain},
 				Timeout:  30 * time.Second,
 				Logger:   slog.New(slog.DiscardHandler),
 			}

@@ -13,40 +13,9 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
-
-// attempt is what one SMTP transaction did for each recipient.
-type attempt struct {
-	delivered []string
-	temp      map[string]error // try these again later
-	perm      map[string]error // bounce these
-}
-
-func newAttempt() *attempt {
-	return &attempt{temp: map[string]error{}, perm: map[string]error{}}
-}
-
-// failAll records err for every recipient, as temporary or permanent.
-func (a *attempt) failAll(rcpts []string, err error) {
-	for _, r := range rcpts {
-		if isTemporary(err) {
-			a.temp[r] = err
-		} else {
-			a.perm[r] = err
-		}
-	}
-}
-
-// merge adds b's results to a.
-func (a *attempt) merge(b *attempt) {
-	a.delivered = append(a.delivered, b.delivered...)
-	for k, v := range b.temp {
-		a.temp[k] = v
-	}
-	for k, v := range b.perm {
-		a.perm[k] = v
-	}
-}
 
 // isTemporary decides once, at the boundary, whether a failure is worth a
 // retry: SMTP 4xx replies are (RFC 5321 section 4.2.1), 5xx are not, and
@@ -64,7 +33,7 @@ func isTemporary(err error) bool {
 // dialOptions say how to reach and greet one SMTP server.
 type dialOptions struct {
 	addr     string
-	tlsMode  string // "starttls" (required), "implicit", "opportunistic" or "plain"
+	tlsMode  tlsmode.Mode
 	tls      *tls.Config
 	hostname string // our EHLO name
 	auth     sasl.Client
@@ -83,9 +52,9 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 	context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(o.timeout))
 	switch o.tlsMode {
-	case "implicit":
+	case tlsmode.Implicit:
 		conn = tls.Client(conn, tlsFor(o))
-	case "starttls", "opportunistic":
+	case tlsmode.StartTLS, tlsmode.Opportunistic:
 		conn, err = startTLS(conn, o)
 		if err != nil {
 			conn.Close()
@@ -117,7 +86,7 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 // with its own EHLO name "localhost", which MX hosts may refuse; mail
 // servers must greet with their own name (RFC 5321 section 4.1.1.1).
 //
-// In "opportunistic" mode (RFC 7435, MX delivery) a server without
+// In opportunistic mode (RFC 7435, MX delivery) a server without
 // STARTTLS gets plaintext, and its certificate is not required to verify:
 // most MX certificates don't match the MX name, and refusing them would
 // only push the mail to plaintext.
@@ -143,7 +112,7 @@ func startTLS(conn net.Conn, o dialOptions) (net.Conn, error) {
 		}
 	}
 	if !offered {
-		if o.tlsMode == "opportunistic" {
+		if o.tlsMode == tlsmode.Opportunistic {
 			return &replayConn{Conn: conn, pending: []byte("220 " + o.addr + " ESMTP\r\n")}, nil
 		}
 		return conn, errors.New("server does not offer STARTTLS")
@@ -159,7 +128,7 @@ func startTLS(conn net.Conn, o dialOptions) (net.Conn, error) {
 		return conn, fmt.Errorf("STARTTLS: %w", err)
 	}
 	cfg := tlsFor(o)
-	if o.tlsMode == "opportunistic" {
+	if o.tlsMode == tlsmode.Opportunistic {
 		cfg.InsecureSkipVerify = true
 	}
 	tc := tls.Client(conn, cfg)
@@ -196,41 +165,57 @@ func (r *replayConn) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
+// deliverTo runs one SMTP transaction with the server o names: dial, then
+// send. A server that cannot be reached fails every recipient alike.
+func deliverTo(ctx context.Context, o dialOptions, from string, rcpts []string, data []byte) Result {
+	c, err := dial(ctx, o)
+	if err != nil {
+		return failAllBy(rcpts, fmt.Errorf("%s: %w", o.addr, err))
+	}
+	defer c.Close()
+	res := send(c, from, rcpts, data)
+	c.Quit()
+	return res
+}
+
 // send runs MAIL, RCPT for each recipient and DATA on c. Recipients
 // refused at RCPT get their own result; a DATA failure applies to all the
 // accepted ones.
-func send(c *smtp.Client, from string, rcpts []string, data []byte) *attempt {
-	a := newAttempt()
+func send(c *smtp.Client, from string, rcpts []string, data []byte) Result {
 	if err := c.Mail(from, nil); err != nil {
-		a.failAll(rcpts, err)
-		return a
+		return failAllBy(rcpts, err)
 	}
-	var accepted []string
-	for _, r := range rcpts {
+	res := failAll(rcpts, nil, Delivered)
+	var accepted []int
+	for i, r := range rcpts {
 		if err := c.Rcpt(r, nil); err != nil {
-			a.failAll([]string{r}, err)
+			res[i] = failed(r, err)
 			continue
 		}
-		accepted = append(accepted, r)
+		accepted = append(accepted, i)
 	}
 	if len(accepted) == 0 {
 		c.Reset()
-		return a
+		return res
 	}
+	if err := writeData(c, data); err != nil {
+		for _, i := range accepted {
+			res[i] = failed(rcpts[i], err)
+		}
+	}
+	return res
+}
+
+// writeData sends data after DATA; the server's reply to the final dot
+// is the error, if any.
+func writeData(c *smtp.Client, data []byte) error {
 	w, err := c.Data()
 	if err != nil {
-		a.failAll(accepted, err)
-		return a
+		return err
 	}
 	if _, err := bytes.NewReader(data).WriteTo(w); err != nil {
 		w.Close()
-		a.failAll(accepted, err)
-		return a
+		return err
 	}
-	if err := w.Close(); err != nil {
-		a.failAll(accepted, err)
-		return a
-	}
-	a.delivered = append(a.delivered, accepted...)
-	return a
+	return w.Close()
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // Resolver finds the mail exchangers of a domain; *net.Resolver is one.
@@ -33,71 +35,79 @@ type DirectOptions struct {
 	Smarthost         string
 	SmarthostUser     string
 	SmarthostPassword string
-	SmarthostTLS      string // starttls (default), implicit, plain (loopback tests)
+	SmarthostTLS      tlsmode.Mode // tlsmode.StartTLS (default), Implicit, Opportunistic, Plain (loopback tests)
 }
 
-// directRoute delivers to the recipients' MX hosts (or the smarthost).
-type directRoute struct {
+// ownRoute returns how the relay sends mail itself: through the
+// smarthost when one is configured, else to the recipients' MX hosts.
+func ownRoute(o DirectOptions, hostname string, timeout time.Duration) (Route, courier) {
+	if o.Smarthost != "" {
+		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeout: timeout}
+	}
+	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeout: timeout}
+}
+
+// smarthostRoute hands all mail to one relay host (relay.smarthost).
+type smarthostRoute struct {
 	opts     DirectOptions
 	hostname string
 	timeout  time.Duration
 }
 
-func (d *directRoute) name() string {
-	if d.opts.Smarthost != "" {
-		return RouteSmarthost
+// Deliver sends data (already signed) to the smarthost in one transaction.
+func (s *smarthostRoute) Deliver(ctx context.Context, from string, rcpts []string, data []byte) Result {
+	var auth sasl.Client
+	if s.opts.SmarthostUser != "" {
+		auth = sasl.NewPlainClient("", s.opts.SmarthostUser, s.opts.SmarthostPassword)
 	}
-	return RouteDirect
+	mode := s.opts.SmarthostTLS
+	if mode == "" {
+		mode = tlsmode.StartTLS
+	}
+	return deliverTo(ctx, dialOptions{addr: s.opts.Smarthost, tlsMode: mode, tls: s.opts.TLS,
+		hostname: s.hostname, auth: auth, timeout: s.timeout}, from, rcpts, data)
 }
 
-// deliver sends data (already signed) to every recipient of m, one SMTP
+// mxRoute delivers to the recipients' MX hosts.
+type mxRoute struct {
+	opts     DirectOptions
+	hostname string
+	timeout  time.Duration
+}
+
+// Deliver sends data (already signed) to every recipient, one SMTP
 // transaction per recipient domain.
-func (d *directRoute) deliver(ctx context.Context, m *Message, data []byte) *attempt {
-	if d.opts.Smarthost != "" {
-		var auth sasl.Client
-		if d.opts.SmarthostUser != "" {
-			auth = sasl.NewPlainClient("", d.opts.SmarthostUser, d.opts.SmarthostPassword)
-		}
-		mode := d.opts.SmarthostTLS
-		if mode == "" {
-			mode = "starttls"
-		}
-		return d.toHost(ctx, d.opts.Smarthost, mode, auth, m.From, m.To, data)
+func (d *mxRoute) Deliver(ctx context.Context, from string, rcpts []string, data []byte) Result {
+	var res Result
+	for _, domain := range domains(rcpts) {
+		res = append(res, d.toDomain(ctx, domain.name, from, domain.rcpts, data)...)
 	}
-	all := newAttempt()
-	for domain, rcpts := range byDomain(m.To) {
-		all.merge(d.toDomain(ctx, domain, m.From, rcpts, data))
-	}
-	return all
+	return res
 }
 
 // toDomain tries the domain's MX hosts in preference order (RFC 5321
 // section 5.1), moving on when one cannot be reached or answers 4xx.
-func (d *directRoute) toDomain(ctx context.Context, domain, from string, rcpts []string, data []byte) *attempt {
+func (d *mxRoute) toDomain(ctx context.Context, domain, from string, rcpts []string, data []byte) Result {
 	hosts, err := d.mxHosts(ctx, domain)
 	if err != nil {
-		a := newAttempt()
-		a.failAll(rcpts, err)
-		return a
+		return failAllBy(rcpts, err)
 	}
-	result, temp := newAttempt(), map[string]error{}
-	for _, h := range hosts {
-		a := d.toHost(ctx, net.JoinHostPort(h, strconv.Itoa(d.port())), "opportunistic", nil, from, rcpts, data)
-		result.delivered = append(result.delivered, a.delivered...)
-		for r, e := range a.perm {
-			result.perm[r] = e
-		}
-		if len(a.temp) == 0 {
-			return result
+	var res Result
+	for i, h := range hosts {
+		o := dialOptions{addr: net.JoinHostPort(h, strconv.Itoa(d.port())), tlsMode: tlsmode.Opportunistic,
+			tls: d.opts.TLS, hostname: d.hostname, timeout: d.timeout}
+		got := deliverTo(ctx, o, from, rcpts, data)
+		waiting := got.rcpts(Deferred)
+		if len(waiting) == 0 || i == len(hosts)-1 {
+			return append(res, got...)
 		}
 		// Try the recipients this MX deferred on the next one.
-		temp, rcpts = a.temp, keys(a.temp)
+		res, rcpts = append(res, got.except(waiting)...), waiting
 	}
-	result.temp = temp
-	return result
+	return res // not reached: mxHosts returns at least one host
 }
 
-func (d *directRoute) port() int {
+func (d *mxRoute) port() int {
 	if d.opts.Port == 0 {
 		return 25
 	}
@@ -107,7 +117,7 @@ func (d *directRoute) port() int {
 // mxHosts returns the MX hosts by preference; a domain without MX records
 // is its own mail exchanger (RFC 5321 section 5.1, "implicit MX"), and a
 // null MX ("." , RFC 7505) means it accepts no mail.
-func (d *directRoute) mxHosts(ctx context.Context, domain string) ([]string, error) {
+func (d *mxRoute) mxHosts(ctx context.Context, domain string) ([]string, error) {
 	r := d.opts.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -140,34 +150,26 @@ type permError struct{ msg string }
 
 func (e *permError) Error() string { return e.msg }
 
-func (d *directRoute) toHost(ctx context.Context, addr, mode string, auth sasl.Client, from string, rcpts []string, data []byte) *attempt {
-	c, err := dial(ctx, dialOptions{addr: addr, tlsMode: mode, tls: d.opts.TLS, hostname: d.hostname, auth: auth, timeout: d.timeout})
-	if err != nil {
-		a := newAttempt()
-		a.failAll(rcpts, fmt.Errorf("%s: %w", addr, err))
-		return a
-	}
-	defer c.Close()
-	a := send(c, from, rcpts, data)
-	c.Quit()
-	return a
+// domainRcpts are the recipients at one domain.
+type domainRcpts struct {
+	name  string
+	rcpts []string
 }
 
-// byDomain groups recipients by their domain, lower-cased.
-func byDomain(rcpts []string) map[string][]string {
-	out := map[string][]string{}
+// domains groups recipients by their domain, lower-cased, in the order
+// the domains first appear.
+func domains(rcpts []string) []domainRcpts {
+	var out []domainRcpts
+	at := map[string]int{}
 	for _, r := range rcpts {
 		d := domainOf(r)
-		out[d] = append(out[d], r)
+		i, ok := at[d]
+		if !ok {
+			i = len(out)
+			at[d] = i
+			out = append(out, domainRcpts{name: d})
+		}
+		out[i].rcpts = append(out[i].rcpts, r)
 	}
-	return out
-}
-
-func keys(m map[string]error) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -4,4 +4,10 @@
 // Google's daily quota, else DKIM-signed to the recipients' MX or a
 // smarthost — retrying with backoff and bouncing (RFC 3464) what cannot be
 // delivered. It is never an open relay.
+//
+// Each delivery try (Relay.Process) decides once how the message goes (a
+// Route, and a typed reason when not via Gmail), delivers it through that
+// route's courier, and records what became of each recipient. A Gmail
+// refusal (its daily limit, a revoked grant) is one more decision in the
+// same try, for the recipients Gmail refused.
 package smtprelay

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"mime/multipart"
 	"net/textproto"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailgate/mailgate/internal/oneline"
 )
 
 // bounce tells the sender that rcpts could not be delivered: a delivery
@@ -49,7 +52,7 @@ func buildDSN(hostname string, now time.Time, m *Message, failed map[string]erro
 	var human strings.Builder
 	fmt.Fprintf(&human, "This is the mail system at %s.\r\n\r\nYour message could not be delivered to the following recipients:\r\n\r\n", hostname)
 	for _, rc := range keys(failed) {
-		fmt.Fprintf(&human, "<%s>: %s\r\n", rc, oneLine(failed[rc].Error()))
+		fmt.Fprintf(&human, "<%s>: %s\r\n", rc, oneline.Of(failed[rc].Error()))
 	}
 	part, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Description": {"Notification"}})
 	part.Write([]byte(human.String()))
@@ -95,7 +98,7 @@ func dsnStatus(err error) (status, diag string) {
 		if ec == smtp.NoEnhancedCode || ec[0] == 0 {
 			ec = smtp.EnhancedCode{se.Code / 100, 0, 0}
 		}
-		return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]), fmt.Sprintf("%d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], oneLine(se.Message))
+		return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]), fmt.Sprintf("%d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], oneline.Of(se.Message))
 	}
 	if isTemporary(err) {
 		// A temporary failure that lasted past the queue lifetime.
@@ -115,4 +118,12 @@ func headerBytes(data []byte) []byte {
 	return data
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// keys returns the recipients of m, sorted.
+func keys(m map[string]error) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // AccountStore is what the relay needs of the accounts.
@@ -21,8 +22,8 @@ type AccountStore interface {
 
 // GmailOptions say how to reach Gmail's submission server.
 type GmailOptions struct {
-	Addr    string // smtp.gmail.com:587
-	TLSMode string // starttls (default), implicit, or plain (loopback tests only)
+	Addr    string       // smtp.gmail.com:587
+	TLSMode tlsmode.Mode // tlsmode.StartTLS (default), Implicit, or Plain (loopback tests only)
 	TLS     *tls.Config
 	// Tokens hands out the accounts' access tokens. The daemon shares one
 	// Registry with the fetcher, so a refresh token Google rotates while
@@ -50,11 +51,53 @@ type gmailRoute struct {
 	timeout  time.Duration
 }
 
-// deliver sends m as account. A rejected access token is refreshed and
-// tried once more. An account whose token cannot work (revoked grant,
-// undecryptable or deleted token) is errAccountUnusable; opts.Tokens has
-// already recorded the revoked grant on the account.
-func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*attempt, error) {
+// as returns the route that sends as account.
+func (g *gmailRoute) as(account string) courier { return gmailSender{g: g, account: account} }
+
+// gmailSender is the Gmail route for one account.
+type gmailSender struct {
+	g       *gmailRoute
+	account string
+}
+
+// Deliver sends data as the account in one transaction. When Gmail will
+// not take the account's mail now (refusedWhy: its daily limit, a revoked
+// grant), the recipients are deferred with that error, and the relay
+// decides again how they go.
+func (s gmailSender) Deliver(ctx context.Context, from string, rcpts []string, data []byte) Result {
+	c, err := s.g.dialAs(ctx, s.account)
+	if err != nil {
+		// Gmail's trouble, not the recipients': none of them bounces.
+		return failAll(rcpts, err, Deferred)
+	}
+	defer c.Close()
+	res := send(c, from, rcpts, data)
+	for i, rr := range res {
+		if rr.Err != nil && isDailyLimit(rr.Err) {
+			res[i].Outcome, res[i].Err = Deferred, fmt.Errorf("%w: %w", errGmailQuota, rr.Err)
+		}
+	}
+	c.Quit()
+	return res
+}
+
+// refusedWhy says why err is Gmail refusing the account's mail for now,
+// which another route gets around; reasonNone when it is not.
+func refusedWhy(err error) reason {
+	switch {
+	case errors.Is(err, errGmailQuota):
+		return reasonGmailLimit
+	case errors.Is(err, errAccountUnusable):
+		return reasonAccountUnusable
+	}
+	return reasonNone
+}
+
+// dialAs opens a session authenticated as account. A rejected access token
+// is refreshed and tried once more. An account whose token cannot work
+// (revoked grant, undecryptable or deleted token) is errAccountUnusable;
+// opts.Tokens has already recorded the revoked grant on the account.
+func (g *gmailRoute) dialAs(ctx context.Context, account string) (*smtp.Client, error) {
 	if g.opts.Tokens == nil {
 		return nil, fmt.Errorf("%w: no token registry configured", errAccountUnusable)
 	}
@@ -82,22 +125,12 @@ func (g *gmailRoute) deliver(ctx context.Context, account string, m *Message) (*
 		}
 		return nil, err
 	}
-	defer c.Close()
-	a := send(c, m.From, m.To, m.Data)
-	for _, failed := range []map[string]error{a.perm, a.temp} {
-		for _, e := range failed {
-			if isDailyLimit(e) {
-				return nil, errGmailQuota
-			}
-		}
-	}
-	c.Quit()
-	return a, nil
+	return c, nil
 }
 
-func (g *gmailRoute) tlsMode() string {
+func (g *gmailRoute) tlsMode() tlsmode.Mode {
 	if g.opts.TLSMode == "" {
-		return "starttls"
+		return tlsmode.StartTLS
 	}
 	return g.opts.TLSMode
 }

@@ -88,7 +88,7 @@ func TestOnAcceptTellsAcceptedAndRefused(t *testing.T) {
 // whose refreshes are recorded as "refresh account <error>".
 func relayWithHooks(w *relayWorld, c *calls, google *fakeoauth.Server) {
 	opts := w.relay.opts
-	opts.OnDelivery = func(route, result string) { c.add(route + " " + result) }
+	opts.OnDelivery = func(route Route, o Outcome) { c.add(route.String() + " " + o.String()) }
 	if google == nil {
 		google = w.google
 	}
@@ -163,7 +163,7 @@ func TestOnDeliveryExpired(t *testing.T) {
 	}
 	w.clock.t = w.clock.t.Add(6 * 24 * time.Hour)
 	w.tryNext()
-	want := []string{RouteNone + " bounced", RouteNone + " bounced"}
+	want := []string{"none bounced", "none bounced"}
 	if got := c.take(); !slices.Equal(got, want) {
 		t.Errorf("hook calls %q, want %q", got, want)
 	}

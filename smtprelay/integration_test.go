@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/dkim"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // TestIntegrationSwaksToSmtpSink runs the relay between two pieces of
@@ -53,7 +54,7 @@ func TestIntegrationSwaksToSmtpSink(t *testing.T) {
 	}
 	relay := NewRelay(e.q, noAccounts{}, RelayOptions{
 		Hostname: "relay.acme.example",
-		Direct:   DirectOptions{Smarthost: sink.addr, SmarthostTLS: "plain"},
+		Direct:   DirectOptions{Smarthost: sink.addr, SmarthostTLS: tlsmode.Plain},
 		Signer:   signer,
 		Timeout:  10 * time.Second,
 		Logger:   logger,

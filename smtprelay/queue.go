@@ -36,7 +36,7 @@ type Message struct {
 	Ticket      int64     `json:"ticket,omitempty"`
 	MessageID   string    `json:"message_id,omitempty"`
 	State       string    `json:"state"`
-	Route       string    `json:"route,omitempty"` // route of the last try: gmail, direct, smarthost
+	Route       Route     `json:"route,omitempty"` // route of the last try: gmail, direct, smarthost, deferred
 	Attempts    int       `json:"attempts"`
 	CreatedAt   time.Time `json:"created_at"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`

@@ -7,18 +7,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // window is Google's sending day: a rolling 24 hours, not a calendar day.
 const window = 24 * time.Hour
-
-// Limits are one account's Gmail sending limits (seed G11).
-type Limits struct {
-	Messages       int // per rolling 24 h: 500 gmail, 2,000 workspace
-	Recipients     int // per rolling 24 h; 0 = not counted
-	External       int // recipients outside the account's domain per 24 h; 0 = not counted
-	PerMessageRcpt int // recipients in one message sent over SMTP (100)
-}
 
 // Quota counts, in Redis and shared by every mailgate process, what each
 // account sent through Gmail in the last 24 hours.
@@ -76,7 +70,7 @@ type reservation struct {
 
 // Reserve takes one message with rcpts recipients (ext of them external)
 // from account's quota, or says why not.
-func (q *Quota) Reserve(ctx context.Context, account, id string, rcpts, ext int, l Limits, warnAt float64) (reservation, error) {
+func (q *Quota) Reserve(ctx context.Context, account, id string, rcpts, ext int, l sendlimit.Limits, warnAt float64) (reservation, error) {
 	warn := int(float64(l.Messages)*warnAt + 0.999999)
 	keys := []string{q.sentKey(account), q.rcptKey(account), q.extKey(account), q.blockKey(account), q.warnKey(account)}
 	res, err := reserveScript.Run(ctx, q.rdb, keys, q.now().UnixMilli(), window.Milliseconds(), l.Messages, id,

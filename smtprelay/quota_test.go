@@ -3,6 +3,8 @@ package smtprelay
 import (
 	"context"
 	"testing"
+
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // TestQuotaReleaseGivesBackOnlyItsMessage: a released reservation frees its
@@ -11,7 +13,7 @@ func TestQuotaReleaseGivesBackOnlyItsMessage(t *testing.T) {
 	q, _ := newTestQueue(t)
 	quota := NewQuota(q)
 	ctx := context.Background()
-	l := Limits{Messages: 10, Recipients: 100, External: 100}
+	l := sendlimit.Limits{Messages: 10, Recipients: 100, External: 100}
 	for _, id := range []string{"keep", "drop"} {
 		if res, err := quota.Reserve(ctx, "a@acme.test", id, 3, 2, l, 0.9); err != nil || !res.ok {
 			t.Fatalf("Reserve(%s) = %+v, %v; want ok", id, res, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // Signer DKIM-signs mail for the domains it holds keys for (package dkim).
@@ -26,7 +27,7 @@ type RelayOptions struct {
 	Direct   DirectOptions
 	Signer   Signer // nil: nothing is signed
 	// Limits returns the Gmail sending limits of an account kind.
-	Limits func(kind accounts.Kind) Limits
+	Limits func(kind accounts.Kind) sendlimit.Limits
 	// WarnAt is the share of the daily limit that raises a warning (0.9).
 	WarnAt float64
 	// RetrySchedule are the waits after each failed try; the last repeats.
@@ -52,32 +53,21 @@ type RelayOptions struct {
 	Now     func() time.Time
 	// OnDelivery, if set, is told the outcome of each delivery try for
 	// each recipient: the route (RouteGmail, RouteDirect, RouteSmarthost;
-	// RouteNone for a message that expired before any try) and the result
-	// (ResultDelivered, ResultDeferred, ResultBounced). For metrics: it
-	// must not block.
-	OnDelivery func(route, result string)
+	// RouteNone for a message that expired before any try) and the
+	// outcome. For metrics: it must not block.
+	OnDelivery func(route Route, outcome Outcome)
 }
-
-// Delivery results, as told to RelayOptions.OnDelivery.
-const (
-	ResultDelivered = "delivered" // the recipient's server took it
-	ResultDeferred  = "deferred"  // a temporary failure: tried again later
-	ResultBounced   = "bounced"   // a permanent failure or expiry: a DSN went back
-)
-
-// RouteNone is the route told to OnDelivery for recipients that bounce
-// because their message expired in the queue without a route.
-const RouteNone = "none"
 
 // Relay delivers what the Server queued.
 type Relay struct {
-	q           *Queue
-	acc         AccountStore
-	quota       *Quota
-	gmail       *gmailRoute
-	directRoute *directRoute
-	opts        RelayOptions
-	log         *slog.Logger
+	q        *Queue
+	acc      AccountStore
+	quota    *Quota
+	gmail    *gmailRoute
+	own      courier // how the relay sends mail itself: MX hosts or the smarthost
+	ownRoute Route   // RouteDirect or RouteSmarthost
+	opts     RelayOptions
+	log      *slog.Logger
 }
 
 // NewRelay returns the delivery side of the relay.
@@ -101,7 +91,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		opts.MaxLifetime = 5 * 24 * time.Hour
 	}
 	if opts.Limits == nil {
-		opts.Limits = DefaultLimits
+		opts.Limits = accounts.Kind.DefaultLimits
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
@@ -112,20 +102,13 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 30 * time.Second
 	}
-	return &Relay{
+	r := &Relay{
 		q: q, acc: acc, opts: opts, log: opts.Logger,
-		quota:       &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
-		gmail:       &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
-		directRoute: &directRoute{opts: opts.Direct, hostname: opts.Hostname, timeout: opts.Timeout},
+		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
+		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
-}
-
-// DefaultLimits are Google's published limits (seed G11).
-func DefaultLimits(kind accounts.Kind) Limits {
-	if kind == accounts.KindWorkspace {
-		return Limits{Messages: 2000, Recipients: 10000, External: 3000, PerMessageRcpt: 100}
-	}
-	return Limits{Messages: 500, PerMessageRcpt: 100}
+	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeout)
+	return r
 }
 
 // Quota exposes the quota counters, for status displays.
@@ -235,68 +218,118 @@ func (r *Relay) work(ctx, hard context.Context, consumer string) {
 	}
 }
 
-// Process makes one delivery try of m and records its outcome.
+// Process makes one delivery try of m and records its outcome: decide how
+// it goes, deliver it through that route, record what became of each
+// recipient. When Gmail refuses the account's mail (its daily limit, a
+// revoked grant), that is one more decision in the same try, for the
+// recipients Gmail refused, so they go another way at once.
 func (r *Relay) Process(ctx context.Context, m *Message) error {
-	now := r.opts.Now()
-	if now.Sub(m.CreatedAt) > r.opts.MaxLifetime {
-		return r.finish(ctx, m, nil, fmt.Errorf("gave up after %s in the queue: %s", r.opts.MaxLifetime, m.LastError))
+	if r.opts.Now().Sub(m.CreatedAt) > r.opts.MaxLifetime {
+		return r.finish(ctx, m, fmt.Errorf("gave up after %s in the queue: %s", r.opts.MaxLifetime, m.LastError))
 	}
 	m.Attempts++
 	hd := readHeader(m.Data)
-	d, err := r.route(ctx, m, hd)
+	d, err := r.decide(ctx, m, hd, reasonNone)
 	if err != nil {
 		return r.retry(ctx, m, fmt.Errorf("routing: %w", err))
 	}
-	if d.route == routeDefer {
+	if d.route == RouteDeferred {
 		m.Attempts-- // waiting for quota is not a failed try
+	}
+	res := r.deliver(ctx, m, d, m.To)
+	if why, refused := gmailRefused(res); len(refused) > 0 {
+		next, err := r.decide(ctx, m, hd, why)
+		if err != nil {
+			r.log.Warn("relay: routing what Gmail refused", "queue_id", m.ID, "err", err)
+			return r.record(ctx, m, d, res) // the refused recipients wait for the next try
+		}
+		d, res = next, append(res.except(refused), r.deliver(ctx, m, next, refused)...)
+	}
+	return r.record(ctx, m, d, res)
+}
+
+// deliver sends m to rcpts as d says, and reports what each recipient's
+// try did. Recipients Gmail refused are not reported: they go another way
+// in the same try.
+func (r *Relay) deliver(ctx context.Context, m *Message, d decision, rcpts []string) Result {
+	if d.via == nil {
+		// Waiting for the account's quota: no route tries them now.
+		return failAll(rcpts, errors.New(d.reason.String()), Deferred)
+	}
+	res := d.via.Deliver(ctx, d.from, rcpts, d.data)
+	if d.route == RouteGmail {
+		r.settleQuota(ctx, m, d.account, res)
+	}
+	n, refused := map[Outcome]int{}, 0
+	for _, rr := range res {
+		if refusedWhy(rr.Err) != reasonNone {
+			refused++
+			continue
+		}
+		n[rr.Outcome]++
+		r.tell(d.route, rr.Outcome)
+	}
+	attrs := []any{"queue_id", m.ID, "route", d.route}
+	if d.reason != reasonNone {
+		attrs = append(attrs, "reason", d.reason)
+	}
+	attrs = append(attrs, d.attrs...)
+	attrs = append(attrs, "delivered", n[Delivered], "deferred", n[Deferred], "bounced", n[Bounced])
+	if refused > 0 {
+		attrs = append(attrs, "refused_by_gmail", refused)
+	}
+	r.log.Info("relay: try", attrs...)
+	return res
+}
+
+// gmailRefused returns why Gmail refused the account's mail in res, and
+// the recipients it refused; none when it did not.
+func gmailRefused(res Result) (reason, []string) {
+	why, refused := reasonNone, []string(nil)
+	for _, rr := range res {
+		if w := refusedWhy(rr.Err); w != reasonNone {
+			why, refused = w, append(refused, rr.Rcpt)
+		}
+	}
+	return why, refused
+}
+
+// settleQuota squares the account's quota with what Gmail did: a message
+// Gmail took for no recipient gives its reservation back, and Gmail's own
+// daily-limit refusal blocks the account for the rest of the window, since
+// Gmail knows better than our count.
+func (r *Relay) settleQuota(ctx context.Context, m *Message, account string, res Result) {
+	if len(res.rcpts(Delivered)) == 0 {
+		r.quota.Release(ctx, account, m.ID, len(m.To))
+	}
+	if why, _ := gmailRefused(res); why == reasonGmailLimit {
+		r.quota.Block(ctx, account)
+		r.log.Warn("relay: Gmail says the daily limit is reached", "account", account, "queue_id", m.ID)
+		r.quotaWarning(ctx, account, -1, 0)
+	}
+}
+
+// record keeps what a try did: delivered recipients are done, bounced
+// ones get a DSN, and deferred ones wait, until the account's quota frees
+// when the last decision was to wait for it, else by the retry schedule.
+func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) error {
+	m.Route = d.route
+	m.Done = append(m.Done, res.rcpts(Delivered)...)
+	m.To = res.rcpts(Deferred)
+	if bounced := res.errs(Bounced); len(bounced) > 0 {
+		r.bounce(ctx, m, bounced)
+	}
+	switch {
+	case len(m.To) == 0:
+		return r.finish(ctx, m, nil)
+	case d.route == RouteDeferred:
 		return r.deferForQuota(ctx, m, d)
 	}
-	var a *attempt
-	if d.route == RouteGmail {
-		a, err = r.gmail.deliver(ctx, d.account, m)
-		if err != nil {
-			r.quota.Release(ctx, d.account, m.ID, len(m.To))
-		}
-		switch {
-		case errors.Is(err, errGmailQuota) || errors.Is(err, errAccountUnusable):
-			if errors.Is(err, errGmailQuota) {
-				// Gmail knows better than our count: stop using the
-				// account now and send this message another way at once.
-				r.quota.Block(ctx, d.account)
-				r.log.Warn("relay: Gmail says the daily limit is reached", "account", d.account, "queue_id", m.ID)
-				r.quotaWarning(ctx, d.account, -1, 0)
-			}
-			if d, err = r.fallback(ctx, m, d.acct, hd, err.Error()); err != nil {
-				return r.retry(ctx, m, err)
-			}
-			if d.route == routeDefer {
-				return r.deferForQuota(ctx, m, d)
-			}
-		case err != nil:
-			r.tell(RouteGmail, ResultDeferred, len(m.To))
-			return r.retry(ctx, m, err)
-		}
-	}
-	if a == nil {
-		a = r.directRoute.deliver(ctx, &Message{From: d.from, To: m.To}, d.data)
-	}
-	m.Route = d.route
-	r.tell(d.route, ResultDelivered, len(a.delivered))
-	r.tell(d.route, ResultDeferred, len(a.temp))
-	r.tell(d.route, ResultBounced, len(a.perm))
-	r.log.Info("relay: try", "queue_id", m.ID, "route", d.route, "reason", d.reason,
-		"delivered", len(a.delivered), "deferred", len(a.temp), "failed", len(a.perm))
-	m.Done = append(m.Done, a.delivered...)
-	m.To = keys(a.temp)
-	if len(a.perm) > 0 {
-		r.bounce(ctx, m, a.perm)
-	}
-	if len(m.To) == 0 {
-		return r.finish(ctx, m, a.perm, nil)
-	}
 	var last error
-	for _, e := range a.temp {
-		last = e
+	for _, rr := range res {
+		if rr.Outcome == Deferred {
+			last = rr.Err
+		}
 	}
 	return r.retry(ctx, m, last)
 }
@@ -304,18 +337,16 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 // deferForQuota keeps m queued until d.until, when the account's Gmail
 // quota frees.
 func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error {
-	m.Route, m.LastError, m.NextAttempt = "deferred", d.reason, d.until
-	r.log.Warn("relay: deferred until the Gmail quota frees", "queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until)
+	m.Route, m.LastError, m.NextAttempt = RouteDeferred, d.reason.String(), d.until
+	attrs := append([]any{"queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
+	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
 }
 
-// tell reports the result of a try for n recipients to OnDelivery.
-func (r *Relay) tell(route, result string, n int) {
-	if r.opts.OnDelivery == nil {
-		return
-	}
-	for range n {
-		r.opts.OnDelivery(route, result)
+// tell reports the outcome of a try for one recipient to OnDelivery.
+func (r *Relay) tell(route Route, o Outcome) {
+	if r.opts.OnDelivery != nil {
+		r.opts.OnDelivery(route, o)
 	}
 }
 
@@ -336,7 +367,7 @@ func (r *Relay) retry(ctx context.Context, m *Message, err error) error {
 // finish records the end of m: sent, or bounced when nothing went out.
 // expired is set when the message outlived the queue lifetime: whatever is
 // left bounces.
-func (r *Relay) finish(ctx context.Context, m *Message, perm map[string]error, expired error) error {
+func (r *Relay) finish(ctx context.Context, m *Message, expired error) error {
 	if expired != nil {
 		left := map[string]error{}
 		for _, rc := range m.To {
@@ -346,7 +377,9 @@ func (r *Relay) finish(ctx context.Context, m *Message, perm map[string]error, e
 		if route != RouteGmail && route != RouteDirect && route != RouteSmarthost {
 			route = RouteNone // never tried, or deferred for quota
 		}
-		r.tell(route, ResultBounced, len(m.To))
+		for range m.To {
+			r.tell(route, Bounced)
+		}
 		r.bounce(ctx, m, left)
 		m.To = nil
 		m.LastError = expired.Error()

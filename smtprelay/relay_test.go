@@ -20,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/internal/testcert"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // stubMX answers every MX lookup with one host: the fake MX on loopback.
@@ -111,8 +112,8 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 		Gmail:    GmailOptions{Addr: w.gmail.Addr(), TLS: ca.ClientTLS("smtp.gmail.com"), Tokens: w.tokens(google, nil)},
 		Direct:   DirectOptions{Resolver: stubMX{}, Port: port, TLS: ca.ClientTLS("")},
 		Signer:   signer,
-		Limits: func(accounts.Kind) Limits {
-			return Limits{Messages: limit, PerMessageRcpt: 100}
+		Limits: func(accounts.Kind) sendlimit.Limits {
+			return sendlimit.Limits{Messages: limit, PerMessageRcpt: 100}
 		},
 		WarnAt:  0.8,
 		Timeout: 10 * time.Second,
@@ -202,8 +203,8 @@ func TestNotificationGoesViaGmailWithXOAUTH2(t *testing.T) {
 	}
 }
 
-// TestAttachmentGoesDirectSigned: Gmail SMTP is not for real attachments
-// (seed G10): the mail goes direct, dual-signed, and both signatures verify.
+// TestAttachmentGoesDirectSigned: mail with a real attachment does not go
+// via Gmail SMTP: it goes direct, dual-signed, and both signatures verify.
 func TestAttachmentGoesDirectSigned(t *testing.T) {
 	w := newRelayWorld(t, 500)
 	m := w.queueAndTry(wsAcct, withPDF(wsAcct))

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -17,30 +16,17 @@ import (
 	"github.com/mailgate/mailgate/mailparse"
 )
 
-// Routes a message can take.
-const (
-	RouteGmail     = "gmail"     // the account's Gmail SMTP, XOAUTH2
-	RouteDirect    = "direct"    // DKIM-signed, to the recipients' MX hosts
-	RouteSmarthost = "smarthost" // DKIM-signed, through relay.smarthost
-	routeDefer     = "defer"     // kept queued until the account's quota frees
-)
-
-// Fallback policies, per account, for mail that cannot go via Gmail.
-const (
-	FallbackDirect      = "direct"
-	FallbackRewriteFrom = "rewrite-from"
-	FallbackDefer       = "defer"
-)
-
-// decision is how one try of a message goes out.
+// decision is how one try of a message, or of the recipients Gmail
+// refused in it, goes out.
 type decision struct {
-	route   string // RouteGmail, RouteDirect (or smarthost), routeDefer
-	account string // for RouteGmail
-	from    string // envelope sender
-	data    []byte // the bytes to send (signed, rewritten)
-	reason  string // why not via Gmail, for the log
+	route   Route
+	via     courier // nil for RouteDeferred: no route tries it
+	from    string  // envelope sender
+	data    []byte  // the bytes to send (signed, rewritten)
+	reason  reason  // why not via Gmail; reasonNone when via Gmail
+	attrs   []any   // the reason's details and the policy applied, as log attributes
+	account string  // RouteGmail: whose quota the message took
 	until   time.Time
-	acct    *accounts.Account // for RouteGmail: to fall back if Gmail refuses
 }
 
 // header is what a try needs from the message's header, read once per try.
@@ -63,95 +49,116 @@ func readHeader(data []byte) header {
 	return hd
 }
 
-// route decides how m, whose header is hd, goes out now (seed G8, G10,
-// G11, G12).
-func (r *Relay) route(ctx context.Context, m *Message, hd header) (decision, error) {
+// decide says how m, whose header is hd, goes out in this try. refused is
+// reasonNone at first; when Gmail refused the account's mail during this
+// same try (reasonGmailLimit, reasonAccountUnusable), decide is asked once
+// more with that reason, and the account's fallback policy applies to it
+// like to any other reason.
+func (r *Relay) decide(ctx context.Context, m *Message, hd header, refused reason) (decision, error) {
 	if m.From == "" {
 		// A bounce we generate: null sender, never via an account.
-		return r.direct(m, m.From, m.Data, hd.from, "bounce"), nil
+		return r.direct(m, m.From, m.Data, hd.from, reasonBounce, nil), nil
 	}
 	acct, err := r.acc.Get(ctx, strings.ToLower(m.From))
 	if errors.Is(err, accounts.ErrNotFound) {
-		return r.direct(m, m.From, m.Data, hd.from, "sender is not a connected account"), nil
+		return r.direct(m, m.From, m.Data, hd.from, reasonNotAccount, nil), nil
 	}
 	if err != nil {
 		return decision{}, err
 	}
+	why, attrs := refused, []any(nil)
+	if why == reasonNone {
+		if why, attrs, err = r.gmailBlock(ctx, m, hd, acct); err != nil {
+			return decision{}, err
+		}
+	}
+	if why == reasonNone {
+		return decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data}, nil
+	}
+	return r.fallback(ctx, m, acct, hd, why, attrs), nil
+}
+
+// gmailBlock says what keeps m from going via acct's Gmail now, with its
+// details as log attributes, or takes one message from the account's
+// quota and returns reasonNone. Gmail sends as the account, so the mail
+// lands in its Sent folder, but it rewrites a From that is not the account
+// (or a verified alias), and its daily limits are counted here so that
+// mail goes another way before Gmail refuses it.
+func (r *Relay) gmailBlock(ctx context.Context, m *Message, hd header, acct *accounts.Account) (reason, []any, error) {
 	switch {
 	case acct.State != accounts.StateConnected:
-		return r.fallback(ctx, m, acct, hd, "account is "+string(acct.State))
+		return reasonNotConnected, []any{"state", acct.State}, nil
 	case !acct.SendViaGmail:
-		return r.fallback(ctx, m, acct, hd, "send via Gmail is off for this account")
-	}
-	if hd.from != acct.Email {
-		return r.fallback(ctx, m, acct, hd, fmt.Sprintf("From header %q is not the account: Gmail would rewrite it", hd.from))
-	}
-	if realAttachment(hd, m.Data) {
-		return r.fallback(ctx, m, acct, hd, "the message has a real attachment (seed G10)")
+		return reasonGmailOff, nil, nil
+	case hd.from != acct.Email:
+		return reasonFromNotAccount, []any{"header_from", hd.from}, nil
+	case realAttachment(m.Data):
+		return reasonAttachment, nil, nil
 	}
 	l := r.opts.Limits(acct.Kind)
 	if l.PerMessageRcpt > 0 && len(m.To) > l.PerMessageRcpt {
-		return r.fallback(ctx, m, acct, hd, fmt.Sprintf("%d recipients, Gmail takes %d per message", len(m.To), l.PerMessageRcpt))
+		return reasonTooManyRecipients, []any{"rcpts", len(m.To), "max", l.PerMessageRcpt}, nil
 	}
 	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(m.To), external(m.To, acct.Email), l, r.opts.WarnAt)
 	if err != nil {
-		return decision{}, err
+		return reasonNone, nil, err
 	}
 	if res.warn {
 		r.quotaWarning(ctx, acct.Email, res.used, l.Messages)
 	}
-	if !res.ok {
-		why := fmt.Sprintf("daily Gmail quota reached (%d/%d in 24 h)", res.used, l.Messages)
-		if res.blocked {
-			why = "Gmail reported its daily sending limit"
-		}
-		return r.fallback(ctx, m, acct, hd, why)
+	switch {
+	case res.blocked:
+		return reasonGmailLimit, nil, nil
+	case !res.ok:
+		return reasonOverQuota, []any{"used", res.used, "limit", l.Messages}, nil
 	}
-	return decision{route: RouteGmail, account: acct.Email, from: m.From, data: m.Data, acct: acct}, nil
+	return reasonNone, nil, nil
 }
 
-// fallback applies the account's policy to mail that cannot go via Gmail.
-// Direct delivery passes DMARC only when we can DKIM-sign for the From
-// domain, so a consumer @gmail.com account defers by default, while an
-// account on a domain we hold a key for goes direct.
-func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account, hd header, why string) (decision, error) {
+// fallback applies the account's policy to mail that cannot go via Gmail
+// for why. Direct delivery passes DMARC only when we can DKIM-sign for
+// the From domain, so a consumer @gmail.com account defers by default,
+// while an account on a domain we hold a key for goes direct.
+func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account, hd header, why reason, attrs []any) decision {
 	policy := acct.Fallback
-	if policy == "" {
-		policy = FallbackDefer
+	if policy == accounts.FallbackDefault {
+		policy = accounts.FallbackDefer
 		if r.canSign(domainOf(acct.Email)) {
-			policy = FallbackDirect
+			policy = accounts.FallbackDirect
 		}
 	}
-	if policy == FallbackDefer && !quotaReason(why) {
+	if policy == accounts.FallbackDefer && !why.waitHelps() {
 		// Waiting for quota cannot help an attachment or a revoked
 		// account: rewrite when we can, else go direct.
-		policy = FallbackDirect
+		policy = accounts.FallbackDirect
 		if r.opts.RewriteFrom != "" && !r.canSign(domainOf(acct.Email)) {
-			policy = FallbackRewriteFrom
+			policy = accounts.FallbackRewriteFrom
 		}
 	}
+	attrs = append(attrs, "fallback", policy.String())
 	switch policy {
-	case FallbackRewriteFrom:
+	case accounts.FallbackRewriteFrom:
 		if r.opts.RewriteFrom == "" {
-			return r.direct(m, m.From, m.Data, hd.from, why+"; rewrite-from needs relay.rewrite_from_address, sending as is"), nil
+			attrs = append(attrs, "rewrite_from", "not done: relay.rewrite_from_address is empty, sent as is")
+			return r.direct(m, m.From, m.Data, hd.from, why, attrs)
 		}
 		data, from := rewriteFrom(m.Data, r.opts.RewriteFrom), hd.from
 		if from != "" {
 			from = r.opts.RewriteFrom // rewriteFrom replaced it
 		}
-		return r.direct(m, r.opts.RewriteFrom, data, from, why+"; From rewritten to "+r.opts.RewriteFrom), nil
-	case FallbackDefer:
-		until := r.quota.FreesAt(ctx, acct.Email)
-		return decision{route: routeDefer, reason: why, until: until}, nil
+		attrs = append(attrs, "rewrite_from", r.opts.RewriteFrom)
+		return r.direct(m, r.opts.RewriteFrom, data, from, why, attrs)
+	case accounts.FallbackDefer:
+		return decision{route: RouteDeferred, reason: why, attrs: attrs, until: r.quota.FreesAt(ctx, acct.Email)}
 	}
-	return r.direct(m, m.From, m.Data, hd.from, why), nil
+	return r.direct(m, m.From, m.Data, hd.from, why, attrs)
 }
 
 // direct prepares data (m's bytes, perhaps rewritten) for delivery by the
 // relay itself: DKIM-signed when a key is configured for the domain of
 // hdrFrom, data's From address.
-func (r *Relay) direct(m *Message, envFrom string, data []byte, hdrFrom, why string) decision {
-	d := decision{route: r.directRoute.name(), from: envFrom, data: data, reason: why}
+func (r *Relay) direct(m *Message, envFrom string, data []byte, hdrFrom string, why reason, attrs []any) decision {
+	d := decision{route: r.ownRoute, via: r.own, from: envFrom, data: data, reason: why, attrs: attrs}
 	if r.canSign(domainOf(hdrFrom)) {
 		if signed, err := r.opts.Signer.Sign(data); err == nil {
 			d.data = signed
@@ -166,15 +173,11 @@ func (r *Relay) canSign(domain string) bool {
 	return r.opts.Signer != nil && domain != "" && r.opts.Signer.CanSign(domain)
 }
 
-func quotaReason(why string) bool {
-	return strings.Contains(why, "quota") || strings.Contains(why, "sending limit")
-}
-
 // realAttachment tells a file attached to the mail from an inline image of
 // its HTML: mail with a real attachment does not go through Gmail's SMTP.
 // mailparse.Parts decides as the full parse does, without decoding a part,
 // so even a lone text body needs no shortcut through the header hd.
-func realAttachment(hd header, data []byte) bool {
+func realAttachment(data []byte) bool {
 	for _, p := range mailparse.Parts(data) {
 		if !p.Inline {
 			return true

@@ -1,9 +1,14 @@
 package smtprelay
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/fakesmtp"
 	"github.com/mailgate/mailgate/mailparse"
 )
 
@@ -46,7 +51,7 @@ func TestRealAttachment(t *testing.T) {
 			raw += "\r\nJVBERi0xLjQK\r\n"
 		}
 		data := []byte(raw)
-		got := realAttachment(readHeader(data), data)
+		got := realAttachment(data)
 		parsed := false
 		for _, p := range mailparse.Parse(data).Parts {
 			parsed = parsed || !p.Inline
@@ -54,5 +59,93 @@ func TestRealAttachment(t *testing.T) {
 		if got != c.want || parsed != c.want {
 			t.Errorf("%s: realAttachment = %v, mailparse.Parse says %v; want %v", c.name, got, parsed, c.want)
 		}
+	}
+}
+
+// TestFromWithQuotaIsNotDeferred: a From address that is not the account
+// goes another way at once, even on an account whose fallback is defer,
+// and even when the address itself says "quota": the reason is a value,
+// never text from the message.
+func TestFromWithQuotaIsNotDeferred(t *testing.T) {
+	w := newRelayWorld(t, 500)
+	ctx := context.Background()
+	if err := w.acc.SetSending(ctx, gmailAcct, true, accounts.FallbackDefer); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"alerts@customer.example", "quota-alerts@customer.example", "Over Quota <quota@quota.example>"} {
+		m := w.queueAndTry(gmailAcct, strings.Replace(notif(gmailAcct, "n"), "From: Acme <"+gmailAcct+">", "From: "+from, 1))
+		if m.State != StateSent || m.Route != RouteDirect {
+			t.Errorf("From %q: state %s, route %s; want sent direct like any From that is not the account", from, m.State, m.Route)
+		}
+	}
+	if n := len(w.gmail.Received()); n != 0 {
+		t.Errorf("Gmail received %d messages with a foreign From, want 0: it would rewrite the From", n)
+	}
+	if n := len(w.mx.Received()); n != 3 {
+		t.Errorf("MX received %d messages, want 3", n)
+	}
+	// Over quota, the same account does wait.
+	w.gmail.SetDailyLimitReached(gmailAcct, true)
+	if m := w.queueAndTry(gmailAcct, notif(gmailAcct, "n")); m.State != StateDeferred || m.Route != RouteDeferred {
+		t.Errorf("over Gmail's limit: state %s, route %s; want deferred", m.State, m.Route)
+	}
+}
+
+// TestGmailRefusesOneRecipient: Gmail takes one recipient and refuses the
+// other with its daily limit. The refused one goes direct in the same try;
+// the one Gmail took is not sent twice.
+func TestGmailRefusesOneRecipient(t *testing.T) {
+	w := newRelayWorld(t, 500)
+	ctx := context.Background()
+	const bob = "bob@customer.example"
+	w.gmail.FailRcpt(bob, fakesmtp.ErrDailyLimit)
+	m := prepare([]byte(notif(wsAcct, "n")), wsAcct, []string{customer, bob}, "relay.acme.example", w.clock.t)
+	if err := w.q.Put(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	w.tryNext()
+	got, err := w.q.Get(ctx, m.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateSent || len(got.Done) != 2 || len(got.To) != 0 {
+		t.Fatalf("after the try: %+v, want sent to both", got)
+	}
+	if g := w.gmail.Received(); len(g) != 1 || !slices.Equal(g[0].To, []string{customer}) {
+		t.Errorf("Gmail received %+v, want one message to %s", g, customer)
+	}
+	if mx := w.mx.Received(); len(mx) != 1 || !slices.Equal(mx[0].To, []string{bob}) {
+		t.Errorf("MX received %+v, want one message to %s", mx, bob)
+	}
+	if _, blocked, _ := w.relay.Quota().Used(ctx, wsAcct); !blocked {
+		t.Error("Gmail's daily-limit reply did not block the account")
+	}
+}
+
+func TestReasonWaitHelps(t *testing.T) {
+	seen := map[string]reason{}
+	for r := reasonNone; int(r) < len(reasonText); r++ {
+		text := r.String()
+		if text == "" || text == "unknown reason" {
+			t.Errorf("reason %d has no text", r)
+		}
+		if other, dup := seen[text]; dup {
+			t.Errorf("reasons %d and %d both say %q", other, r, text)
+		}
+		seen[text] = r
+		if want := r == reasonOverQuota || r == reasonGmailLimit; r.waitHelps() != want {
+			t.Errorf("%q.waitHelps() = %v, want %v", text, !want, want)
+		}
+	}
+}
+
+func TestParseRoute(t *testing.T) {
+	for _, r := range routes {
+		if got, err := ParseRoute(r.String()); err != nil || got != r {
+			t.Errorf("ParseRoute(%q) = %q, %v", r.String(), got, err)
+		}
+	}
+	if _, err := ParseRoute("sideways"); err == nil {
+		t.Error(`ParseRoute("sideways") accepted`)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mailgate/mailgate/internal/fakeoauth"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // withFetcher gives w a fake Gmail IMAP for gmailAcct and a fetcher that
@@ -41,7 +42,7 @@ func (w *relayWorld) withFetcher(tokens *oauth.Registry) *imapfetch.Fetcher {
 	w.relay = NewRelay(w.q, w.acc, opts)
 	st := tickets.NewStore(w.q.rdb, tickets.Options{SupportAddresses: w.acc.SupportAddresses})
 	return imapfetch.New(w.acc, st, imapfetch.Options{
-		IMAPAddr: addr.String(), TLSMode: imapfetch.TLSPlain, Tokens: tokens,
+		IMAPAddr: addr.String(), TLSMode: tlsmode.Plain, Tokens: tokens,
 		CommandTimeout: 10 * time.Second, LeaseTTL: 3 * time.Second, Holder: "test",
 	})
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/accounts"
-	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/sendlimit"
 )
 
 // Status is the whole picture, as /status and `mailgate status --json`
@@ -92,8 +92,8 @@ type Sources struct {
 	Quota    QuotaReader
 	// Limits gives the daily Gmail limits of an account kind, as the relay
 	// applies them (config relay.*_daily_limit); nil means
-	// smtprelay.DefaultLimits.
-	Limits func(accounts.Kind) smtprelay.Limits
+	// accounts.Kind.DefaultLimits.
+	Limits func(accounts.Kind) sendlimit.Limits
 	// Events is the Redis holding the ticket events stream, EventsKey its
 	// key (tickets.Store.Key("events")); nil Events: no warnings.
 	Events    redis.UniversalClient
@@ -114,7 +114,7 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 	}
 	limits := s.Limits
 	if limits == nil {
-		limits = smtprelay.DefaultLimits
+		limits = accounts.Kind.DefaultLimits
 	}
 	st := &Status{At: now().UTC(), Accounts: []Account{}, Warnings: []Warning{}}
 

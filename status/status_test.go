@@ -13,6 +13,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -62,7 +63,7 @@ func TestGather(t *testing.T) {
 		t.Fatal(err)
 	}
 	quota := smtprelay.NewQuota(w.q)
-	if _, err := quota.Reserve(ctx, support, m.ID, 1, 1, smtprelay.Limits{Messages: 500}, 0.9); err != nil {
+	if _, err := quota.Reserve(ctx, support, m.ID, 1, 1, sendlimit.Limits{Messages: 500}, 0.9); err != nil {
 		t.Fatal(err)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
@@ -110,8 +111,8 @@ func TestMetricsExposeHookCounters(t *testing.T) {
 	m.RelayAccept(true, "")
 	m.RelayAccept(true, "")
 	m.RelayAccept(false, smtprelay.RejectSender)
-	m.Delivery(smtprelay.RouteGmail, smtprelay.ResultDelivered)
-	m.Delivery(smtprelay.RouteDirect, smtprelay.ResultBounced)
+	m.Delivery(smtprelay.RouteGmail, smtprelay.Delivered)
+	m.Delivery(smtprelay.RouteDirect, smtprelay.Bounced)
 	m.TokenRefresh(support, nil)
 	m.TokenRefresh(support, fmt.Errorf("access token: %w", oauth.ErrInvalidGrant))
 	m.TokenRefresh(support, errors.New("token endpoint unreachable"))
@@ -181,7 +182,7 @@ func TestStatusAndStateGauges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	limits := func(accounts.Kind) smtprelay.Limits { return smtprelay.Limits{Messages: 10} }
+	limits := func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{Messages: 10} }
 	src := status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: limits, Events: rdb, EventsKey: st.Key("events")}
 	mx := metrics.New(metrics.Options{State: &src, Timeout: time.Second})
 	base := serve(t, New(Options{

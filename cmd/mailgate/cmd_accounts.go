@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 )
@@ -34,7 +35,7 @@ func accountsCommand() *cli.Command {
 	importFlag := &cli.IntFlag{Name: "import-recent", Value: 50,
 		Usage: "on first connection, turn the `N` most recent mails (read or unread) into tickets with helpdesk triggers suppressed; 0 imports none"}
 	kindFlag := &cli.StringFlag{Name: "kind", DefaultText: "gmail, or unchanged for a known account",
-		Usage: "`KIND` of account: gmail (500 mails a day) or workspace (Google Workspace, 2,000 a day)"}
+		Usage: fmt.Sprintf("`KIND` of account: gmail (%d mails a day) or workspace (Google Workspace, %d a day)", sendlimit.GmailMessages, sendlimit.WorkspaceMessages)}
 	noBrowser := &cli.BoolFlag{Name: "no-browser", Usage: "only print the consent URL, do not try to open a browser (headless servers)"}
 	skipVerify := &cli.BoolFlag{Name: "skip-verify", Usage: "store the token without asking Google which account it belongs to"}
 	// Not Required: cli would check that before emailArg parses the flags
@@ -341,7 +342,7 @@ type quotaJSON struct {
 // accountQuota reads an account's quota use and words the warning the
 // admin sees as the limit nears (seed G12). On a failed read the use
 // counts as 0 and err says why.
-func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits, warnAt float64) (quotaJSON, error) {
+func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits, warnAt float64) (quotaJSON, error) {
 	used, blocked, err := q.Used(ctx, a.Email)
 	r := quotaJSON{Quota: status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}}
 	switch {
@@ -358,17 +359,18 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 func accountsSet(c *cli.Context) error { return withAccount(c, setSending) }
 
 func setSending(c *cli.Context, st *accounts.Store, email string) error {
-	fallback := c.String("fallback")
-	if fallback == "default" {
-		fallback = ""
+	fallback, err := accounts.ParseFallback(c.String("fallback"))
+	if err != nil {
+		return cli.Exit(err, 1)
 	}
 	if err := st.SetSending(c.Context, email, c.Bool("send-via-gmail"), fallback); err != nil {
 		return cli.Exit(err, 1)
 	}
-	if fallback == "" {
-		fallback = "default (direct when a DKIM key is configured for the account's domain, else defer)"
+	policy := fallback.String()
+	if fallback == accounts.FallbackDefault {
+		policy += " (direct when a DKIM key is configured for the account's domain, else defer)"
 	}
-	fmt.Fprintf(c.App.Writer, "%s: send via Gmail %v, fallback %s\n", email, c.Bool("send-via-gmail"), fallback)
+	fmt.Fprintf(c.App.Writer, "%s: send via Gmail %v, fallback %s\n", email, c.Bool("send-via-gmail"), policy)
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/mailgate/mailgate/internal/fakeoauth"
 	"github.com/mailgate/mailgate/internal/fakesmtp"
 	"github.com/mailgate/mailgate/internal/testcert"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 func demoCommand() *cli.Command {
@@ -203,8 +204,8 @@ func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*demo
 	g := &cfg.Google
 	g.ClientID, g.ClientSecret = fakeoauth.ClientID, fakeoauth.ClientSecret
 	g.AuthURL, g.TokenURL, g.UserinfoURL = w.google.URL+"/auth", w.google.URL+"/token", w.google.UserinfoURL()
-	g.IMAPAddr, g.IMAPTLS = w.imapAddr, config.TLSPlain
-	g.SMTPAddr, g.SMTPTLS = w.gmail.Addr(), config.TLSStartTLS
+	g.IMAPAddr, g.IMAPTLS = w.imapAddr, tlsmode.Plain
+	g.SMTPAddr, g.SMTPTLS = w.gmail.Addr(), tlsmode.StartTLS
 	g.CAFile = caFile
 	cfg.Secrets.KeyFile = filepath.Join(dir, "mailgate.key")
 	cfg.Fetch.PollInterval = config.Duration(2 * time.Second)

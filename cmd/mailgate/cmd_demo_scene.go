@@ -66,7 +66,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 		// A consumer Gmail address cannot be DKIM-signed by anyone but
 		// Google: beyond its quota its mail goes out From the helpdesk's
 		// own signed domain, with the Gmail address as Reply-To.
-		{Email: demoGmail, Kind: accounts.KindGmail, ImportRecent: 50, Fallback: smtprelay.FallbackRewriteFrom},
+		{Email: demoGmail, Kind: accounts.KindGmail, ImportRecent: 50, Fallback: accounts.FallbackRewriteFrom},
 		{Email: demoWorkspace, Kind: accounts.KindWorkspace, ImportRecent: 50},
 	} {
 		if _, err := d.acc.Connect(ctx, a, w.google.IssueRefreshToken(a.Email)); err != nil {
@@ -259,7 +259,7 @@ func (sc *scene) finished(ctx context.Context, id string) (*smtprelay.Message, e
 }
 
 func (sc *scene) note(what string, m *smtprelay.Message) {
-	sc.sent = append(sc.sent, sentNote{what: what, id: m.ID, route: m.Route})
+	sc.sent = append(sc.sent, sentNote{what: what, id: m.ID, route: m.Route.String()})
 }
 
 // verifyDKIM checks the copy the recipient's MX received, as a receiver

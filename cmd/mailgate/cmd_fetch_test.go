@@ -111,9 +111,9 @@ func TestStatus(t *testing.T) {
 
 func TestFallbackWarnings(t *testing.T) {
 	all := []*accounts.Account{
-		{Email: "a@gmail.com", Fallback: smtprelay.FallbackDirect},
-		{Email: "b@acme.example", Fallback: smtprelay.FallbackDirect},
-		{Email: "c@gmail.com", Fallback: smtprelay.FallbackRewriteFrom},
+		{Email: "a@gmail.com", Fallback: accounts.FallbackDirect},
+		{Email: "b@acme.example", Fallback: accounts.FallbackDirect},
+		{Email: "c@gmail.com", Fallback: accounts.FallbackRewriteFrom},
 		{Email: "d@gmail.com"},
 	}
 	signs := func(d string) bool { return d == "acme.example" }

@@ -24,6 +24,8 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/oneline"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 )
@@ -296,8 +298,8 @@ func queueList(c *cli.Context) error {
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tATTEMPTS\tNEXT TRY\tROUTE\tFROM\tTO\tTICKET\tLAST ERROR")
 	for _, m := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, shortDuration(now.Sub(m.CreatedAt)),
-			m.Attempts, nextTry(m, now), dash(m.Route), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
-			clip(oneLine(m.LastError), 60))
+			m.Attempts, nextTry(m, now), dash(m.Route.String()), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
+			clip(oneline.Of(m.LastError), 60))
 	}
 	return tw.Flush()
 }
@@ -353,7 +355,7 @@ func printQueued(c *cli.Context, m *smtprelay.Message, asJSON bool) error {
 		fmt.Fprintf(w, "Last route:   %s\n", m.Route)
 	}
 	if m.LastError != "" {
-		fmt.Fprintf(w, "Last error:   %s\n", oneLine(m.LastError))
+		fmt.Fprintf(w, "Last error:   %s\n", oneline.Of(m.LastError))
 	}
 	if len(m.Data) == 0 {
 		fmt.Fprintln(w, "\nThe message content is no longer stored (it is dropped once a message is sent or bounced).")
@@ -492,7 +494,7 @@ func subject(data []byte) string {
 	if dec, err := new(mime.WordDecoder).DecodeHeader(s); err == nil {
 		s = dec
 	}
-	return clip(oneLine(s), 80)
+	return clip(oneline.Of(s), 80)
 }
 
 func describeState(m *smtprelay.Message, now time.Time) string {
@@ -559,11 +561,6 @@ func dash(s string) string {
 	return s
 }
 
-// oneLine keeps a multi-line SMTP reply in one table cell.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
 func plural(n int64, noun string) string {
 	if n == 1 {
 		return "1 " + noun
@@ -575,18 +572,18 @@ func plural(n int64, noun string) string {
 // relay's per-kind Gmail limits. Consumer Gmail has no published daily
 // recipient cap separate from its message cap, so only the message and
 // per-message counts apply to it.
-func relayLimits(cfg *config.Config) func(accounts.Kind) smtprelay.Limits {
+func relayLimits(cfg *config.Config) func(accounts.Kind) sendlimit.Limits {
 	r := cfg.Relay
-	return func(kind accounts.Kind) smtprelay.Limits {
+	return func(kind accounts.Kind) sendlimit.Limits {
 		if kind == accounts.KindWorkspace {
-			return smtprelay.Limits{
+			return sendlimit.Limits{
 				Messages:       r.WorkspaceDailyLimit,
 				Recipients:     r.WorkspaceDailyRecipients,
 				External:       r.WorkspaceDailyExternalRecipients,
 				PerMessageRcpt: r.MaxRecipientsPerMessage,
 			}
 		}
-		return smtprelay.Limits{Messages: r.GmailDailyLimit, PerMessageRcpt: r.MaxRecipientsPerMessage}
+		return sendlimit.Limits{Messages: r.GmailDailyLimit, PerMessageRcpt: r.MaxRecipientsPerMessage}
 	}
 }
 
@@ -596,7 +593,7 @@ const quotaCells = 10
 // quotaColumn renders an account's Gmail use over the last 24 hours for
 // `accounts list` and `status`: "[######----] 312/500", plus " BLOCKED by
 // Gmail" once Gmail answered with its daily-limit error.
-func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) smtprelay.Limits) string {
+func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits) string {
 	used, blocked, err := q.Used(ctx, a.Email)
 	return quotaCell(status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}, err)
 }

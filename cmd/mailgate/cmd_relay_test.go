@@ -18,6 +18,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/internal/redistest"
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 )
 
@@ -300,16 +301,16 @@ func TestQueueDelete(t *testing.T) {
 func TestRelayLimits(t *testing.T) {
 	cfg := config.Defaults()
 	limits := relayLimits(cfg)
-	if got, want := limits(accounts.KindGmail), (smtprelay.Limits{Messages: 500, PerMessageRcpt: 100}); got != want {
+	if got, want := limits(accounts.KindGmail), (sendlimit.Limits{Messages: 500, PerMessageRcpt: 100}); got != want {
 		t.Errorf("gmail limits = %+v, want %+v", got, want)
 	}
-	if got, want := limits(accounts.KindWorkspace), (smtprelay.Limits{Messages: 2000, Recipients: 10000, External: 3000, PerMessageRcpt: 100}); got != want {
+	if got, want := limits(accounts.KindWorkspace), (sendlimit.Limits{Messages: 2000, Recipients: 10000, External: 3000, PerMessageRcpt: 100}); got != want {
 		t.Errorf("workspace limits = %+v, want %+v", got, want)
 	}
 	// Defaults agree with the relay's own idea of Google's limits.
 	for _, k := range []accounts.Kind{accounts.KindGmail, accounts.KindWorkspace} {
-		if limits(k) != smtprelay.DefaultLimits(k) {
-			t.Errorf("%s: config defaults %+v differ from smtprelay.DefaultLimits %+v", k, limits(k), smtprelay.DefaultLimits(k))
+		if limits(k) != k.DefaultLimits() {
+			t.Errorf("%s: config defaults %+v differ from accounts.Kind.DefaultLimits %+v", k, limits(k), k.DefaultLimits())
 		}
 	}
 	cfg.Relay.GmailDailyLimit = 10
@@ -324,9 +325,9 @@ func TestQuotaColumn(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	quota := smtprelay.NewQuota(smtprelay.NewQueue(rdb, smtprelay.QueueOptions{}))
-	ten := func(accounts.Kind) smtprelay.Limits { return smtprelay.Limits{Messages: 10} }
+	ten := func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{Messages: 10} }
 	defaults := relayLimits(config.Defaults())
-	send := func(account string, n int, limits func(accounts.Kind) smtprelay.Limits) {
+	send := func(account string, n int, limits func(accounts.Kind) sendlimit.Limits) {
 		t.Helper()
 		for i := range n {
 			if _, err := quota.Reserve(ctx, account, fmt.Sprintf("m%d", i), 1, 0, limits(accounts.KindGmail), 0.9); err != nil {
@@ -343,7 +344,7 @@ func TestQuotaColumn(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		email  string
-		limits func(accounts.Kind) smtprelay.Limits
+		limits func(accounts.Kind) sendlimit.Limits
 		want   string
 	}{
 		{"three@gmail.com", ten, "[###-------] 3/10"},
@@ -352,7 +353,7 @@ func TestQuotaColumn(t *testing.T) {
 		{"one@example.com", defaults, "[#---------] 1/500"},
 		{"busy@gmail.com", defaults, "[######----] 312/500"},
 		{"blocked@gmail.com", ten, "[----------] 0/10 BLOCKED by Gmail"},
-		{"three@gmail.com", func(accounts.Kind) smtprelay.Limits { return smtprelay.Limits{} }, "3 sent (no limit)"},
+		{"three@gmail.com", func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{} }, "3 sent (no limit)"},
 	} {
 		if got := quotaColumn(ctx, quota, &accounts.Account{Email: tc.email, Kind: accounts.KindGmail}, tc.limits); got != tc.want {
 			t.Errorf("quotaColumn(%s) = %q, want %q", tc.email, got, tc.want)

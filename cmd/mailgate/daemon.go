@@ -27,6 +27,7 @@ import (
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
 	"github.com/mailgate/mailgate/web"
 )
 
@@ -284,8 +285,7 @@ func checkRelayExposure(listen string, hasTLS, hasUsers bool, nets []netip.Prefi
 	if err != nil {
 		return fmt.Errorf("relay.listen: %w", err)
 	}
-	ip, err := netip.ParseAddr(host)
-	if err == nil && ip.IsLoopback() || host == "localhost" {
+	if tlsmode.IsLoopback(host) {
 		return nil
 	}
 	if hasUsers && !hasTLS {
@@ -322,11 +322,11 @@ func fallbackWarnings(all []*accounts.Account, canSign func(domain string) bool,
 	for _, a := range all {
 		domain := a.Email[strings.LastIndex(a.Email, "@")+1:]
 		switch {
-		case a.Fallback == smtprelay.FallbackDirect && !canSign(domain):
+		case a.Fallback == accounts.FallbackDirect && !canSign(domain):
 			out = append(out, fmt.Sprintf("%s: fallback direct, but no DKIM key for %s (mailgate dkim keygen), or choose rewrite-from/defer", a.Email, domain))
-		case a.Fallback == smtprelay.FallbackRewriteFrom && rewriteFrom == "":
+		case a.Fallback == accounts.FallbackRewriteFrom && rewriteFrom == "":
 			out = append(out, fmt.Sprintf("%s: fallback rewrite-from needs relay.rewrite_from_address", a.Email))
-		case a.Fallback == smtprelay.FallbackRewriteFrom && !canSign(rewriteFrom[strings.LastIndex(rewriteFrom, "@")+1:]):
+		case a.Fallback == accounts.FallbackRewriteFrom && !canSign(rewriteFrom[strings.LastIndex(rewriteFrom, "@")+1:]):
 			out = append(out, fmt.Sprintf("%s: fallback rewrite-from, but no DKIM key for the domain of relay.rewrite_from_address %s", a.Email, rewriteFrom))
 		}
 	}
@@ -394,11 +394,11 @@ wait:
 
 // smarthostTLS requires STARTTLS when there is a password to protect, and
 // uses it when offered otherwise.
-func smarthostTLS(cfg *config.Config) string {
+func smarthostTLS(cfg *config.Config) tlsmode.Mode {
 	if cfg.Relay.SmarthostUser != "" {
-		return "starttls"
+		return tlsmode.StartTLS
 	}
-	return "opportunistic"
+	return tlsmode.Opportunistic
 }
 
 func durations(ds []config.Duration) []time.Duration {
