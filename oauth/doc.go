@@ -1,7 +1,7 @@
 // Package oauth gets OAuth2 access tokens for Gmail accounts and speaks the
 // SASL mechanisms (XOAUTH2, OAUTHBEARER) that IMAP and SMTP use with them.
 //
-// One file per concern: xoauth2.go (SASL), token.go (refreshing access
+// One file per concern: xoauth2.go (SASL clients), token.go (refreshing access
 // tokens), secret.go (refresh tokens encrypted at rest), consent.go (the
 // interactive "accounts connect" flow). Nothing here logs or returns a token
 // in an error string.
