@@ -1,3 +1,5 @@
+//go:build demo
+
 package main
 
 import (
@@ -19,17 +21,6 @@ import (
 	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/internal/fakeworld"
 )
-
-func demoCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "demo",
-		Usage: "run mailgate end to end on this machine against a fake Gmail, fake Google OAuth and a fake recipient MX (no Google account needed)",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "keep-running", Usage: "leave everything up after the scene, and print the addresses to try it by hand"},
-		},
-		Action: demo,
-	}
-}
 
 // Demo accounts: a consumer Gmail account with a tiny quota, and a
 // Workspace account on a domain mailgate holds a DKIM key for.

@@ -1,3 +1,5 @@
+//go:build demo
+
 package main
 
 import (
@@ -41,7 +43,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *fakeworld.World, n *na
 	sc := &scene{d: d, w: w, n: n, q: d.queue, quota: smtprelay.NewQuota(d.queue), relay: d.relayL.Addr().String()}
 
 	// Mail already in the mailboxes before they are connected: the admin
-	// chose to import the last 50 (here: all of them), read or not (G4).
+	// chose to import the last 50 (here: all of them), read or not.
 	for _, u := range []string{demoGmail, demoWorkspace} {
 		w.IMAP.AddUser(u)
 	}
@@ -82,7 +84,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *fakeworld.World, n *na
 func (sc *scene) play(ctx context.Context) error {
 	st, n := sc.d.tickets, sc.n
 
-	// 1. Initial import (G4, G5).
+	// 1. Initial import, with helpdesk triggers suppressed.
 	if err := waitFor(ctx, "the initial import", func() (bool, error) {
 		ts, err := st.List(ctx, tickets.ListOptions{Limit: 100})
 		suppressed := 0
@@ -97,7 +99,7 @@ func (sc *scene) play(ctx context.Context) error {
 	}
 	n.step("imported 5 recent mails (read and unread) as tickets with triggers suppressed: the helpdesk sends no auto-reply for old mail")
 
-	// 2. Customers write in; IDLE brings each mail at once (G1).
+	// 2. Customers write in; IDLE brings each mail at once.
 	latin1 := "From: =?ISO-8859-1?Q?=C9lodie_Martin?= <elodie@customer.example>\r\nTo: " + demoWorkspace + "\r\n" +
 		"Subject: =?ISO-8859-1?Q?Probl=E8me_de_facturation?=\r\nMessage-ID: <elodie-1@customer.example>\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
@@ -120,7 +122,7 @@ func (sc *scene) play(ctx context.Context) error {
 	n.step("Paul writes with a screenshot → ticket #%d, attachment %s (%d bytes, stored once by SHA-256), in %s", paul.ID,
 		full.Comments[0].Attachments[0].Filename, full.Comments[0].Attachments[0].Size, took)
 
-	// 3. The helpdesk answers through the relay: via Gmail (G8).
+	// 3. The helpdesk answers through the relay: via Gmail.
 	notif := "<notif-paul-1@helpdesk.acme.example>"
 	id, err := sc.send(demoGmail, "paul@customer.example", fmt.Sprintf("[#%d] Re: Screenshot of the error", paul.ID), notif, "", "Thanks Paul, we are looking into it.")
 	if err != nil {
@@ -146,7 +148,7 @@ func (sc *scene) play(ctx context.Context) error {
 	t, _ := st.Get(ctx, paul.ID)
 	n.step("Paul replies to the notification → comment 2 on ticket #%d (threaded by %s), no new ticket", paul.ID, t.Comments[1].ThreadedBy)
 
-	// 5. A real attachment cannot go via Gmail (G10): DKIM-signed direct.
+	// 5. A real attachment does not go via Gmail: DKIM-signed direct.
 	id, err = sc.send(demoWorkspace, "elodie@customer.example", fmt.Sprintf("[#%d] Re: Problème de facturation", elodie.ID), "", "invoice-corrected.pdf", "Voici la facture corrigée.")
 	if err != nil {
 		return err
@@ -158,7 +160,7 @@ func (sc *scene) play(ctx context.Context) error {
 	verdict := sc.verifyDKIM(m.MessageID)
 	n.step("the answer to Élodie carries a PDF → not via Gmail but %s to her MX, DKIM-signed for %s: %s", m.Route, demoDomain, verdict)
 
-	// 6. The quota (G11, G12): 3 a day for this demo Gmail account.
+	// 6. The quota: 3 a day for this demo Gmail account.
 	for i := 2; i <= 4; i++ {
 		id, err := sc.send(demoGmail, fmt.Sprintf("customer%d@customer.example", i), fmt.Sprintf("[#%d] Update %d", paul.ID, i), "", "", "An update on your request.")
 		if err != nil {
