@@ -226,13 +226,3 @@ func TestQueueDelete(t *testing.T) {
 		t.Errorf("second delete = %d %q", code, stderr)
 	}
 }
-
-func TestQueueAges(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		-time.Second: "0s", 45 * time.Second: "45s", 90 * time.Second: "1m", 3*time.Hour + 5*time.Minute: "3h05m", 52 * time.Hour: "2d04h",
-	} {
-		if got := shortDuration(d); got != want {
-			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
-		}
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -57,5 +58,15 @@ func TestQuotaColumn(t *testing.T) {
 	ws := &accounts.Account{Email: "three@gmail.com", Kind: accounts.KindWorkspace}
 	if got := quotaColumn(ctx, quota, ws, defaults); got != "[#---------] 3/2000" {
 		t.Errorf("quotaColumn(workspace) = %q", got)
+	}
+}
+
+func TestQueueAges(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Second: "0s", 45 * time.Second: "45s", 90 * time.Second: "1m", 3*time.Hour + 5*time.Minute: "3h05m", 52 * time.Hour: "2d04h",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
 	}
 }
