@@ -89,7 +89,8 @@ func newOAuthBearerServer(auth authFunc) *oauthBearerServer {
 	o := &oauthBearerServer{}
 	o.inner = sasl.NewOAuthBearerServer(func(opts sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
 		if o.authErr = auth(opts.Username, opts.Token); o.authErr != nil {
-			return &sasl.OAuthBearerError{Status: "400", Schemes: "Bearer", Scope: "https://mail.google.com/"}
+			r := fakesasl.GmailRejection()
+			return &sasl.OAuthBearerError{Status: r.Status, Schemes: r.Schemes, Scope: r.Scope}
 		}
 		return nil
 	})
