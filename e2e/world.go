@@ -1,7 +1,7 @@
 // Package e2e runs mailgate as an operator does: the built binary, as a
 // separate process, against a real redis-server and the fakes of Google
 // (OAuth, Gmail IMAP, Gmail SMTP) and of a recipient's mail server from
-// internal/, which live in the calling process.
+// internal/fakeworld, which live in the calling process.
 //
 // The tests in this package need MG_INTEGRATION=1 (scripts/test sets
 // it): they build the binary and run for tens of seconds. cmd/rssbench,
@@ -23,84 +23,26 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/dkim"
-	"github.com/mailgate/mailgate/internal/fakegmail"
-	"github.com/mailgate/mailgate/internal/fakeoauth"
-	"github.com/mailgate/mailgate/internal/fakesmtp"
+	"github.com/mailgate/mailgate/internal/fakeworld"
 	"github.com/mailgate/mailgate/internal/freeport"
-	"github.com/mailgate/mailgate/internal/testcert"
 )
 
 // DKIMDomain is the domain the world holds a DKIM key for: accounts on it
 // may go direct (signed) when they cannot go via Gmail.
-const DKIMDomain = "acme.example"
+const DKIMDomain = fakeworld.DKIMDomain
 
 // Fakes are the outside world mailgate talks to.
-type Fakes struct {
-	Dir       string
-	OAuth     *fakeoauth.Server
-	IMAP      *fakegmail.Server
-	IMAPAddr  string
-	GmailSMTP *fakesmtp.Server // smtp.gmail.com:587
-	MX        *fakesmtp.Server // every recipient's server; relay.smarthost
-	CAFile    string           // google.ca_file: trusts the fakes' certificates
-	DKIMKey   string           // private key file for DKIMDomain
-}
+type Fakes struct{ *fakeworld.World }
 
 // StartFakes starts every fake on loopback, writing its files into dir.
 func StartFakes(dir string) (*Fakes, error) {
-	f := &Fakes{Dir: dir, OAuth: fakeoauth.New()}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-		}
-	}()
-	ca, err := testcert.New()
+	w, err := fakeworld.Start(fakeworld.Options{Dir: dir, DKIMAlgorithm: dkim.AlgoEd25519, DKIMSelector: "e2e"})
 	if err != nil {
 		return nil, err
 	}
-	if f.CAFile, _, _, err = ca.WritePEM(dir); err != nil {
-		return nil, err
-	}
-	if f.IMAP, err = fakegmail.New(fakegmail.Options{Validate: f.OAuth.Validate}); err != nil {
-		return nil, err
-	}
-	addr, err := f.IMAP.Start()
-	if err != nil {
-		return nil, err
-	}
-	f.IMAPAddr = addr.String()
-	if f.GmailSMTP, err = fakesmtp.NewGmail(fakesmtp.GmailOptions{TLS: ca.ServerTLS("smtp.gmail.com"), Validate: f.OAuth.Validate}); err != nil {
-		return nil, err
-	}
-	if f.MX, err = fakesmtp.NewMX(fakesmtp.MXOptions{TLS: ca.ServerTLS("mx.customer.example"), Hostname: "mx.customer.example"}); err != nil {
-		return nil, err
-	}
-	key, err := dkim.Generate(dkim.AlgoEd25519, 0)
-	if err != nil {
-		return nil, err
-	}
-	f.DKIMKey = filepath.Join(dir, "e2e._domainkey."+DKIMDomain+".pem")
-	if err := dkim.WriteKey(f.DKIMKey, key); err != nil {
-		return nil, err
-	}
-	ok = true
-	return f, nil
-}
-
-// Close stops the fakes.
-func (f *Fakes) Close() {
-	if f.IMAP != nil {
-		f.IMAP.Close()
-	}
-	if f.GmailSMTP != nil {
-		f.GmailSMTP.Close()
-	}
-	if f.MX != nil {
-		f.MX.Close()
-	}
-	f.OAuth.Close()
+	return &Fakes{w}, nil
 }
 
 // Config is what varies between the configurations the tests write.
@@ -118,59 +60,31 @@ type Config struct {
 // WriteConfig writes a mailgate configuration pointing at the fakes and
 // returns its path.
 func (f *Fakes) WriteConfig(name string, c Config) (string, error) {
+	cfg := config.Defaults()
+	f.Configure(cfg)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
 	if c.Smarthost == "" {
 		c.Smarthost = f.MX.Addr()
 	}
-	q := strconv.Quote
-	y := fmt.Sprintf(`redis:
-  url: %s
-secrets:
-  key_file: %s
-google:
-  client_id: %s
-  client_secret: %s
-  auth_url: %s
-  token_url: %s
-  userinfo_url: %s
-  imap_addr: %s
-  imap_tls: plain
-  smtp_addr: %s
-  smtp_tls: starttls
-  ca_file: %s
-fetch:
-  poll_interval: %s
-  lease_ttl: %s
-  backoff_max: 2s
-relay:
-  listen: %s
-  hostname: relay.e2e.test
-  smarthost: %s
-  retry_schedule: [1s]
-dkim:
-  keys:
-    - domain: %s
-      selector: e2e
-      algorithm: ed25519
-      private_key_file: %s
-http:
-  listen: %s
-log:
-  level: %s
-shutdown_grace: %s
-`,
-		q(c.RedisURL), q(filepath.Join(f.Dir, "mailgate.key")),
-		q(fakeoauth.ClientID), q(fakeoauth.ClientSecret),
-		q(f.OAuth.URL+"/auth"), q(f.OAuth.URL+"/token"), q(f.OAuth.UserinfoURL()),
-		q(f.IMAPAddr), q(f.GmailSMTP.Addr()), q(f.CAFile),
-		c.PollInterval, c.LeaseTTL,
-		q(c.RelayListen), q(c.Smarthost),
-		DKIMDomain, q(f.DKIMKey),
-		q(c.HTTPListen), c.LogLevel, c.ShutdownGrace)
+	cfg.Redis.URL = c.RedisURL
+	cfg.Fetch.PollInterval = config.Duration(c.PollInterval)
+	cfg.Fetch.LeaseTTL = config.Duration(c.LeaseTTL)
+	cfg.Fetch.BackoffMax = config.Duration(2 * time.Second)
+	cfg.Relay.Listen = c.RelayListen
+	cfg.Relay.Hostname = "relay.e2e.test"
+	cfg.Relay.Smarthost = c.Smarthost
+	cfg.Relay.RetrySchedule = []config.Duration{config.Duration(time.Second)}
+	cfg.HTTP.Listen = c.HTTPListen
+	cfg.Log.Level = c.LogLevel
+	cfg.ShutdownGrace = config.Duration(c.ShutdownGrace)
+	y, err := cfg.YAML()
+	if err != nil {
+		return "", err
+	}
 	path := filepath.Join(f.Dir, name)
-	return path, os.WriteFile(path, []byte(y), 0o600)
+	return path, os.WriteFile(path, y, 0o600)
 }
 
 // FreeAddr returns a loopback address with a port free at the time of

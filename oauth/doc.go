@@ -1,9 +1,9 @@
 // Package oauth gets OAuth2 access tokens for Gmail accounts and speaks the
 // SASL mechanisms (XOAUTH2, OAUTHBEARER) that IMAP and SMTP use with them.
 //
-// One file per concern: xoauth2.go (SASL), token.go (refreshing access
-// tokens), registry.go (one token source per account, shared by IMAP and
-// SMTP), secret.go (refresh tokens encrypted at rest), consent.go (the
+// One file per concern: xoauth2.go (SASL clients), token.go (refreshing
+// access tokens), registry.go (one token source per account, shared by IMAP
+// and SMTP), secret.go (refresh tokens encrypted at rest), consent.go (the
 // interactive "accounts connect" flow). Nothing here logs or returns a token
 // in an error string.
 package oauth

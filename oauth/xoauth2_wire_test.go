@@ -2,7 +2,7 @@ package oauth_test
 
 // The XOAUTH2 client on the wire: against scripts that replay Gmail's
 // documented replies line by line, and against go-smtp / go-imap servers
-// using NewXOAUTH2Server (the combination the fake Gmail servers will use).
+// using internal/fakesasl's server (the one the fake Gmail SMTP server uses).
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailgate/mailgate/internal/fakesasl"
 	"github.com/mailgate/mailgate/oauth"
 )
 
@@ -154,7 +155,7 @@ func (*smtpSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (*smtpSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
 func (*smtpSession) AuthMechanisms() []string             { return []string{"XOAUTH2"} }
 func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
-	return oauth.NewXOAUTH2Server(s.auth), nil
+	return fakesasl.NewXOAUTH2Server(s.auth), nil
 }
 
 func checkToken(user, token string) *oauth.XOAUTH2Error {
@@ -227,7 +228,7 @@ func (imapSession) Close() error                     { return nil }
 func (imapSession) Login(string, string) error       { return imapserver.ErrAuthFailed }
 func (imapSession) AuthenticateMechanisms() []string { return []string{"XOAUTH2"} }
 func (imapSession) Authenticate(mech string) (sasl.Server, error) {
-	return oauth.NewXOAUTH2Server(checkToken), nil
+	return fakesasl.NewXOAUTH2Server(checkToken), nil
 }
 
 func TestXOAUTH2OverGoIMAP(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/oauth2"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
@@ -76,7 +75,7 @@ func accountsCommand() *cli.Command {
 				Usage:     "choose how the relay sends for an account: via Gmail or not, and the fallback beyond its quota",
 				ArgsUsage: "EMAIL",
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "send-via-gmail", Value: true, Usage: "send the account's notifications through its Gmail (Sent folder, Google's quota); false sends everything directly (seed G13)"},
+					&cli.BoolFlag{Name: "send-via-gmail", Value: true, Usage: "send the account's notifications through its Gmail (Sent folder, Google's quota); false sends everything directly, as an admin who keeps hitting the limit does"},
 					&cli.StringFlag{Name: "fallback", Value: "default", Usage: "beyond the quota or with attachments: direct (DKIM-signed for the account's domain), rewrite-from (From on relay.rewrite_from_address), defer (wait for the quota), or default"},
 				},
 				Action: accountsSet,
@@ -186,7 +185,8 @@ func accountsConnect(c *cli.Context) error {
 
 // tokenFromBrowser runs the OAuth consent (PKCE, loopback redirect) and
 // returns the refresh token, refusing one for another account than email:
-// the seed's "wrong account" mistake (G7).
+// the classic mistake of consenting in a browser signed in to another
+// Google account.
 func tokenFromBrowser(c *cli.Context, cfg *config.Config, email string) (string, error) {
 	w := c.App.Writer
 	ctx, cancel := context.WithTimeout(c.Context, consentTimeout)
@@ -340,7 +340,7 @@ type quotaJSON struct {
 }
 
 // accountQuota reads an account's quota use and words the warning the
-// admin sees as the limit nears (seed G12). On a failed read the use
+// admin sees as the limit nears. On a failed read the use
 // counts as 0 and err says why.
 func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits, warnAt float64) (quotaJSON, error) {
 	used, blocked, err := q.Used(ctx, a.Email)
@@ -417,42 +417,6 @@ func loadAccounts(c *cli.Context) (*config.Config, *accounts.Store, redis.Univer
 		return nil, nil, nil, err
 	}
 	return cfg, st, rdb, nil
-}
-
-// openAccounts opens Redis and the account store. withKey loads (or
-// creates) the key file that seals refresh tokens; listing needs none, so
-// a read-only command never creates one.
-func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accounts.Store, redis.UniversalClient, error) {
-	var box *oauth.Box
-	if withKey {
-		var err error
-		if box, err = oauth.LoadOrCreateKey(cfg.Secrets.KeyFile); err != nil {
-			return nil, nil, fmt.Errorf("secrets.key_file: %w", err)
-		}
-	}
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return accounts.New(rdb, accounts.Options{
-		Prefix: cfg.Redis.Prefix,
-		Box:    box,
-		Extra:  cfg.Tickets.SupportAddresses,
-	}), rdb, nil
-}
-
-// googleOAuth is the OAuth client mailgate uses with Google (or the
-// endpoints configured in its place).
-func googleOAuth(cfg *config.Config) *oauth2.Config {
-	return &oauth2.Config{
-		ClientID:     cfg.Google.ClientID,
-		ClientSecret: cfg.Google.ClientSecret,
-		Endpoint: oauth2.Endpoint{
-			AuthURL:  cfg.Google.AuthURL,
-			TokenURL: cfg.Google.TokenURL,
-		},
-		Scopes: cfg.Google.Scopes,
-	}
 }
 
 // emailArg returns the one EMAIL argument, lower-cased, with the flags

@@ -1,3 +1,5 @@
+//go:build demo
+
 package main
 
 import (
@@ -6,83 +8,28 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/dkim"
-	"github.com/mailgate/mailgate/internal/fakegmail"
-	"github.com/mailgate/mailgate/internal/fakeoauth"
-	"github.com/mailgate/mailgate/internal/fakesmtp"
-	"github.com/mailgate/mailgate/internal/testcert"
-	"github.com/mailgate/mailgate/tlsmode"
+	"github.com/mailgate/mailgate/internal/fakeworld"
 )
-
-func demoCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "demo",
-		Usage: "run mailgate end to end on this machine against a fake Gmail, fake Google OAuth and a fake recipient MX (no Google account needed)",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "keep-running", Usage: "leave everything up after the scene, and print the addresses to try it by hand"},
-		},
-		Action: demo,
-	}
-}
 
 // Demo accounts: a consumer Gmail account with a tiny quota, and a
 // Workspace account on a domain mailgate holds a DKIM key for.
 const (
 	demoGmail     = "acme.helpdesk@gmail.com"
 	demoWorkspace = "support@acme.example"
-	demoDomain    = "acme.example"
+	demoDomain    = fakeworld.DKIMDomain
 	demoRewrite   = "helpdesk@acme.example"
 )
-
-// demoWorld is the fake Internet the demo runs against.
-type demoWorld struct {
-	dir      string
-	redis    *miniredis.Miniredis // nil when a real Redis answered
-	google   *fakeoauth.Server
-	imap     *fakegmail.Server
-	gmail    *fakesmtp.Server // Google's submission server
-	mx       *fakesmtp.Server // every recipient's mail exchanger
-	dkimKey  dkim.Key
-	prefix   string
-	mxPort   int
-	imapAddr string
-}
-
-func (w *demoWorld) close() {
-	for _, c := range []io.Closer{w.imap, w.gmail, w.mx} {
-		if c != nil {
-			c.Close()
-		}
-	}
-	if w.google != nil {
-		w.google.Close()
-	}
-	if w.redis != nil {
-		w.redis.Close()
-	}
-	os.RemoveAll(w.dir)
-}
-
-// stubResolver sends every domain's mail to the fake MX on loopback.
-type stubResolver struct{}
-
-func (stubResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return []*net.MX{{Host: "127.0.0.1.", Pref: 10}}, nil
-}
 
 func demo(c *cli.Context) error {
 	cfg, err := loadConfig(c)
@@ -95,12 +42,10 @@ func demo(c *cli.Context) error {
 	n.title("mailgate demo: Gmail mailboxes in, helpdesk tickets out, notifications relayed")
 
 	w, err := startDemoWorld(ctx, cfg, n)
-	if w != nil {
-		defer w.close()
-	}
 	if err != nil {
 		return err
 	}
+	defer w.Close()
 	// The daemon logs only errors here; the narration says what happens.
 	lvl := slog.LevelError
 	if c.String("log-level") != "" {
@@ -136,12 +81,8 @@ func demo(c *cli.Context) error {
 }
 
 // startDemoWorld starts the fakes and points cfg at them.
-func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*demoWorld, error) {
-	dir, err := os.MkdirTemp("", "mailgate-demo-")
-	if err != nil {
-		return nil, err
-	}
-	w := &demoWorld{dir: dir, prefix: "mailgate-demo-" + strconv.FormatInt(time.Now().Unix(), 36) + ":"}
+func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*fakeworld.World, error) {
+	prefix := "mailgate-demo-" + strconv.FormatInt(time.Now().Unix(), 36) + ":"
 
 	// Redis: the configured one if it answers, else an embedded one.
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -152,62 +93,22 @@ func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*demo
 	cfg.Redis.DialTimeout = saved
 	if err == nil {
 		rdb.Close()
-		n.step("Redis at %s answers: using it (keys under %q, so your data is untouched)", redactURL(cfg.Redis.URL), w.prefix)
+	}
+	// RSA, the key type every receiver verifies, for the signature the
+	// scene checks.
+	w, werr := fakeworld.Start(fakeworld.Options{DKIMAlgorithm: dkim.AlgoRSA, DKIMSelector: "demo", Redis: err != nil})
+	if werr != nil {
+		return nil, werr
+	}
+	if err == nil {
+		n.step("Redis at %s answers: using it (keys under %q, so your data is untouched)", redactURL(cfg.Redis.URL), prefix)
 	} else {
-		w.redis, err = miniredis.Run()
-		if err != nil {
-			return w, fmt.Errorf("embedded Redis: %w", err)
-		}
-		cfg.Redis.URL = "redis://" + w.redis.Addr() + "/0"
-		n.step("no Redis at the configured URL: using an embedded in-memory Redis (miniredis) at %s — nothing is persisted; start redis-server to use a real one", w.redis.Addr())
+		n.step("no Redis at the configured URL: using an embedded in-memory Redis (miniredis) at %s — nothing is persisted; start redis-server to use a real one", w.Redis.Addr())
 	}
-	cfg.Redis.Prefix = w.prefix
+	w.Configure(cfg)
+	cfg.Redis.Prefix = prefix
+	n.step("fake Google started: OAuth at %s, Gmail IMAP at %s, Gmail SMTP at %s; fake recipient MX at %s", w.OAuth.URL, w.IMAPAddr, w.GmailSMTP.Addr(), w.MX.Addr())
 
-	w.google = fakeoauth.New()
-	ca, err := testcert.New()
-	if err != nil {
-		return w, err
-	}
-	caFile, _, _, err := ca.WritePEM(dir)
-	if err != nil {
-		return w, err
-	}
-	w.imap, err = fakegmail.New(fakegmail.Options{Validate: w.google.Validate})
-	if err != nil {
-		return w, err
-	}
-	imapAddr, err := w.imap.Start()
-	if err != nil {
-		return w, err
-	}
-	w.imapAddr = imapAddr.String()
-	if w.gmail, err = fakesmtp.NewGmail(fakesmtp.GmailOptions{TLS: ca.ServerTLS("smtp.gmail.com"), Validate: w.google.Validate}); err != nil {
-		return w, err
-	}
-	if w.mx, err = fakesmtp.NewMX(fakesmtp.MXOptions{TLS: ca.ServerTLS("mx.example"), Hostname: "mx.customer.example"}); err != nil {
-		return w, err
-	}
-	_, port, _ := net.SplitHostPort(w.mx.Addr())
-	w.mxPort, _ = strconv.Atoi(port)
-
-	key, err := dkim.Generate(dkim.AlgoRSA, 2048)
-	if err != nil {
-		return w, err
-	}
-	keyFile := filepath.Join(dir, "demo._domainkey."+demoDomain+".pem")
-	if err := dkim.WriteKey(keyFile, key); err != nil {
-		return w, err
-	}
-	w.dkimKey = dkim.Key{Domain: demoDomain, Selector: "demo", Signer: key}
-	n.step("fake Google started: OAuth at %s, Gmail IMAP at %s, Gmail SMTP at %s; fake recipient MX at %s", w.google.URL, w.imapAddr, w.gmail.Addr(), w.mx.Addr())
-
-	g := &cfg.Google
-	g.ClientID, g.ClientSecret = fakeoauth.ClientID, fakeoauth.ClientSecret
-	g.AuthURL, g.TokenURL, g.UserinfoURL = w.google.URL+"/auth", w.google.URL+"/token", w.google.UserinfoURL()
-	g.IMAPAddr, g.IMAPTLS = w.imapAddr, tlsmode.Plain
-	g.SMTPAddr, g.SMTPTLS = w.gmail.Addr(), tlsmode.StartTLS
-	g.CAFile = caFile
-	cfg.Secrets.KeyFile = filepath.Join(dir, "mailgate.key")
 	cfg.Fetch.PollInterval = config.Duration(2 * time.Second)
 	cfg.Fetch.LeaseTTL = config.Duration(5 * time.Second)
 	cfg.Relay.Listen = "127.0.0.1:0"
@@ -216,7 +117,6 @@ func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*demo
 	cfg.Relay.QuotaWarnAt = 0.6
 	cfg.Relay.RewriteFromAddress = demoRewrite
 	cfg.Relay.RetrySchedule = []config.Duration{config.Duration(time.Second)}
-	cfg.DKIM.Keys = []config.DKIMKey{{Domain: demoDomain, Selector: "demo", Algorithm: config.DKIMRSA, PrivateKeyFile: keyFile}}
 	return w, nil
 }
 

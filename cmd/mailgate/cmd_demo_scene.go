@@ -1,3 +1,5 @@
+//go:build demo
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/fakeworld"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -20,7 +23,7 @@ import (
 // scene is the demo's story, played against the daemon.
 type scene struct {
 	d     *daemon
-	w     *demoWorld
+	w     *fakeworld.World
 	n     *narrator
 	q     *smtprelay.Queue
 	quota *smtprelay.Quota
@@ -32,17 +35,17 @@ type sentNote struct {
 	what, id, route string
 }
 
-func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator, log *slog.Logger) (*scene, error) {
-	d, err := newDaemon(ctx, cfg, log, daemonOptions{resolver: stubResolver{}, mxPort: w.mxPort})
+func newScene(ctx context.Context, cfg *config.Config, w *fakeworld.World, n *narrator, log *slog.Logger) (*scene, error) {
+	d, err := newDaemon(ctx, cfg, log, daemonOptions{resolver: fakeworld.LoopbackMX{}, mxPort: w.MXPort})
 	if err != nil {
 		return nil, err
 	}
 	sc := &scene{d: d, w: w, n: n, q: d.queue, quota: smtprelay.NewQuota(d.queue), relay: d.relayL.Addr().String()}
 
 	// Mail already in the mailboxes before they are connected: the admin
-	// chose to import the last 50 (here: all of them), read or not (G4).
+	// chose to import the last 50 (here: all of them), read or not.
 	for _, u := range []string{demoGmail, demoWorkspace} {
-		w.imap.AddUser(u)
+		w.IMAP.AddUser(u)
 	}
 	old := []struct {
 		to, from, subject string
@@ -57,7 +60,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 	for i, m := range old {
 		raw := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <old-%d@customer.example>\r\n\r\nAn older mail.\r\n",
 			m.from, m.to, m.subject, time.Now().Add(-time.Duration(48-i)*time.Hour).Format(time.RFC1123Z), i)
-		w.imap.Deliver(m.to, []byte(raw), m.seen)
+		w.IMAP.Deliver(m.to, []byte(raw), m.seen)
 	}
 	// "Existing mail" is what arrived before the connection, by IMAP
 	// INTERNALDATE (whole seconds): connect in the next second.
@@ -69,7 +72,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 		{Email: demoGmail, Kind: accounts.KindGmail, ImportRecent: 50, Fallback: accounts.FallbackRewriteFrom},
 		{Email: demoWorkspace, Kind: accounts.KindWorkspace, ImportRecent: 50},
 	} {
-		if _, err := d.acc.Connect(ctx, a, w.google.IssueRefreshToken(a.Email)); err != nil {
+		if _, err := d.acc.Connect(ctx, a, w.OAuth.IssueRefreshToken(a.Email)); err != nil {
 			d.close()
 			return nil, err
 		}
@@ -81,7 +84,7 @@ func newScene(ctx context.Context, cfg *config.Config, w *demoWorld, n *narrator
 func (sc *scene) play(ctx context.Context) error {
 	st, n := sc.d.tickets, sc.n
 
-	// 1. Initial import (G4, G5).
+	// 1. Initial import, with helpdesk triggers suppressed.
 	if err := waitFor(ctx, "the initial import", func() (bool, error) {
 		ts, err := st.List(ctx, tickets.ListOptions{Limit: 100})
 		suppressed := 0
@@ -96,7 +99,7 @@ func (sc *scene) play(ctx context.Context) error {
 	}
 	n.step("imported 5 recent mails (read and unread) as tickets with triggers suppressed: the helpdesk sends no auto-reply for old mail")
 
-	// 2. Customers write in; IDLE brings each mail at once (G1).
+	// 2. Customers write in; IDLE brings each mail at once.
 	latin1 := "From: =?ISO-8859-1?Q?=C9lodie_Martin?= <elodie@customer.example>\r\nTo: " + demoWorkspace + "\r\n" +
 		"Subject: =?ISO-8859-1?Q?Probl=E8me_de_facturation?=\r\nMessage-ID: <elodie-1@customer.example>\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
@@ -119,7 +122,7 @@ func (sc *scene) play(ctx context.Context) error {
 	n.step("Paul writes with a screenshot → ticket #%d, attachment %s (%d bytes, stored once by SHA-256), in %s", paul.ID,
 		full.Comments[0].Attachments[0].Filename, full.Comments[0].Attachments[0].Size, took)
 
-	// 3. The helpdesk answers through the relay: via Gmail (G8).
+	// 3. The helpdesk answers through the relay: via Gmail.
 	notif := "<notif-paul-1@helpdesk.acme.example>"
 	id, err := sc.send(demoGmail, "paul@customer.example", fmt.Sprintf("[#%d] Re: Screenshot of the error", paul.ID), notif, "", "Thanks Paul, we are looking into it.")
 	if err != nil {
@@ -135,7 +138,7 @@ func (sc *scene) play(ctx context.Context) error {
 	// 4. The customer's reply threads onto the ticket.
 	reply := "From: Paul Durand <paul@customer.example>\r\nTo: " + demoGmail + "\r\nSubject: Re: [#" + fmt.Sprint(paul.ID) + "] Re: Screenshot of the error\r\n" +
 		"Message-ID: <paul-2@customer.example>\r\nIn-Reply-To: " + notif + "\r\nReferences: <paul-1@customer.example> " + notif + "\r\n\r\nIt happens on Android 15.\r\n"
-	sc.w.imap.Deliver(demoGmail, []byte(reply), false)
+	sc.w.IMAP.Deliver(demoGmail, []byte(reply), false)
 	if err := waitFor(ctx, "Paul's reply", func() (bool, error) {
 		t, err := st.Get(ctx, paul.ID)
 		return err == nil && len(t.Comments) == 2, err
@@ -145,7 +148,7 @@ func (sc *scene) play(ctx context.Context) error {
 	t, _ := st.Get(ctx, paul.ID)
 	n.step("Paul replies to the notification → comment 2 on ticket #%d (threaded by %s), no new ticket", paul.ID, t.Comments[1].ThreadedBy)
 
-	// 5. A real attachment cannot go via Gmail (G10): DKIM-signed direct.
+	// 5. A real attachment does not go via Gmail: DKIM-signed direct.
 	id, err = sc.send(demoWorkspace, "elodie@customer.example", fmt.Sprintf("[#%d] Re: Problème de facturation", elodie.ID), "", "invoice-corrected.pdf", "Voici la facture corrigée.")
 	if err != nil {
 		return err
@@ -157,7 +160,7 @@ func (sc *scene) play(ctx context.Context) error {
 	verdict := sc.verifyDKIM(m.MessageID)
 	n.step("the answer to Élodie carries a PDF → not via Gmail but %s to her MX, DKIM-signed for %s: %s", m.Route, demoDomain, verdict)
 
-	// 6. The quota (G11, G12): 3 a day for this demo Gmail account.
+	// 6. The quota: 3 a day for this demo Gmail account.
 	for i := 2; i <= 4; i++ {
 		id, err := sc.send(demoGmail, fmt.Sprintf("customer%d@customer.example", i), fmt.Sprintf("[#%d] Update %d", paul.ID, i), "", "", "An update on your request.")
 		if err != nil {
@@ -182,7 +185,7 @@ func (sc *scene) play(ctx context.Context) error {
 	// 7. An out-of-office reply: no ticket, no comment, no loop.
 	ooo := "From: Paul Durand <paul@customer.example>\r\nTo: " + demoGmail + "\r\nSubject: Automatic reply: Update 4\r\n" +
 		"Auto-Submitted: auto-replied\r\nMessage-ID: <paul-ooo@customer.example>\r\nIn-Reply-To: " + notif + "\r\n\r\nI am away until Monday.\r\n"
-	sc.w.imap.Deliver(demoGmail, []byte(ooo), false)
+	sc.w.IMAP.Deliver(demoGmail, []byte(ooo), false)
 	if err := waitFor(ctx, "the auto-reply to be suppressed", func() (bool, error) {
 		return sc.eventCount(ctx, "mail.suppressed") > 0, nil
 	}); err != nil {
@@ -196,7 +199,7 @@ func (sc *scene) play(ctx context.Context) error {
 // deliverAndWait puts raw in the mailbox and waits for the ticket.
 func (sc *scene) deliverAndWait(ctx context.Context, to, raw, subject string) (*tickets.Ticket, time.Duration, error) {
 	start := time.Now()
-	sc.w.imap.Deliver(to, []byte(raw), false)
+	sc.w.IMAP.Deliver(to, []byte(raw), false)
 	var found *tickets.Ticket
 	err := waitFor(ctx, "the ticket "+subject, func() (bool, error) {
 		ts, err := sc.d.tickets.List(ctx, tickets.ListOptions{Limit: 20})
@@ -265,11 +268,11 @@ func (sc *scene) note(what string, m *smtprelay.Message) {
 // verifyDKIM checks the copy the recipient's MX received, as a receiver
 // would, against the demo's DKIM key.
 func (sc *scene) verifyDKIM(messageID string) string {
-	for _, m := range sc.w.mx.Received() {
+	for _, m := range sc.w.MX.Received() {
 		if !bytes.Contains(m.Data, []byte(messageID)) {
 			continue
 		}
-		lookup := func(string) ([]string, error) { return []string{sc.w.dkimKey.RecordValue()}, nil }
+		lookup := func(string) ([]string, error) { return []string{sc.w.DKIM.RecordValue()}, nil }
 		vs, err := msgdkim.VerifyWithOptions(bytes.NewReader(m.Data), &msgdkim.VerifyOptions{LookupTXT: lookup})
 		if err != nil || len(vs) == 0 {
 			return fmt.Sprintf("no signature (%v)", err)
@@ -333,7 +336,7 @@ func (sc *scene) printAddresses(cfg *config.Config) {
 	n.say("relay (SMTP, no AUTH from loopback): %s", sc.relay)
 	n.say("  swaks --server %s --from %s --to someone@example.org --header 'Subject: [#1] hello'", sc.relay, demoWorkspace)
 	n.say("HTTP: http://%s/status, /metrics, /healthz, /readyz", sc.d.httpL.Addr())
-	n.say("fake Gmail IMAP: %s (XOAUTH2 only)", sc.w.imapAddr)
+	n.say("fake Gmail IMAP: %s (XOAUTH2 only)", sc.w.IMAPAddr)
 	n.say("Redis: %s, keys under %q", cfg.Redis.URL, cfg.Redis.Prefix)
 	n.say("  redis-cli -u %s XRANGE %sevents - +", cfg.Redis.URL, cfg.Redis.Prefix)
 	n.say("  go run ./cmd/mailgate --redis-url %s --set redis.prefix=%s tickets list", cfg.Redis.URL, cfg.Redis.Prefix)

@@ -102,30 +102,3 @@ func keyYAML(k config.DKIMKey) (string, error) {
 	err := enc.Encode(map[string]any{"dkim": map[string]any{"keys": []config.DKIMKey{k}}})
 	return b.String(), err
 }
-
-func indentText(s, prefix string) string {
-	lines := strings.SplitAfter(s, "\n")
-	for i, l := range lines {
-		if strings.TrimSpace(l) != "" {
-			lines[i] = prefix + l
-		}
-	}
-	return strings.Join(lines, "")
-}
-
-// loadDKIMKeys reads the configured signing keys, checking each file holds
-// the algorithm the configuration names.
-func loadDKIMKeys(cfg *config.Config) ([]dkim.Key, error) {
-	var keys []dkim.Key
-	for i, kc := range cfg.DKIM.Keys {
-		s, err := dkim.LoadKey(kc.PrivateKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("dkim.keys[%d]: %w", i, err)
-		}
-		if got, _ := dkim.Algorithm(s); got != kc.Algorithm {
-			return nil, fmt.Errorf("dkim.keys[%d]: %s holds an %s key, but algorithm is %s", i, kc.PrivateKeyFile, got, kc.Algorithm)
-		}
-		keys = append(keys, dkim.Key{Domain: kc.Domain, Selector: kc.Selector, Signer: s})
-	}
-	return keys, nil
-}

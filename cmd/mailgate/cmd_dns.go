@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/dkim"
 )
 
@@ -76,17 +75,6 @@ func dnsRecords(c *cli.Context) ([]dkim.Record, error) {
 	return recs, nil
 }
 
-func recordOptions(cfg *config.Config, domain string) dkim.RecordOptions {
-	return dkim.RecordOptions{
-		Domain:         domain,
-		EgressIP:       cfg.DKIM.EgressIP,
-		EgressHostname: cfg.DKIM.EgressHostname,
-		// The relay sends through Gmail while the quota lasts (G8, G13).
-		IncludeGoogle: true,
-		DMARCRUA:      cfg.DKIM.DMARCRUA,
-	}
-}
-
 func hasRecordKind(recs []dkim.Record, kind string) bool {
 	for _, r := range recs {
 		if r.Kind == kind {
@@ -94,14 +82,6 @@ func hasRecordKind(recs []dkim.Record, kind string) bool {
 		}
 	}
 	return false
-}
-
-// printRecord writes a record the two ways admins enter one: name, type and
-// value for a DNS provider's web form, and a zone-file line, where a value
-// over 255 bytes must be split into quoted strings.
-func printRecord(w io.Writer, r dkim.Record, prefix string) {
-	fmt.Fprintf(w, "%sName:  %s\n%sType:  %s\n%sValue: %s\n%sZone:  %s\n",
-		prefix, r.Name, prefix, r.Type, prefix, r.Value, prefix, r.ZoneLine())
 }
 
 // newResolver is the system resolver, or one that sends every query to addr.

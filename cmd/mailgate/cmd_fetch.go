@@ -1,22 +1,14 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailgate/mailgate/accounts"
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/imapfetch"
-	"github.com/mailgate/mailgate/metrics"
-	"github.com/mailgate/mailgate/oauth"
-	"github.com/mailgate/mailgate/tickets"
 )
 
 func fetchCommand() *cli.Command {
@@ -90,65 +82,4 @@ func fetchOnce(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("%d of %d accounts failed", failed, len(emails)), 1)
 	}
 	return nil
-}
-
-// newFetcher builds the IMAP fetcher from the google and fetch sections,
-// taking access tokens from tokens. m, when not nil, receives the
-// fetchers' metrics (serve).
-func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, tokens *oauth.Registry, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
-	tlsCfg, _, err := googleClients(cfg)
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
-	o := imapfetch.Options{
-		IMAPAddr:     cfg.Google.IMAPAddr,
-		TLSMode:      cfg.Google.IMAPTLS,
-		TLSConfig:    tlsCfg,
-		PollInterval: cfg.Fetch.PollInterval.Duration(),
-		IdleRestart:  cfg.Fetch.IDLERestart.Duration(),
-		LeaseTTL:     cfg.Fetch.LeaseTTL.Duration(),
-		BackoffMax:   cfg.Fetch.BackoffMax.Duration(),
-		IDLE:         cfg.Fetch.IDLE,
-		MaxAttempts:  cfg.Fetch.MaxAttempts,
-		BatchSize:    cfg.Fetch.BatchSize,
-		Tokens:       tokens,
-		Holder:       fmt.Sprintf("%s:%d", host, os.Getpid()),
-		Logger:       log,
-	}
-	if m != nil {
-		o.OnPoll, o.OnSuppressed = m.Poll, m.Suppressed
-	}
-	return imapfetch.New(acc, st, o), nil
-}
-
-// googleClients returns the TLS config for Google's IMAP and SMTP (nil:
-// the system's roots) and the HTTP client for its OAuth endpoints, both
-// trusting google.ca_file when it is set.
-func googleClients(cfg *config.Config) (*tls.Config, *http.Client, error) {
-	tlsCfg, err := clientTLS(cfg.Google.CAFile)
-	if err != nil || tlsCfg == nil {
-		return nil, http.DefaultClient, err
-	}
-	return tlsCfg, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}, nil
-}
-
-// clientTLS returns a TLS config trusting google.ca_file on top of the
-// system roots, or nil when no CA file is configured.
-func clientTLS(caFile string) (*tls.Config, error) {
-	if caFile == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("google.ca_file: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("google.ca_file: %s holds no PEM certificate", caFile)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

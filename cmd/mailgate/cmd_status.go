@@ -91,12 +91,3 @@ func printStatus(w io.Writer, st *status.Status) error {
 	}
 	return nil
 }
-
-// ago says how long before now t was, for humans.
-func ago(now, t time.Time) string {
-	d := now.Sub(t).Round(time.Second)
-	if d < 0 {
-		d = 0
-	}
-	return d.String() + " ago"
-}

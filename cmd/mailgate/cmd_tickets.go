@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -270,34 +269,4 @@ func commandPath(c *cli.Context) string {
 		}
 	}
 	return strings.Join(names, " ")
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func tagList(t *tickets.Ticket) string {
-	tags := append([]string{}, t.Tags...)
-	if t.SuppressTriggers {
-		tags = append(tags, "triggers-suppressed")
-	}
-	return strings.Join(tags, ",")
-}
-
-func addr(a tickets.Address) string {
-	if a.Name == "" {
-		return a.Email
-	}
-	return fmt.Sprintf("%s <%s>", a.Name, a.Email)
-}
-
-// clip shortens s to n runes for a table cell.
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }

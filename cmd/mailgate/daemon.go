@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,13 +13,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
-	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/imapfetch"
 	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/oauth"
@@ -94,32 +91,6 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	return d, nil
 }
 
-// buildWeb prepares the HTTP endpoints: health, readiness, metrics, status.
-func (d *daemon) buildWeb() error {
-	d.web = web.New(web.Options{
-		Ready: func(ctx context.Context) error {
-			if err := d.rdb.Ping(ctx).Err(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-			if !d.serving.Load() {
-				return errors.New("relay listeners not serving (starting or shutting down)")
-			}
-			return nil
-		},
-		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
-		Registry: d.metrics.Registry(),
-		Logger:   d.log,
-	})
-	var err error
-	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
-		return fmt.Errorf("http.listen: %w", err)
-	}
-	if ap, err := netip.ParseAddrPort(d.httpL.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
-		d.log.Warn("http.listen is not loopback: /status shows account addresses and errors without authentication; put it behind a proxy or firewall", "listen", d.cfg.HTTP.Listen)
-	}
-	return nil
-}
-
 func (d *daemon) fail(err error) error {
 	d.close()
 	return err
@@ -134,125 +105,6 @@ func (d *daemon) close() {
 	if d.rdb != nil {
 		d.rdb.Close()
 	}
-}
-
-func (d *daemon) buildRelay(ctx context.Context) error {
-	cfg, log, q := d.cfg, d.log, d.queue
-	hostname := cfg.Relay.Hostname
-	if hostname == "" {
-		hostname, _ = os.Hostname()
-	}
-	access, err := relayAccess(cfg)
-	if err != nil {
-		return err
-	}
-	users, nets := access.Users, access.AllowedNetworks
-	var serverTLS *tls.Config
-	if cfg.Relay.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
-		if err != nil {
-			return fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
-		}
-		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	if err := checkRelayExposure(cfg.Relay.Listen, serverTLS != nil, len(users) > 0, nets); err != nil {
-		return err
-	}
-	st := d.tickets
-	d.smtp = smtprelay.NewServer(q, smtprelay.ServerOptions{
-		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
-		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
-		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
-		// The customer's reply to this notification must thread onto its
-		// ticket: register its Message-ID as soon as it is accepted.
-		Accepted: func(ctx context.Context, m *smtprelay.Message) {
-			if m.Ticket == 0 || m.MessageID == "" {
-				return
-			}
-			if err := st.RegisterOutbound(ctx, m.Ticket, m.MessageID); err != nil {
-				log.Warn("relay: cannot register the notification's Message-ID", "ticket", m.Ticket, "queue_id", m.ID, "err", err)
-			}
-		},
-	})
-
-	keys, err := loadDKIMKeys(cfg)
-	if err != nil {
-		return err
-	}
-	var signer smtprelay.Signer
-	if len(keys) > 0 {
-		s, err := dkim.NewSigner(keys)
-		if err != nil {
-			return fmt.Errorf("dkim.keys: %w", err)
-		}
-		signer = s
-	}
-	clientTLSCfg, _, err := googleClients(cfg)
-	if err != nil {
-		return err
-	}
-	var resolver smtprelay.Resolver = net.DefaultResolver
-	if d.opts.resolver != nil {
-		resolver = d.opts.resolver
-	}
-	d.relay = smtprelay.NewRelay(q, d.acc, smtprelay.RelayOptions{
-		Hostname: hostname,
-		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
-			Tokens: d.tokens},
-		Direct: smtprelay.DirectOptions{Resolver: resolver, Port: d.opts.mxPort, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
-			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword,
-			SmarthostTLS: smarthostTLS(cfg)},
-		Signer:        signer,
-		Limits:        relayLimits(cfg),
-		WarnAt:        cfg.Relay.QuotaWarnAt,
-		RetrySchedule: durations(cfg.Relay.RetrySchedule),
-		MaxLifetime:   cfg.Relay.MaxQueueLifetime.Duration(),
-		RewriteFrom:   cfg.Relay.RewriteFromAddress,
-		Workers:       cfg.Relay.Workers,
-		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
-		ShutdownGrace: cfg.ShutdownGrace.Duration(),
-		Publish: func(ctx context.Context, typ string, ticket int64, data any) {
-			if err := st.Publish(ctx, typ, ticket, data); err != nil {
-				log.Warn("cannot publish event", "type", typ, "err", err)
-			}
-		},
-		Logger:     log,
-		OnDelivery: d.metrics.Delivery,
-	})
-	d.warnFallbacks(ctx, signer)
-
-	if d.relayL, err = net.Listen("tcp", cfg.Relay.Listen); err != nil {
-		return fmt.Errorf("relay.listen: %w", err)
-	}
-	if cfg.Relay.ListenTLS != "" {
-		if d.relayTLSL, err = net.Listen("tcp", cfg.Relay.ListenTLS); err != nil {
-			return fmt.Errorf("relay.listen_tls: %w", err)
-		}
-	}
-	return nil
-}
-
-// statusSources is where /status, /metrics and `mailgate status` read:
-// the same picture from any process.
-func statusSources(cfg *config.Config, rdb redis.UniversalClient, acc *accounts.Store, q *smtprelay.Queue, ts *tickets.Store) *status.Sources {
-	return &status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: relayLimits(cfg),
-		Events: rdb, EventsKey: ts.Key("events")}
-}
-
-// relayAccess is who may use the relay, from the relay section.
-func relayAccess(cfg *config.Config) (smtprelay.Access, error) {
-	a := smtprelay.Access{Users: map[string]string{}, AllowedSenders: cfg.Relay.AllowedSenders}
-	for _, n := range cfg.Relay.AllowedNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return a, fmt.Errorf("relay.allowed_networks: %w", err)
-		}
-		a.AllowedNetworks = append(a.AllowedNetworks, p)
-	}
-	for _, u := range cfg.Relay.Users {
-		a.Users[u.Name] = u.PasswordHash
-	}
-	return a, nil
 }
 
 // reload applies what can change without a restart: the log level and who
@@ -390,21 +242,4 @@ wait:
 	}
 	<-httpDone
 	return err
-}
-
-// smarthostTLS requires STARTTLS when there is a password to protect, and
-// uses it when offered otherwise.
-func smarthostTLS(cfg *config.Config) tlsmode.Mode {
-	if cfg.Relay.SmarthostUser != "" {
-		return tlsmode.StartTLS
-	}
-	return tlsmode.Opportunistic
-}
-
-func durations(ds []config.Duration) []time.Duration {
-	out := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		out[i] = d.Duration()
-	}
-	return out
 }

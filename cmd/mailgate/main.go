@@ -27,7 +27,11 @@ func runApp(app *cli.App, args []string, stderr io.Writer) int {
 		if ec, ok := err.(cli.ExitCoder); ok {
 			code = ec.ExitCode()
 		}
-		fmt.Fprintf(stderr, "mailgate: %v\n", err)
+		// An empty message: the error was reported already (the
+		// demo's own process, see cmd_demo_rerun.go).
+		if err.Error() != "" {
+			fmt.Fprintf(stderr, "mailgate: %v\n", err)
+		}
 		return code
 	}
 	return 0

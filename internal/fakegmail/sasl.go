@@ -1,12 +1,12 @@
 package fakegmail
 
 import (
-	"bytes"
 	"errors"
-	"strings"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
+
+	"github.com/mailgate/mailgate/internal/fakesasl"
 )
 
 const mechXOAUTH2 = "XOAUTH2"
@@ -16,10 +16,7 @@ const mechXOAUTH2 = "XOAUTH2"
 // 3.2.2 JSON, byte for byte as imap.gmail.com sends it. On the wire:
 //
 //	S: + eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==
-//
-// (Google's XOAUTH2 page shows an older example with status 401 and schemes
-// "bearer mac"; live servers send this one.)
-var gmailChallenge = []byte(`{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}`)
+var gmailChallenge = fakesasl.GmailChallenge()
 
 // errBadToken is what authFunc returns when Gmail would send gmailChallenge.
 var errBadToken = errors.New("fakegmail: invalid credentials")
@@ -63,8 +60,8 @@ func (x *xoauth2Server) Next(resp []byte) (challenge []byte, done bool, err erro
 		// No SASL-IR: "+ " asks for the initial response.
 		return nil, false, nil
 	}
-	user, token, ok := parseXOAUTH2(resp)
-	if !ok {
+	user, token, err := fakesasl.ParseXOAUTH2(resp)
+	if err != nil {
 		return nil, true, errInvalidSASL
 	}
 	switch err := x.auth(user, token); {
@@ -76,30 +73,6 @@ func (x *xoauth2Server) Next(resp []byte) (challenge []byte, done bool, err erro
 	default:
 		return nil, true, err
 	}
-}
-
-func parseXOAUTH2(resp []byte) (user, token string, ok bool) {
-	var haveAuth bool
-	for _, field := range bytes.Split(resp, []byte{0x01}) {
-		if len(field) == 0 {
-			continue
-		}
-		k, v, found := strings.Cut(string(field), "=")
-		if !found {
-			return "", "", false
-		}
-		switch k {
-		case "user":
-			user = v
-		case "auth":
-			scheme, t, found := strings.Cut(v, " ")
-			if !found || !strings.EqualFold(scheme, "Bearer") {
-				return "", "", false
-			}
-			token, haveAuth = t, true
-		}
-	}
-	return user, token, user != "" && haveAuth
 }
 
 // oauthBearerServer adapts go-sasl's RFC 7628 server to Gmail's replies.
@@ -116,7 +89,8 @@ func newOAuthBearerServer(auth authFunc) *oauthBearerServer {
 	o := &oauthBearerServer{}
 	o.inner = sasl.NewOAuthBearerServer(func(opts sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
 		if o.authErr = auth(opts.Username, opts.Token); o.authErr != nil {
-			return &sasl.OAuthBearerError{Status: "400", Schemes: "Bearer", Scope: "https://mail.google.com/"}
+			r := fakesasl.GmailRejection()
+			return &sasl.OAuthBearerError{Status: r.Status, Schemes: r.Schemes, Scope: r.Scope}
 		}
 		return nil
 	})

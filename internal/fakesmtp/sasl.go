@@ -7,12 +7,13 @@ import (
 
 	"github.com/emersion/go-sasl"
 
+	"github.com/mailgate/mailgate/internal/fakesasl"
 	"github.com/mailgate/mailgate/oauth"
 )
 
 // gmailTokenError is what Gmail's XOAUTH2 and OAUTHBEARER challenge says for
-// any rejected token: {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}.
-var gmailTokenError = &oauth.XOAUTH2Error{Status: "400", Schemes: "Bearer", Scope: oauth.GmailScope}
+// any rejected token.
+var gmailTokenError = fakesasl.GmailRejection()
 
 // The SASL exchanges end in one of two ways that go-smtp cannot express
 // with its defaults: success must read "235 2.7.0 Accepted" and failure
@@ -44,7 +45,7 @@ func (ss *session) challenge(c []byte) (challenge []byte, done bool, err error) 
 }
 
 // xoauth2Exchange is Gmail's XOAUTH2 (https://developers.google.com/gmail/imap/xoauth2-protocol)
-// on top of the oauth package's server:
+// on top of fakesasl's server:
 //
 //	C: AUTH XOAUTH2 base64("user=" email ^A "auth=Bearer " token ^A ^A)
 //	S: 235 2.7.0 Accepted                      (token good)
@@ -60,7 +61,7 @@ type xoauth2Exchange struct {
 
 func newXOAUTH2Exchange(ss *session) *xoauth2Exchange {
 	x := &xoauth2Exchange{ss: ss}
-	x.inner = oauth.NewXOAUTH2Server(func(user, token string) *oauth.XOAUTH2Error {
+	x.inner = fakesasl.NewXOAUTH2Server(func(user, token string) *oauth.XOAUTH2Error {
 		email, ok := ss.s.validate(token)
 		if !ok || !strings.EqualFold(email, user) {
 			return gmailTokenError
@@ -93,7 +94,7 @@ func (x *xoauth2Exchange) logResponse(resp []byte) {
 	case len(resp) == 0:
 		what = "(empty)"
 	default:
-		if user, _, err := oauth.ParseXOAUTH2(resp); err == nil {
+		if user, _, err := fakesasl.ParseXOAUTH2(resp); err == nil {
 			what = "user=" + user + " auth=Bearer [redacted]"
 		} else {
 			what = "[unparsable initial response]"
@@ -160,7 +161,7 @@ func (o *oauthBearerExchange) Next(resp []byte) (challenge []byte, done bool, er
 		return o.ss.succeed(o.user)
 	case len(c) > 0: // the JSON error challenge
 		o.challenged = true
-		return o.ss.challenge(oauth.XOAUTH2ErrorChallenge(gmailTokenError.Status, gmailTokenError.Scope))
+		return o.ss.challenge(fakesasl.GmailChallenge())
 	}
 	return o.ss.challenge(c) // empty: asks for the initial response
 }

@@ -1,0 +1,459 @@
+package main
+
+// Wiring: the configuration turned into each package's options, and the
+// stores, clients and servers built from them. The commands call these;
+// nothing here parses flags or prints.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/oauth2"
+
+	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/dkim"
+	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/metrics"
+	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/smtprelay"
+	"github.com/mailgate/mailgate/status"
+	"github.com/mailgate/mailgate/tickets"
+	"github.com/mailgate/mailgate/tlsmode"
+	"github.com/mailgate/mailgate/web"
+)
+
+// newLogger builds the process logger from log.level and log.format.
+func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
+	setLogLevel(cfg)
+	opts := &slog.HandlerOptions{Level: &logLevel}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// logLevel is the process's log level; a configuration reload (SIGHUP)
+// changes it in place.
+var logLevel slog.LevelVar
+
+func setLogLevel(cfg *config.Config) {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level)) // validated by config
+	logLevel.Set(lvl)
+}
+
+// redisLog sends go-redis's own messages (pool dial retries...) to the
+// debug log instead of stderr: the error that reaches the user says it.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// openRedis connects as configured: Sentinel when redis.master_name is set,
+// Cluster when redis.addrs lists seeds, else a single node.
+func openRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, error) {
+	redis.SetLogger(redisLog{slog.Default()})
+	rc := cfg.Redis
+	var rdb redis.UniversalClient
+	switch {
+	case rc.MasterName != "":
+		o, err := redis.ParseFailoverURL(addMaster(rc.URL, rc.MasterName))
+		if err != nil {
+			return nil, fmt.Errorf("redis.url: %w", err)
+		}
+		o.SentinelAddrs = append(o.SentinelAddrs, rc.Addrs...)
+		o.DialTimeout = rc.DialTimeout.Duration()
+		rdb = redis.NewFailoverClient(o)
+	case len(rc.Addrs) > 0:
+		o, err := redis.ParseClusterURL(rc.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis.url: %w", err)
+		}
+		o.Addrs = append(o.Addrs, rc.Addrs...)
+		o.DialTimeout = rc.DialTimeout.Duration()
+		rdb = redis.NewClusterClient(o)
+	default:
+		o, err := redis.ParseURL(rc.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis.url: %w", err)
+		}
+		o.DialTimeout = rc.DialTimeout.Duration()
+		rdb = redis.NewClient(o)
+	}
+	pctx, cancel := context.WithTimeout(ctx, rc.DialTimeout.Duration()+time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s does not answer (%v): start redis-server or set --redis-url / redis.url", redactURL(rc.URL), err)
+	}
+	return rdb, nil
+}
+
+func addMaster(u, master string) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return u + sep + "master_name=" + master
+}
+
+// redactURL hides a password in a Redis URL before it is printed.
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	return u[:scheme+3] + "****" + u[at:]
+}
+
+func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts.Store, log *slog.Logger) *tickets.Store {
+	return tickets.NewStore(rdb, tickets.Options{
+		Prefix:           cfg.Redis.Prefix,
+		MaxRawBytes:      cfg.Tickets.MaxRawBytes,
+		StreamMaxLen:     cfg.Tickets.StreamMaxLen,
+		SenderRateLimit:  cfg.Fetch.SenderRateLimit,
+		SenderRateWindow: cfg.Fetch.SenderRateWindow.Duration(),
+		SupportAddresses: acc.SupportAddresses,
+		Logger:           log,
+	})
+}
+
+// openAccounts opens Redis and the account store. withKey loads (or
+// creates) the key file that seals refresh tokens; listing needs none, so
+// a read-only command never creates one.
+func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accounts.Store, redis.UniversalClient, error) {
+	var box *oauth.Box
+	if withKey {
+		var err error
+		if box, err = oauth.LoadOrCreateKey(cfg.Secrets.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("secrets.key_file: %w", err)
+		}
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return accounts.New(rdb, accounts.Options{
+		Prefix: cfg.Redis.Prefix,
+		Box:    box,
+		Extra:  cfg.Tickets.SupportAddresses,
+	}), rdb, nil
+}
+
+// googleOAuth is the OAuth client mailgate uses with Google (or the
+// endpoints configured in its place).
+func googleOAuth(cfg *config.Config) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     cfg.Google.ClientID,
+		ClientSecret: cfg.Google.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:  cfg.Google.AuthURL,
+			TokenURL: cfg.Google.TokenURL,
+		},
+		Scopes: cfg.Google.Scopes,
+	}
+}
+
+// newFetcher builds the IMAP fetcher from the google and fetch sections,
+// taking access tokens from tokens. m, when not nil, receives the
+// fetchers' metrics (serve).
+func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, tokens *oauth.Registry, log *slog.Logger, m *metrics.Metrics) (*imapfetch.Fetcher, error) {
+	tlsCfg, _, err := googleClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	o := imapfetch.Options{
+		IMAPAddr:     cfg.Google.IMAPAddr,
+		TLSMode:      cfg.Google.IMAPTLS,
+		TLSConfig:    tlsCfg,
+		PollInterval: cfg.Fetch.PollInterval.Duration(),
+		IdleRestart:  cfg.Fetch.IDLERestart.Duration(),
+		LeaseTTL:     cfg.Fetch.LeaseTTL.Duration(),
+		BackoffMax:   cfg.Fetch.BackoffMax.Duration(),
+		IDLE:         cfg.Fetch.IDLE,
+		MaxAttempts:  cfg.Fetch.MaxAttempts,
+		BatchSize:    cfg.Fetch.BatchSize,
+		Tokens:       tokens,
+		Holder:       fmt.Sprintf("%s:%d", host, os.Getpid()),
+		Logger:       log,
+	}
+	if m != nil {
+		o.OnPoll, o.OnSuppressed = m.Poll, m.Suppressed
+	}
+	return imapfetch.New(acc, st, o), nil
+}
+
+// googleClients returns the TLS config for Google's IMAP and SMTP (nil:
+// the system's roots) and the HTTP client for its OAuth endpoints, both
+// trusting google.ca_file when it is set.
+func googleClients(cfg *config.Config) (*tls.Config, *http.Client, error) {
+	tlsCfg, err := clientTLS(cfg.Google.CAFile)
+	if err != nil || tlsCfg == nil {
+		return nil, http.DefaultClient, err
+	}
+	return tlsCfg, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}, nil
+}
+
+// clientTLS returns a TLS config trusting google.ca_file on top of the
+// system roots, or nil when no CA file is configured.
+func clientTLS(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("google.ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("google.ca_file: %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// relayLimits turns the relay.* limits of the configuration into the
+// relay's per-kind Gmail limits. Consumer Gmail has no published daily
+// recipient cap separate from its message cap, so only the message and
+// per-message counts apply to it.
+func relayLimits(cfg *config.Config) func(accounts.Kind) sendlimit.Limits {
+	r := cfg.Relay
+	return func(kind accounts.Kind) sendlimit.Limits {
+		if kind == accounts.KindWorkspace {
+			return sendlimit.Limits{
+				Messages:       r.WorkspaceDailyLimit,
+				Recipients:     r.WorkspaceDailyRecipients,
+				External:       r.WorkspaceDailyExternalRecipients,
+				PerMessageRcpt: r.MaxRecipientsPerMessage,
+			}
+		}
+		return sendlimit.Limits{Messages: r.GmailDailyLimit, PerMessageRcpt: r.MaxRecipientsPerMessage}
+	}
+}
+
+// loadDKIMKeys reads the configured signing keys, checking each file holds
+// the algorithm the configuration names.
+func loadDKIMKeys(cfg *config.Config) ([]dkim.Key, error) {
+	var keys []dkim.Key
+	for i, kc := range cfg.DKIM.Keys {
+		s, err := dkim.LoadKey(kc.PrivateKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("dkim.keys[%d]: %w", i, err)
+		}
+		if got, _ := dkim.Algorithm(s); got != kc.Algorithm {
+			return nil, fmt.Errorf("dkim.keys[%d]: %s holds an %s key, but algorithm is %s", i, kc.PrivateKeyFile, got, kc.Algorithm)
+		}
+		keys = append(keys, dkim.Key{Domain: kc.Domain, Selector: kc.Selector, Signer: s})
+	}
+	return keys, nil
+}
+
+func recordOptions(cfg *config.Config, domain string) dkim.RecordOptions {
+	return dkim.RecordOptions{
+		Domain:         domain,
+		EgressIP:       cfg.DKIM.EgressIP,
+		EgressHostname: cfg.DKIM.EgressHostname,
+		// The relay sends through Gmail while the quota lasts, and an admin
+		// may switch an account to direct sending at any time: SPF must
+		// allow both Google and the egress address.
+		IncludeGoogle: true,
+		DMARCRUA:      cfg.DKIM.DMARCRUA,
+	}
+}
+
+// buildWeb prepares the HTTP endpoints: health, readiness, metrics, status.
+func (d *daemon) buildWeb() error {
+	d.web = web.New(web.Options{
+		Ready: func(ctx context.Context) error {
+			if err := d.rdb.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			if !d.serving.Load() {
+				return errors.New("relay listeners not serving (starting or shutting down)")
+			}
+			return nil
+		},
+		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
+		Registry: d.metrics.Registry(),
+		Logger:   d.log,
+	})
+	var err error
+	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	if ap, err := netip.ParseAddrPort(d.httpL.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		d.log.Warn("http.listen is not loopback: /status shows account addresses and errors without authentication; put it behind a proxy or firewall", "listen", d.cfg.HTTP.Listen)
+	}
+	return nil
+}
+
+func (d *daemon) buildRelay(ctx context.Context) error {
+	cfg, log, q := d.cfg, d.log, d.queue
+	hostname := cfg.Relay.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	access, err := relayAccess(cfg)
+	if err != nil {
+		return err
+	}
+	users, nets := access.Users, access.AllowedNetworks
+	var serverTLS *tls.Config
+	if cfg.Relay.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+		if err != nil {
+			return fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
+		}
+		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if err := checkRelayExposure(cfg.Relay.Listen, serverTLS != nil, len(users) > 0, nets); err != nil {
+		return err
+	}
+	st := d.tickets
+	d.smtp = smtprelay.NewServer(q, smtprelay.ServerOptions{
+		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
+		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
+		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
+		// The customer's reply to this notification must thread onto its
+		// ticket: register its Message-ID as soon as it is accepted.
+		Accepted: func(ctx context.Context, m *smtprelay.Message) {
+			if m.Ticket == 0 || m.MessageID == "" {
+				return
+			}
+			if err := st.RegisterOutbound(ctx, m.Ticket, m.MessageID); err != nil {
+				log.Warn("relay: cannot register the notification's Message-ID", "ticket", m.Ticket, "queue_id", m.ID, "err", err)
+			}
+		},
+	})
+
+	keys, err := loadDKIMKeys(cfg)
+	if err != nil {
+		return err
+	}
+	var signer smtprelay.Signer
+	if len(keys) > 0 {
+		s, err := dkim.NewSigner(keys)
+		if err != nil {
+			return fmt.Errorf("dkim.keys: %w", err)
+		}
+		signer = s
+	}
+	clientTLSCfg, _, err := googleClients(cfg)
+	if err != nil {
+		return err
+	}
+	var resolver smtprelay.Resolver = net.DefaultResolver
+	if d.opts.resolver != nil {
+		resolver = d.opts.resolver
+	}
+	d.relay = smtprelay.NewRelay(q, d.acc, smtprelay.RelayOptions{
+		Hostname: hostname,
+		Gmail: smtprelay.GmailOptions{Addr: cfg.Google.SMTPAddr, TLSMode: cfg.Google.SMTPTLS, TLS: clientTLSCfg,
+			Tokens: d.tokens},
+		Direct: smtprelay.DirectOptions{Resolver: resolver, Port: d.opts.mxPort, TLS: clientTLSCfg, Smarthost: cfg.Relay.Smarthost,
+			SmarthostUser: cfg.Relay.SmarthostUser, SmarthostPassword: cfg.Relay.SmarthostPassword,
+			SmarthostTLS: smarthostTLS(cfg)},
+		Signer:        signer,
+		Limits:        relayLimits(cfg),
+		WarnAt:        cfg.Relay.QuotaWarnAt,
+		RetrySchedule: durations(cfg.Relay.RetrySchedule),
+		MaxLifetime:   cfg.Relay.MaxQueueLifetime.Duration(),
+		RewriteFrom:   cfg.Relay.RewriteFromAddress,
+		Workers:       cfg.Relay.Workers,
+		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
+		ShutdownGrace: cfg.ShutdownGrace.Duration(),
+		Publish: func(ctx context.Context, typ string, ticket int64, data any) {
+			if err := st.Publish(ctx, typ, ticket, data); err != nil {
+				log.Warn("cannot publish event", "type", typ, "err", err)
+			}
+		},
+		Logger:     log,
+		OnDelivery: d.metrics.Delivery,
+	})
+	d.warnFallbacks(ctx, signer)
+
+	if d.relayL, err = net.Listen("tcp", cfg.Relay.Listen); err != nil {
+		return fmt.Errorf("relay.listen: %w", err)
+	}
+	if cfg.Relay.ListenTLS != "" {
+		if d.relayTLSL, err = net.Listen("tcp", cfg.Relay.ListenTLS); err != nil {
+			return fmt.Errorf("relay.listen_tls: %w", err)
+		}
+	}
+	return nil
+}
+
+// statusSources is where /status, /metrics and `mailgate status` read:
+// the same picture from any process.
+func statusSources(cfg *config.Config, rdb redis.UniversalClient, acc *accounts.Store, q *smtprelay.Queue, ts *tickets.Store) *status.Sources {
+	return &status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: relayLimits(cfg),
+		Events: rdb, EventsKey: ts.Key("events")}
+}
+
+// relayAccess is who may use the relay, from the relay section.
+func relayAccess(cfg *config.Config) (smtprelay.Access, error) {
+	a := smtprelay.Access{Users: map[string]string{}, AllowedSenders: cfg.Relay.AllowedSenders}
+	for _, n := range cfg.Relay.AllowedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return a, fmt.Errorf("relay.allowed_networks: %w", err)
+		}
+		a.AllowedNetworks = append(a.AllowedNetworks, p)
+	}
+	for _, u := range cfg.Relay.Users {
+		a.Users[u.Name] = u.PasswordHash
+	}
+	return a, nil
+}
+
+// smarthostTLS requires STARTTLS when there is a password to protect, and
+// uses it when offered otherwise.
+func smarthostTLS(cfg *config.Config) tlsmode.Mode {
+	if cfg.Relay.SmarthostUser != "" {
+		return tlsmode.StartTLS
+	}
+	return tlsmode.Opportunistic
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Duration()
+	}
+	return out
+}
+
+// newTokens builds the process's one token registry: the fetcher and the
+// relay both take access tokens from it, so a refresh token Google rotates
+// for one is the one the other uses next, and a revoked grant warns the
+// admin once. m, when not nil, counts the refreshes (serve).
+func newTokens(cfg *config.Config, acc *accounts.Store, log *slog.Logger, m *metrics.Metrics) (*oauth.Registry, error) {
+	_, httpClient, err := googleClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := oauth.RegistryOptions{Load: acc.RefreshToken, Save: acc.SaveRefreshToken,
+		MarkNeedsReconnect: acc.MarkNeedsReconnect, HTTPClient: httpClient, Logger: log}
+	if m != nil {
+		opts.OnRefresh = m.TokenRefresh
+	}
+	return oauth.NewRegistry(googleOAuth(cfg), opts), nil
+}
