@@ -26,7 +26,7 @@ func TestConsumerGroupReadsEventsInOrder(t *testing.T) {
 	}
 	msgs := res[0].Messages
 	want := []struct {
-		typ    string
+		typ    EventType
 		ticket int64
 	}{{EventTicketCreated, 1}, {EventTicketComment, 1}, {EventTicketCreated, 2}}
 	if len(msgs) != len(want) {

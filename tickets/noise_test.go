@@ -110,7 +110,7 @@ func TestQuarantineKeepsRawAndPublishes(t *testing.T) {
 		t.Errorf("raw of quarantined mail not kept whole: %v", err)
 	}
 	ev := rdb.XRange(ctx, s.Key("events"), "-", "+").Val()
-	if len(ev) != 1 || ev[0].Values["type"] != EventMailQuarantined {
+	if len(ev) != 1 || ev[0].Values["type"] != string(EventMailQuarantined) {
 		t.Errorf("events = %+v, want one mail.quarantined", ev)
 	}
 }
