@@ -17,7 +17,7 @@
 -- KEYS[5] and KEYS[6] are a placeholder when the mail has no Message-ID or
 -- no rate limit applies; the script then leaves them alone.
 --
--- ARGV[1] JSON, decoded once into `a` (ingestArgs in store.go):
+-- ARGV[1] JSON, decoded once into `a` (ingestArgs in ingest.go):
 --   sender            the mail's sender, lower-cased, or ""
 --   message_id        its own Message-ID, or ""
 --   now               RFC 3339, the ticket's updated_at
