@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailgate/mailgate/internal/oneline"
+	"github.com/mailgate/mailgate/tickets"
 )
 
 // bounce tells the sender that rcpts could not be delivered: a delivery
@@ -28,7 +29,7 @@ func (r *Relay) bounce(ctx context.Context, m *Message, failed map[string]error)
 		for rc, e := range failed {
 			errs[rc] = e.Error()
 		}
-		r.opts.Publish(ctx, "delivery.failed", m.Ticket, map[string]any{
+		r.opts.Publish(ctx, tickets.EventDeliveryFailed, m.Ticket, map[string]any{
 			"queue_id": m.ID, "message_id": m.MessageID, "from": m.From, "failed": errs})
 	}
 	if m.From == "" {

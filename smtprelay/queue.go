@@ -67,6 +67,8 @@ type Queue struct {
 	p    string
 }
 
+// group is the ready stream's consumer group: the delivery workers share
+// it, and the queue's scripts get its name from here (ARGV).
 const group = "delivery"
 
 // NewQueue returns the queue on rdb.
@@ -294,17 +296,22 @@ func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, er
 // either its next attempt time (defer) or its final state (finish). It
 // does nothing to a message an admin deleted meanwhile, so a worker
 // finishing late cannot bring it back.
+//
+// KEYS: the message's hash, the ready stream, the deferred set, the index.
+// ARGV: meta JSON, the stream entry held ("" for none), "defer" or
+// "finish", next attempt (ms) or how long to keep the record (ms), the
+// queue id, the consumer group.
 var saveScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[2] ~= '' then
-    redis.call('XACK', KEYS[2], 'delivery', ARGV[2])
+    redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
     redis.call('XDEL', KEYS[2], ARGV[2])
   end
   return 0
 end
 redis.call('HSET', KEYS[1], 'meta', ARGV[1])
 if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[2], 'delivery', ARGV[2])
+  redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
 if ARGV[3] == 'defer' then
@@ -323,7 +330,7 @@ func (q *Queue) save(ctx context.Context, m *Message, mode string, arg int64) er
 		return err
 	}
 	keys := []string{q.msgKey(m.ID), q.ready(), q.deferred(), q.index()}
-	if err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID).Err(); err != nil {
+	if err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID, group).Err(); err != nil {
 		return fmt.Errorf("queue %s: %w", m.ID, err)
 	}
 	m.entry = ""
@@ -365,13 +372,14 @@ func (q *Queue) Promote(ctx context.Context) (int, error) {
 }
 
 // retryNowScript moves a deferred message to the ready stream and marks
-// its record queued, in one step.
+// its record queued, in one step. KEYS: the deferred set, the ready
+// stream, the message's hash; ARGV: the queue id, StateQueued.
 var retryNowScript = redis.NewScript(`
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local meta = redis.call('HGET', KEYS[3], 'meta')
 if meta then
   local m = cjson.decode(meta)
-  m.state = 'queued'
+  m.state = ARGV[2]
   m.next_attempt = nil
   redis.call('HSET', KEYS[3], 'meta', cjson.encode(m))
 end
@@ -383,7 +391,7 @@ func (q *Queue) RetryNow(ctx context.Context, id string) error {
 	if _, err := q.Get(ctx, id, false); err != nil {
 		return err
 	}
-	moved, err := retryNowScript.Run(ctx, q.rdb, []string{q.deferred(), q.ready(), q.msgKey(id)}, id).Int()
+	moved, err := retryNowScript.Run(ctx, q.rdb, []string{q.deferred(), q.ready(), q.msgKey(id)}, id, StateQueued).Int()
 	if err != nil {
 		return err
 	}

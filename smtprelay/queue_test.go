@@ -66,6 +66,10 @@ func TestQueueDeliverDeferPromoteFinish(t *testing.T) {
 	if depth, _, _ := q.Stats(ctx); depth != 0 {
 		t.Errorf("depth after finish = %d", depth)
 	}
+	// The script acknowledged the entry in the workers' group.
+	if p, err := q.rdb.XPending(ctx, q.ready(), group).Result(); err != nil || p.Count != 0 {
+		t.Errorf("pending entries after finish = %+v, %v; want none", p, err)
+	}
 	final, err := q.Get(ctx, m.ID, true)
 	if err != nil || final.State != StateSent || len(final.Data) != 0 {
 		t.Errorf("finished record = %+v, %v; want state sent, bytes dropped", final, err)

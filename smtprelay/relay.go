@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/tickets"
 )
 
 // Signer DKIM-signs mail for the domains it holds keys for (package dkim).
@@ -48,7 +49,7 @@ type RelayOptions struct {
 	ShutdownGrace time.Duration
 	// Publish puts an event on the helpdesk's stream (quota.warning,
 	// delivery.failed); nil drops them.
-	Publish func(ctx context.Context, typ string, ticket int64, data any)
+	Publish func(ctx context.Context, typ tickets.EventType, ticket int64, data any)
 	Logger  *slog.Logger
 	Now     func() time.Time
 	// OnDelivery, if set, is told the outcome of each delivery try for
@@ -398,6 +399,6 @@ func (r *Relay) quotaWarning(ctx context.Context, account string, used, limit in
 	}
 	r.log.Warn("relay: quota warning", "account", account, "used", used, "limit", limit)
 	if r.opts.Publish != nil {
-		r.opts.Publish(ctx, "quota.warning", 0, map[string]any{"account": account, "used": used, "limit": limit, "message": msg})
+		r.opts.Publish(ctx, tickets.EventQuotaWarning, 0, map[string]any{"account": account, "used": used, "limit": limit, "message": msg})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/mailgate/mailgate/internal/testcert"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/tickets"
 )
 
 // stubMX answers every MX lookup with one host: the fake MX on loopback.
@@ -31,7 +32,7 @@ func (stubMX) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 }
 
 type event struct {
-	typ    string
+	typ    tickets.EventType
 	ticket int64
 	data   map[string]any
 }
@@ -118,7 +119,7 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 		WarnAt:  0.8,
 		Timeout: 10 * time.Second,
 		Now:     w.clock.Now,
-		Publish: func(_ context.Context, typ string, ticket int64, data any) {
+		Publish: func(_ context.Context, typ tickets.EventType, ticket int64, data any) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			w.events = append(w.events, event{typ, ticket, data.(map[string]any)})
@@ -136,7 +137,7 @@ func (w *relayWorld) tokens(google *fakeoauth.Server, onRefresh func(account str
 	})
 }
 
-func (w *relayWorld) eventsOf(typ string) []event {
+func (w *relayWorld) eventsOf(typ tickets.EventType) []event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []event
@@ -250,7 +251,7 @@ func TestQuotaWarnsThenGoesDirect(t *testing.T) {
 		} else if m.Route != want {
 			t.Fatalf("message %d went %s, want %s", i, m.Route, want)
 		}
-		if n := len(w.eventsOf("quota.warning")); i < 8 && n != 0 || i >= 8 && n != 1 {
+		if n := len(w.eventsOf(tickets.EventQuotaWarning)); i < 8 && n != 0 || i >= 8 && n != 1 {
 			t.Fatalf("after message %d: %d quota warnings, want %d", i, n, map[bool]int{true: 1, false: 0}[i >= 8])
 		}
 	}
@@ -306,7 +307,7 @@ func TestPermanentFailureBouncesWithDSN(t *testing.T) {
 	if m.State != StateBounced {
 		t.Fatalf("after a 550: %+v, want bounced", m)
 	}
-	ev := w.eventsOf("delivery.failed")
+	ev := w.eventsOf(tickets.EventDeliveryFailed)
 	if len(ev) != 1 || ev[0].ticket != 9 {
 		t.Errorf("delivery.failed events = %+v, want one for ticket 9", ev)
 	}

@@ -100,15 +100,15 @@ func TestGather(t *testing.T) {
 func TestRecentWarnings(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	pub := func(typ string, ticket int64, data any) {
+	pub := func(typ tickets.EventType, ticket int64, data any) {
 		t.Helper()
 		if err := w.st.Publish(ctx, typ, ticket, data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pub(EventSenderRateLimited, 0, map[string]any{"sender": "robot@x.example", "limit": 20})
-	pub(EventQuotaWarning, 0, map[string]any{"account": support, "used": 450, "limit": 500, "message": support + " has sent 450 of its 500 daily Gmail messages"})
-	pub(EventDeliveryFailed, 7, map[string]any{"queue_id": "q1", "from": support, "failed": map[string]string{"bob@x.example": "550 5.1.1 no such user"}})
+	pub(tickets.EventSenderRateLimited, 0, map[string]any{"sender": "robot@x.example", "limit": 20})
+	pub(tickets.EventQuotaWarning, 0, map[string]any{"account": support, "used": 450, "limit": 500, "message": support + " has sent 450 of its 500 daily Gmail messages"})
+	pub(tickets.EventDeliveryFailed, 7, map[string]any{"queue_id": "q1", "from": support, "failed": map[string]string{"bob@x.example": "550 5.1.1 no such user"}})
 	raw := []byte("From: Bad <bad@x.example>\r\nSubject: broken\r\n\r\nx\r\n")
 	if err := w.st.Quarantine(ctx, raw, support, 42, "ingest failed 5 times: boom"); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestRecentWarnings(t *testing.T) {
 	// More ticket events than one page of the scan.
 	pipe := w.rdb.Pipeline()
 	for i := range scanPage + 50 {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: w.st.Key("events"), Values: []any{"type", tickets.EventTicketCreated, "ticket", fmt.Sprint(i + 1)}})
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: w.st.Key("events"), Values: []any{"type", string(tickets.EventTicketCreated), "ticket", fmt.Sprint(i + 1)}})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -129,11 +129,14 @@ func TestRecentWarnings(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("RecentWarnings = %+v, want 4", got)
 	}
-	want := []struct{ typ, account, text string }{
-		{EventMailQuarantined, support, `mail from bad@x.example "broken" quarantined after failing ingest (uid 42): ingest failed 5 times: boom`},
-		{EventDeliveryFailed, support, "delivery failed for bob@x.example (queue id q1): 550 5.1.1 no such user"},
-		{EventQuotaWarning, support, "has sent 450 of its 500"},
-		{EventSenderRateLimited, "", "robot@x.example sent more than 20 mails"},
+	want := []struct {
+		typ           tickets.EventType
+		account, text string
+	}{
+		{tickets.EventMailQuarantined, support, `mail from bad@x.example "broken" quarantined after failing ingest (uid 42): ingest failed 5 times: boom`},
+		{tickets.EventDeliveryFailed, support, "delivery failed for bob@x.example (queue id q1): 550 5.1.1 no such user"},
+		{tickets.EventQuotaWarning, support, "has sent 450 of its 500"},
+		{tickets.EventSenderRateLimited, "", "robot@x.example sent more than 20 mails"},
 	}
 	for i, wt := range want {
 		g := got[i]
@@ -145,7 +148,7 @@ func TestRecentWarnings(t *testing.T) {
 		t.Errorf("delivery.failed ticket = %d, want 7", got[1].Ticket)
 	}
 
-	if got, err := RecentWarnings(ctx, w.rdb, w.st.Key("events"), 1); err != nil || len(got) != 1 || got[0].Type != EventMailQuarantined {
+	if got, err := RecentWarnings(ctx, w.rdb, w.st.Key("events"), 1); err != nil || len(got) != 1 || got[0].Type != tickets.EventMailQuarantined {
 		t.Errorf("RecentWarnings(n=1) = %+v, %v; want the newest only", got, err)
 	}
 	if got, err := RecentWarnings(ctx, w.rdb, w.st.Key("nothing"), 5); err != nil || len(got) != 0 {

@@ -10,27 +10,24 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/tickets"
 )
 
-// Event types that RecentWarnings reports: those that ask something of an
-// operator. The stream carries them beside the ticket events.
-const (
-	EventQuotaWarning      = "quota.warning"       // an account nears or reached its Gmail limit
-	EventDeliveryFailed    = "delivery.failed"     // the relay bounced a message
-	EventMailQuarantined   = "mail.quarantined"    // a mail kept failing ingest and was set aside
-	EventSenderRateLimited = "sender.rate_limited" // a sender went over its rate: a loop in the making
-)
-
-var warningTypes = []string{EventQuotaWarning, EventDeliveryFailed, EventMailQuarantined, EventSenderRateLimited}
+// warningTypes are the event types RecentWarnings reports: those that ask
+// something of an operator. The stream carries them beside the ticket
+// events.
+var warningTypes = []tickets.EventType{tickets.EventQuotaWarning, tickets.EventDeliveryFailed,
+	tickets.EventMailQuarantined, tickets.EventSenderRateLimited}
 
 // Warning is one recent warning event, made readable.
 type Warning struct {
-	ID      string    `json:"id"` // stream entry id
-	At      time.Time `json:"at"`
-	Type    string    `json:"type"`
-	Account string    `json:"account,omitempty"`
-	Ticket  int64     `json:"ticket,omitempty"`
-	Message string    `json:"message"` // one line for a human
+	ID      string            `json:"id"` // stream entry id
+	At      time.Time         `json:"at"`
+	Type    tickets.EventType `json:"type"`
+	Account string            `json:"account,omitempty"`
+	Ticket  int64             `json:"ticket,omitempty"`
+	Message string            `json:"message"` // one line for a human
 }
 
 const (
@@ -54,7 +51,7 @@ func RecentWarnings(ctx context.Context, rdb redis.UniversalClient, key string, 
 		}
 		for _, m := range page {
 			typ, _ := m.Values["type"].(string)
-			if !slices.Contains(warningTypes, typ) {
+			if !slices.Contains(warningTypes, tickets.EventType(typ)) {
 				continue
 			}
 			out = append(out, warningOf(m))
@@ -76,7 +73,7 @@ func RecentWarnings(ctx context.Context, rdb redis.UniversalClient, key string, 
 // tickets (mail.quarantined, sender.rate_limited).
 func warningOf(m redis.XMessage) Warning {
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
-	w := Warning{ID: m.ID, Type: str("type"), At: entryTime(m.ID)}
+	w := Warning{ID: m.ID, Type: tickets.EventType(str("type")), At: entryTime(m.ID)}
 	w.Ticket, _ = strconv.ParseInt(str("ticket"), 10, 64)
 	var d struct {
 		Account string            `json:"account"`
@@ -93,12 +90,12 @@ func warningOf(m redis.XMessage) Warning {
 	}
 	_ = json.Unmarshal([]byte(str("data")), &d) // a field missing leaves a plainer message
 	switch w.Type {
-	case EventQuotaWarning:
+	case tickets.EventQuotaWarning:
 		w.Account, w.Message = d.Account, d.Message
 		if w.Message == "" {
 			w.Message = fmt.Sprintf("%s has sent %d of its %d daily Gmail messages", d.Account, d.Used, d.Limit)
 		}
-	case EventDeliveryFailed:
+	case tickets.EventDeliveryFailed:
 		w.Account = d.From
 		rcpts := make([]string, 0, len(d.Failed))
 		for r := range d.Failed {
@@ -109,10 +106,10 @@ func warningOf(m redis.XMessage) Warning {
 		if len(rcpts) > 0 {
 			w.Message += ": " + d.Failed[rcpts[0]]
 		}
-	case EventMailQuarantined:
+	case tickets.EventMailQuarantined:
 		w.Account = d.Account
 		w.Message = fmt.Sprintf("mail from %s %q quarantined after failing ingest (uid %d): %s", d.From, d.Subject, d.UID, d.Reason)
-	case EventSenderRateLimited:
+	case tickets.EventSenderRateLimited:
 		sender := d.Sender
 		if sender == "" {
 			sender = str("sender")

@@ -52,7 +52,7 @@ func newComment(m *mailparse.Parsed, raw []byte, rawSHA string, truncated bool, 
 		Date:         m.Date,
 		ReceivedAt:   received,
 		Attachments:  []Attachment{},
-		Raw:          "raw:" + rawSHA,
+		Raw:          rawRef(rawSHA),
 		RawSize:      int64(len(raw)),
 		RawTruncated: truncated,
 		Problems:     m.Problems,
@@ -119,8 +119,9 @@ func orEmpty(as []Address) []Address {
 
 // participants are the people of a mail who may thread later replies onto
 // its ticket by headers: its sender and CCs, but never a support address.
+// Never nil: the ingest script reads it as a JSON array.
 func participants(m *mailparse.Parsed, support map[string]bool) []string {
-	var out []string
+	out := []string{}
 	for _, a := range append([]Address{requester(m)}, m.CC...) {
 		if a.Email != "" && !support[a.Email] && !slices.Contains(out, a.Email) {
 			out = append(out, a.Email)
@@ -142,10 +143,10 @@ func threadRefs(m *mailparse.Parsed) (refs, kinds []string) {
 		}
 	}
 	for _, id := range m.InReplyTo {
-		add(id, "in-reply-to")
+		add(id, ruleInReplyTo)
 	}
 	for i := len(m.References) - 1; i >= 0; i-- {
-		add(m.References[i], "references")
+		add(m.References[i], ruleReferences)
 	}
 	refs = limitRefs(refs)
 	return refs, kinds[:len(refs)]

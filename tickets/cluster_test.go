@@ -2,6 +2,7 @@ package tickets
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,15 @@ func TestIngestOnRedisCluster(t *testing.T) {
 	}
 	if ts, err := s.List(ctx, ListOptions{}); err != nil || len(ts) != 1 {
 		t.Fatalf("List on cluster = %v, %v", ts, err)
+	}
+	token := mustIngest(t, s, mail("carol@customer.test", fmt.Sprintf("Re: [#%d] Cluster", first.Ticket), "z", "Message-ID: <c3@c.test>"), Source{})
+	if token.Ticket != first.Ticket || token.ThreadedBy != ruleSubjectToken {
+		t.Fatalf("subject token on cluster: %+v", token)
+	}
+	// The sender's rate key, too, shares the slot.
+	limited := NewStore(cc, Options{SenderRateLimit: 1, SenderRateWindow: time.Hour})
+	mustIngest(t, limited, mail("robot@loop.test", "ping", "x", "Message-ID: <l1@loop.test>"), Source{})
+	if r := mustIngest(t, limited, mail("robot@loop.test", "ping", "x", "Message-ID: <l2@loop.test>"), Source{}); r.Suppressed != NoiseRateLimited {
+		t.Fatalf("second mail over a limit of 1 on cluster: %+v", r)
 	}
 }

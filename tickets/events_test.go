@@ -2,6 +2,9 @@ package tickets
 
 import (
 	"context"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -26,7 +29,7 @@ func TestConsumerGroupReadsEventsInOrder(t *testing.T) {
 	}
 	msgs := res[0].Messages
 	want := []struct {
-		typ    string
+		typ    EventType
 		ticket int64
 	}{{EventTicketCreated, 1}, {EventTicketComment, 1}, {EventTicketCreated, 2}}
 	if len(msgs) != len(want) {
@@ -73,7 +76,7 @@ func TestConsumerGroupReadsEventsInOrder(t *testing.T) {
 func TestPublishOtherEvents(t *testing.T) {
 	s, rdb := newTestStore(t, Options{})
 	ctx := context.Background()
-	if err := s.Publish(ctx, "quota.warning", 0, map[string]any{"account": "a@b.test", "used": 450}); err != nil {
+	if err := s.Publish(ctx, EventQuotaWarning, 0, map[string]any{"account": "a@b.test", "used": 450}); err != nil {
 		t.Fatal(err)
 	}
 	ev := rdb.XRange(ctx, s.Key("events"), "-", "+").Val()
@@ -81,7 +84,42 @@ func TestPublishOtherEvents(t *testing.T) {
 		t.Fatalf("%d events, want 1", len(ev))
 	}
 	e, err := DecodeEvent(ev[0])
-	if err != nil || e.Type != "quota.warning" || string(e.Data) != `{"account":"a@b.test","used":450}` {
+	if err != nil || e.Type != EventQuotaWarning || string(e.Data) != `{"account":"a@b.test","used":450}` {
 		t.Errorf("event = %+v, %v", e, err)
+	}
+}
+
+// TestREADMEListsEveryEventType keeps the README's event table, which is
+// what helpdesk developers read, and EventTypes, what mailgate publishes,
+// the same list.
+func TestREADMEListsEveryEventType(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "\n| `type` | `data` |\n|---|---|\n")
+	if !ok {
+		t.Fatal("README has no event table (a `type` | `data` header)")
+	}
+	var documented []EventType
+	for _, line := range strings.Split(table, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `"), "`")
+		documented = append(documented, EventType(name))
+	}
+	for _, typ := range EventTypes() {
+		if !slices.Contains(documented, typ) {
+			t.Errorf("event type %s is not in the README's event table", typ)
+		}
+	}
+	for _, typ := range documented {
+		if !slices.Contains(EventTypes(), typ) {
+			t.Errorf("the README's event table lists %s, which is not an EventType", typ)
+		}
+	}
+	if len(documented) != len(EventTypes()) {
+		t.Errorf("the README's event table has %d rows, want one per event type (%d)", len(documented), len(EventTypes()))
 	}
 }

@@ -57,7 +57,7 @@ func TestBounceIsReportedOnItsTicket(t *testing.T) {
 		t.Fatalf("Ingest(bounce) = %+v, want bounce on #%d", b, r.Ticket)
 	}
 	ev := rdb.XRevRangeN(ctx, s.Key("events"), "+", "-", 1).Val()
-	if len(ev) != 1 || ev[0].Values["type"] != "mail.bounced" || ev[0].Values["ticket"] != "1" {
+	if len(ev) != 1 || ev[0].Values["type"] != string(EventMailBounced) || ev[0].Values["ticket"] != "1" {
 		t.Fatalf("last event = %+v, want mail.bounced for ticket 1", ev)
 	}
 	if tk := mustGet(t, s, r.Ticket); tk.CommentCount != 1 {
@@ -80,7 +80,7 @@ func TestSenderRateLimitStopsALoop(t *testing.T) {
 	}
 	warnings := 0
 	for _, e := range rdb.XRange(ctx, s.Key("events"), "-", "+").Val() {
-		if e.Values["type"] == "sender.rate_limited" {
+		if e.Values["type"] == string(EventSenderRateLimited) {
 			warnings++
 		}
 	}
@@ -110,7 +110,7 @@ func TestQuarantineKeepsRawAndPublishes(t *testing.T) {
 		t.Errorf("raw of quarantined mail not kept whole: %v", err)
 	}
 	ev := rdb.XRange(ctx, s.Key("events"), "-", "+").Val()
-	if len(ev) != 1 || ev[0].Values["type"] != EventMailQuarantined {
+	if len(ev) != 1 || ev[0].Values["type"] != string(EventMailQuarantined) {
 		t.Errorf("events = %+v, want one mail.quarantined", ev)
 	}
 }

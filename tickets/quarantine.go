@@ -11,10 +11,6 @@ import (
 	"github.com/mailgate/mailgate/mailparse"
 )
 
-// EventMailQuarantined is published when a mail that kept failing ingest is
-// set aside; its data is the Quarantined record.
-const EventMailQuarantined = "mail.quarantined"
-
 // Quarantined is a mail set aside after failing ingest too many times. Its
 // raw bytes are kept whole (no size cap) so an admin can look at it and
 // feed it again with `mailgate tickets ingest`.
@@ -38,15 +34,15 @@ func (s *Store) Quarantine(ctx context.Context, raw []byte, account string, uid 
 	// because it does not parse, and Parse never fails nor panics.
 	m := mailparse.Parse(raw)
 	q := Quarantined{ID: sha, Account: account, UID: uid, Reason: reason, At: s.opts.Now().UTC().Format(time.RFC3339),
-		Raw: "raw:" + sha, Size: len(raw), Subject: m.Subject, From: m.From.Email}
+		Raw: rawRef(sha), Size: len(raw), Subject: m.Subject, From: m.From.Email}
 	data, err := json.Marshal(q)
 	if err != nil {
 		return err
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SetNX(ctx, s.Key(q.Raw), raw, 0)
-		p.HSet(ctx, s.Key("quarantine"), sha, data)
-		p.XAdd(ctx, s.eventArgs("type", EventMailQuarantined, "ticket", "0", "reason", reason, "suppress_triggers", "true",
+		p.HSet(ctx, s.quarantineKey(), sha, data)
+		p.XAdd(ctx, s.eventArgs("type", string(EventMailQuarantined), "ticket", "0", "reason", reason, "suppress_triggers", "true",
 			"message_id", "", "data", string(data)))
 		return nil
 	})
@@ -58,7 +54,7 @@ func (s *Store) Quarantine(ctx context.Context, raw []byte, account string, uid 
 
 // QuarantineList returns every quarantined mail.
 func (s *Store) QuarantineList(ctx context.Context) ([]Quarantined, error) {
-	all, err := s.rdb.HGetAll(ctx, s.Key("quarantine")).Result()
+	all, err := s.rdb.HGetAll(ctx, s.quarantineKey()).Result()
 	if err != nil {
 		return nil, s.fail(ctx, fmt.Errorf("list quarantine: %w", err))
 	}

@@ -2,7 +2,6 @@ package tickets
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,11 +17,6 @@ import (
 	"github.com/mailgate/mailgate/internal/rkey"
 	"github.com/mailgate/mailgate/mailparse"
 )
-
-//go:embed ingest.lua
-var ingestLua string
-
-var ingestScript = redis.NewScript(ingestLua)
 
 // Options configure a Store. cmd/mailgate builds them from config.
 type Options struct {
@@ -56,6 +51,13 @@ type Store struct {
 	mu        sync.Mutex
 	support   map[string]bool
 	supportAt time.Time
+
+	// turns bounds the ingest scripts of this store in flight at once,
+	// and nextID is the id of the next new ticket as far as this store
+	// knows: together they bound how many tickets others may create
+	// between an ingest's choice of keys and its script (see runIngest).
+	turns  chan struct{}
+	nextID atomic.Int64
 }
 
 // supportTTL is how long the support addresses are reused: an account
@@ -72,13 +74,8 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Store{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix)}
+	return &Store{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix), turns: make(chan struct{}, ingestTurns)}
 }
-
-// Key returns the full Redis key for a name under the store's prefix
-// ("events" → "mailgate:events"). Helpdesks and the CLI use it to find the
-// stream and the raw messages.
-func (s *Store) Key(name string) string { return s.p + name }
 
 // Source says where a mail came from.
 type Source struct {
@@ -143,18 +140,6 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *mailparse.Parse
 	} else {
 		refs, kinds = threadRefs(m)
 	}
-	rateLimit := s.opts.SenderRateLimit
-	if src.SuppressTriggers {
-		// The initial import is old mail, not a loop happening now.
-		rateLimit = 0
-	}
-	keys := []string{s.Key("seq"), s.Key("tickets"), s.Key("events"), s.Key("seen:" + dedupeKey(m, rawSHA)), s.Key("msg:-")}
-	if m.MessageID != "" {
-		keys[4] = s.Key("msg:" + m.MessageID)
-	}
-	for _, r := range refs {
-		keys = append(keys, s.Key("msg:"+r))
-	}
 	tjson, err := jsonTail(t)
 	if err != nil {
 		return Result{}, err
@@ -163,45 +148,38 @@ func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *mailparse.Parse
 	if err != nil {
 		return Result{}, err
 	}
-	args := []any{
-		s.p, len(refs), subjectToken(m.Subject), m.From.Email, now.Format(time.RFC3339Nano),
-		tjson, cjson, strings.Join(participants(m, support), "\n"), strconv.FormatBool(src.SuppressTriggers),
-		s.opts.StreamMaxLen, m.MessageID, noise, rateLimit, s.opts.SenderRateWindow.Milliseconds(),
-	}
-	for i := range refs {
-		kind := "references"
-		if i < len(kinds) {
-			kind = kinds[i]
-		}
-		args = append(args, kind)
-	}
+	a := s.newIngestArgs(m, src, support, noise, refs, kinds, now)
 
-	// One round trip: the raw mail and attachment bytes (content-addressed,
-	// so writing them twice is harmless) and the ingest script.
-	var script *redis.Cmd
+	// First round trip: the raw mail and attachment bytes (content-
+	// addressed, so writing them twice is harmless), and what the script's
+	// ticket keys depend on (see ingest.lua).
+	var look *redis.SliceCmd
 	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.SetNX(ctx, s.Key("raw:"+rawSHA), keep, 0)
+		pipe.SetNX(ctx, s.Key(rawRef(rawSHA)), keep, 0)
 		for i, part := range m.Parts {
-			pipe.SetNX(ctx, s.Key("blob:"+c.Attachments[i].SHA256), part.Data, 0)
+			pipe.SetNX(ctx, s.Key(blobRef(c.Attachments[i].SHA256)), part.Data, 0)
 		}
-		script = ingestScript.EvalSha(ctx, pipe, keys, args...)
+		if noise == "" {
+			// Noise touches no ticket: nothing to look up.
+			look = s.lookUp(ctx, pipe, refs)
+		}
 		return nil
 	})
-	if err != nil && redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
-		// The server lost its script cache (restart, failover): EVAL sends
-		// the script and caches it again. (Run would first retry the
-		// EVALSHA that just failed.)
-		script = ingestScript.Eval(ctx, s.rdb, keys, args...)
-		err = script.Err()
+	if err == nil {
+		keys := s.ingestKeys(m.MessageID, dedupeKey(m, rawSHA), a.Sender, a.Rate, refs)
+		var r Result
+		if r, err = s.runIngest(ctx, &a, keys, refs, look, tjson, cjson); err == nil {
+			return r, nil
+		}
 	}
-	if err != nil {
-		return Result{}, s.fail(ctx, fmt.Errorf("ingest %s: %w", describe(m, rawSHA), err))
-	}
-	return parseResult(script)
+	return Result{}, s.fail(ctx, fmt.Errorf("ingest %s: %w", describe(m, rawSHA), err))
 }
 
 func parseResult(cmd *redis.Cmd) (Result, error) {
 	vals, err := cmd.StringSlice()
+	if err == nil && len(vals) == 1 && vals[0] == "stale" {
+		return Result{}, errStale
+	}
 	if err != nil || len(vals) < 2 {
 		return Result{}, fmt.Errorf("ingest: unexpected script reply %v: %v", cmd.Val(), err)
 	}
@@ -215,7 +193,7 @@ func parseResult(cmd *redis.Cmd) (Result, error) {
 	switch vals[0] {
 	case "duplicate":
 		r.Duplicate = true
-	case "ticket.created":
+	case string(EventTicketCreated):
 		r.Created = true
 	case "suppressed":
 		r.Suppressed, r.ThreadedBy = r.ThreadedBy, ""
@@ -237,13 +215,11 @@ func (s *Store) RegisterOutbound(ctx context.Context, id int64, messageID string
 	if n == 0 {
 		return fmt.Errorf("register outbound %s: %w: #%d", messageID, ErrNotFound, id)
 	}
-	return s.fail(ctx, s.rdb.Set(ctx, s.Key("msg:"+messageID), id, 0).Err())
+	return s.fail(ctx, s.rdb.Set(ctx, s.msgKey(messageID), id, 0).Err())
 }
 
 // ErrNotFound is returned for a ticket that does not exist.
 var ErrNotFound = errors.New("no such ticket")
-
-func (s *Store) ticketKey(id int64) string { return s.Key("ticket:" + strconv.FormatInt(id, 10)) }
 
 func (s *Store) supportSet(ctx context.Context) (map[string]bool, error) {
 	s.mu.Lock()

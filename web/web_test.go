@@ -178,7 +178,7 @@ func TestStatusAndStateGauges(t *testing.T) {
 	if err := q.Put(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Publish(ctx, status.EventQuotaWarning, 0, map[string]any{"account": support, "used": 9, "limit": 10, "message": "nearly there"}); err != nil {
+	if err := st.Publish(ctx, tickets.EventQuotaWarning, 0, map[string]any{"account": support, "used": 9, "limit": 10, "message": "nearly there"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -233,7 +233,7 @@ func TestStatusAndStateGauges(t *testing.T) {
 	if got.Queue.Depth != 1 || got.Queue.Oldest.IsZero() {
 		t.Errorf("/status queue = %+v, want the queued message", got.Queue)
 	}
-	if len(got.Warnings) != 1 || got.Warnings[0].Type != status.EventQuotaWarning || got.Warnings[0].Message != "nearly there" {
+	if len(got.Warnings) != 1 || got.Warnings[0].Type != tickets.EventQuotaWarning || got.Warnings[0].Message != "nearly there" {
 		t.Errorf("/status warnings = %+v, want the quota warning", got.Warnings)
 	}
 

@@ -173,7 +173,7 @@ func (sc *scene) play(ctx context.Context) error {
 		sc.note(fmt.Sprintf("notification %d of the day", i), m)
 		used, _, _ := sc.quota.Used(ctx, demoGmail)
 		switch {
-		case m.Route == smtprelay.RouteGmail && sc.eventCount(ctx, "quota.warning") > 0 && i == 2:
+		case m.Route == smtprelay.RouteGmail && sc.eventCount(ctx, tickets.EventQuotaWarning) > 0 && i == 2:
 			n.step("notification %d via Gmail (%d/3 today) → quota.warning event: the limit is near", i, used)
 		case m.Route == smtprelay.RouteGmail:
 			n.step("notification %d via Gmail (%d/3 today)", i, used)
@@ -187,7 +187,7 @@ func (sc *scene) play(ctx context.Context) error {
 		"Auto-Submitted: auto-replied\r\nMessage-ID: <paul-ooo@customer.example>\r\nIn-Reply-To: " + notif + "\r\n\r\nI am away until Monday.\r\n"
 	sc.w.IMAP.Deliver(demoGmail, []byte(ooo), false)
 	if err := waitFor(ctx, "the auto-reply to be suppressed", func() (bool, error) {
-		return sc.eventCount(ctx, "mail.suppressed") > 0, nil
+		return sc.eventCount(ctx, tickets.EventMailSuppressed) > 0, nil
 	}); err != nil {
 		return err
 	}
@@ -285,11 +285,11 @@ func (sc *scene) verifyDKIM(messageID string) string {
 	return "not received"
 }
 
-func (sc *scene) eventCount(ctx context.Context, typ string) int {
+func (sc *scene) eventCount(ctx context.Context, typ tickets.EventType) int {
 	evs, _ := sc.d.rdb.XRange(ctx, sc.d.tickets.Key("events"), "-", "+").Result()
 	n := 0
 	for _, e := range evs {
-		if e.Values["type"] == typ {
+		if e.Values["type"] == string(typ) {
 			n++
 		}
 	}

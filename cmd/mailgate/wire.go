@@ -380,7 +380,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Workers:       cfg.Relay.Workers,
 		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
 		ShutdownGrace: cfg.ShutdownGrace.Duration(),
-		Publish: func(ctx context.Context, typ string, ticket int64, data any) {
+		Publish: func(ctx context.Context, typ tickets.EventType, ticket int64, data any) {
 			if err := st.Publish(ctx, typ, ticket, data); err != nil {
 				log.Warn("cannot publish event", "type", typ, "err", err)
 			}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/tickets"
 )
 
 func main() {
@@ -93,8 +95,8 @@ func consume(ctx context.Context, rdb *redis.Client, stream, group, consumer, fr
 func handle(m redis.XMessage, out io.Writer) error {
 	typ, _ := m.Values["type"].(string)
 	data, _ := m.Values["data"].(string)
-	switch typ {
-	case "ticket.created":
+	switch tickets.EventType(typ) {
+	case tickets.EventTicketCreated:
 		var t struct {
 			ID               int64  `json:"id"`
 			Subject          string `json:"subject"`
@@ -107,7 +109,7 @@ func handle(m redis.XMessage, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "%s new ticket #%d from %s: %q (triggers suppressed: %v)\n", m.ID, t.ID, t.Requester.Email, t.Subject, t.SuppressTriggers)
-	case "ticket.comment":
+	case tickets.EventTicketComment:
 		var c struct {
 			Ticket     int64  `json:"ticket"`
 			Index      int64  `json:"index"`
