@@ -10,7 +10,7 @@
 --
 -- Returns 1 for a reconnect, 0 for a first connect. A reconnect keeps the
 -- cursor, counters, import choice and import_done: that is what prevents
--- duplicate tickets (seed G16).
+-- duplicate tickets.
 local existed = redis.call('HEXISTS', KEYS[1], 'connected_at') == 1
 local kind = ARGV[2]
 if kind == '' then

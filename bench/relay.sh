@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks the SMTP relay (issue 4) and prints its figures:
+# Benchmarks the SMTP relay and prints its figures:
 #   - accept rate: 10 KB messages over 20 parallel SMTP sessions, each stored
 #     in Redis (appendonly yes; appendfsync everysec, then always) before 250;
 #   - end-to-end rate: from the first message submitted to the last one

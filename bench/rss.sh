@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures the resident memory (VmRSS) of `mailgate serve` with 1, 100 and
-# 1,000 Gmail accounts on the fake Gmail (issue 5: target ≤ 300 MB at
+# 1,000 Gmail accounts on the fake Gmail (target ≤ 300 MB at
 # 1,000), 10 s after every account has polled once. Prints a table.
 # Needs Go and redis-server (apt-get install -y redis-server).
 # ACCOUNTS (default 1,100,1000) and SETTLE (default 10s) tune it.

@@ -16,7 +16,7 @@ import (
 )
 
 // TestServe runs `mailgate serve` as a separate process through a
-// helpdesk's day and a crash (issue 5, part 6):
+// helpdesk's day and a crash:
 //
 //  1. a customer's mail becomes a ticket.created event; the helpdesk
 //     answers through the relay, the answer leaves via Gmail SMTP as the

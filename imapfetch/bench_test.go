@@ -11,7 +11,7 @@ import (
 	"github.com/mailgate/mailgate/internal/fakegmail"
 )
 
-// benchMails is the mailbox size of BenchmarkImport (issue 3: 10,000 mails
+// benchMails is the mailbox size of BenchmarkImport (10,000 mails
 // of 10 KB each).
 const benchMails = 10000
 

@@ -77,7 +77,8 @@ func (s *seenCheckStore) Ingest(ctx context.Context, raw []byte, src tickets.Sou
 	return s.Store.Ingest(ctx, raw, src)
 }
 
-// G1–G3 and \Seen only after the ticket is stored, on Dovecot.
+// Unread mail becomes tickets, read mail does not, and \Seen is set only
+// after the ticket is stored, on Dovecot.
 func TestDovecotUnreadMailBecomesTickets(t *testing.T) {
 	e, dv := newDovecotEnv(t, alice)
 	e.connect(alice, 0)
@@ -117,7 +118,7 @@ func TestDovecotUnreadMailBecomesTickets(t *testing.T) {
 		}
 	}
 	if len(got) != 4 {
-		t.Errorf("%d tickets (%v), want 4: read mail must not become tickets (G3)", len(got), keys(got))
+		t.Errorf("%d tickets (%v), want 4: read mail must not become tickets", len(got), keys(got))
 	}
 	if n, err := dv.Unseen(alice); err != nil || n != 0 {
 		t.Errorf("Unseen = %d, %v; want 0", n, err)
@@ -133,7 +134,7 @@ func TestDovecotUnreadMailBecomesTickets(t *testing.T) {
 	}
 }
 
-// G4, G5 on Dovecot: the import takes the newest existing mails by
+// The initial import on Dovecot: it takes the newest existing mails by
 // INTERNALDATE and leaves their flags alone.
 func TestDovecotInitialImportRecent(t *testing.T) {
 	e, dv := newDovecotEnv(t, alice)
@@ -179,7 +180,7 @@ func TestDovecotIdleDeliversQuickly(t *testing.T) {
 	}
 }
 
-// G14, G16, G17 on Dovecot: mail that arrives while the account is
+// Disconnect and reconnect on Dovecot: mail that arrives while the account is
 // disconnected becomes a ticket after reconnecting, once.
 func TestDovecotDisconnectReconnect(t *testing.T) {
 	e, dv := newDovecotEnv(t, alice)
@@ -196,7 +197,7 @@ func TestDovecotDisconnectReconnect(t *testing.T) {
 	dvDeliver(t, dv, alice, 2, false)
 	time.Sleep(time.Second)
 	if n := e.ticketCount(); n != 1 {
-		t.Fatalf("%d tickets while disconnected, want 1 (G14)", n)
+		t.Fatalf("%d tickets while disconnected, want 1: a disconnected account is not fetched", n)
 	}
 	if dvIsSeen(t, dv, alice, 2) {
 		t.Fatal("mail delivered while disconnected was marked \\Seen")
@@ -232,7 +233,7 @@ func TestDovecotAccessTokenExpiry(t *testing.T) {
 	}
 }
 
-// G15 on Dovecot: a revoked grant puts the account in error.
+// A revoked grant on Dovecot puts the account in error.
 func TestDovecotRevokedToken(t *testing.T) {
 	e, dv := newDovecotEnv(t, alice)
 	e.connect(alice, 0)

@@ -21,7 +21,7 @@ import (
 	"github.com/mailgate/mailgate/tlsmode"
 )
 
-// G1–G3: unread mail becomes tickets, read mail does not, and mail is
+// Unread mail becomes tickets, read mail does not, and mail is
 // marked \Seen once its ticket exists.
 func TestUnreadMailBecomesTickets(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
@@ -56,7 +56,7 @@ func TestUnreadMailBecomesTickets(t *testing.T) {
 		}
 	}
 	if len(got) != 4 {
-		t.Errorf("%d tickets (%v), want 4: read mail must not become tickets (G3)", len(got), keys(got))
+		t.Errorf("%d tickets (%v), want 4: read mail must not become tickets", len(got), keys(got))
 	}
 	for _, uid := range unread {
 		if !e.gm.IsSeen(alice, uid) {
@@ -123,7 +123,7 @@ func TestSeenOnlyAfterTicketStored(t *testing.T) {
 	}
 }
 
-// G4, G5: connecting with --import-recent=50 imports the 50 newest of 60
+// Connecting with --import-recent=50 imports the 50 newest of 60
 // mails, read or unread, with triggers suppressed and flags untouched;
 // later mail is ordinary.
 func TestInitialImportRecent(t *testing.T) {
@@ -174,7 +174,7 @@ func TestInitialImportRecent(t *testing.T) {
 			continue
 		}
 		if !tk.SuppressTriggers || !slices.Contains(tk.Tags, "imported") {
-			t.Errorf("imported ticket #%d: suppress_triggers %v tags %v, want true and [imported] (G5)", tk.ID, tk.SuppressTriggers, tk.Tags)
+			t.Errorf("imported ticket #%d: suppress_triggers %v tags %v, want true and [imported]: the initial import must not trigger the helpdesk", tk.ID, tk.SuppressTriggers, tk.Tags)
 		}
 	}
 	delete(got, "Help number 100")
@@ -204,7 +204,7 @@ func TestInitialImportRecent(t *testing.T) {
 	}
 }
 
-// G4: with --import-recent=0 no existing mail, read or not, becomes a ticket.
+// With --import-recent=0 no existing mail, read or not, becomes a ticket.
 func TestInitialImportNone(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
 	e.gm.AddUser(alice)
@@ -214,7 +214,7 @@ func TestInitialImportNone(t *testing.T) {
 	}
 	nextSecond()
 	e.connect(alice, 0)
-	e.deliver(alice, 10, false) // after the connect: new mail (G17)
+	e.deliver(alice, 10, false) // after the connect: new mail
 	f := New(e.acc, e.st, e.options())
 	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 1, Created: 1}) {
 		t.Fatalf("PollOnce = %+v, want only the mail that arrived after the connect", rep)
@@ -239,7 +239,7 @@ func TestInitialImportNone(t *testing.T) {
 	}
 }
 
-// G6: two accounts at once, each its own support address.
+// Two accounts at once, each its own support address.
 func TestTwoAccounts(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
 	e.connect(alice, 0)
@@ -264,7 +264,7 @@ func TestTwoAccounts(t *testing.T) {
 	}
 }
 
-// G14, G16, G17: a disconnected account is not fetched; after reconnecting,
+// A disconnected account is not fetched; after reconnecting,
 // the mail that arrived meanwhile becomes a ticket and nothing is imported
 // twice.
 func TestDisconnectReconnect(t *testing.T) {
@@ -283,7 +283,7 @@ func TestDisconnectReconnect(t *testing.T) {
 	uid2 := e.deliver(alice, 2, false)
 	time.Sleep(time.Second) // several poll intervals
 	if n := e.ticketCount(); n != 1 {
-		t.Fatalf("%d tickets while disconnected, want 1 (G14)", n)
+		t.Fatalf("%d tickets while disconnected, want 1: a disconnected account is not fetched", n)
 	}
 	if e.gm.IsSeen(alice, uid2) {
 		t.Fatalf("mail delivered while disconnected was marked \\Seen")

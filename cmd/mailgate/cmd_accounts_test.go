@@ -257,8 +257,8 @@ func TestAccountsDisconnectReconnect(t *testing.T) {
 		t.Error("the token survived the disconnect")
 	}
 
-	// Revoked authorisation (G15) shows a warning; a reconnect clears it
-	// and keeps the position (G16).
+	// Revoked authorisation shows a warning; a reconnect clears it and
+	// keeps the position, so nothing is imported twice.
 	st.SetError(ctx, "alice@example.com", "Google refused the token: reconnect the account", oauth.ErrInvalidGrant)
 	fresh := e.google.IssueRefreshToken("alice@example.com")
 	out = e.mustRun("accounts", "reconnect", "alice@example.com", "--refresh-token-file", e.tokenFile("t2", fresh, 0o600))

@@ -59,7 +59,7 @@ func TestFetchOnceImportsWithProgress(t *testing.T) {
 }
 
 // TestAccountsListShowsQuota: when Gmail reports its daily limit the admin
-// sees it in `accounts list` (seed G12).
+// sees it in `accounts list`.
 func TestAccountsListShowsQuota(t *testing.T) {
 	e := newAccountsEnv(t)
 	const acct = "desk@acme.test"

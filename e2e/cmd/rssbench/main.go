@@ -1,5 +1,5 @@
 // Command rssbench measures the resident memory of `mailgate serve` with
-// many connected Gmail accounts (issue 5: ≤ 300 MB at 1,000). For each
+// many connected Gmail accounts (target: ≤ 300 MB at 1,000). For each
 // account count it starts a private redis-server, one fake Gmail IMAP
 // server holding every mailbox and a fake Google OAuth endpoint (in this
 // process), connects the accounts straight through package accounts with
