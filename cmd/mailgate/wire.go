@@ -164,6 +164,10 @@ func googleOAuth(cfg *config.Config) *oauth2.Config {
 		Endpoint: oauth2.Endpoint{
 			AuthURL:  cfg.Google.AuthURL,
 			TokenURL: cfg.Google.TokenURL,
+			// Google takes the client credentials in the form. Left to
+			// guess, x/oauth2 tries Basic auth first and sends every
+			// refused refresh a second time the other way.
+			AuthStyle: oauth2.AuthStyleInParams,
 		},
 		Scopes: cfg.Google.Scopes,
 	}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/fakeoauth"
+	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/sendlimit"
 )
 
@@ -26,5 +30,26 @@ func TestRelayLimits(t *testing.T) {
 	cfg.Relay.GmailDailyLimit = 10
 	if got := relayLimits(cfg)(accounts.KindGmail).Messages; got != 10 {
 		t.Errorf("relay.gmail_daily_limit=10 gives %d", got)
+	}
+}
+
+// A refused refresh reaches Google once: with the auth style left to
+// x/oauth2's guess, an invalid_grant answer to Basic auth is retried with
+// the credentials in the form, which doubles every failing request.
+func TestGoogleOAuthAsksOncePerRefusedRefresh(t *testing.T) {
+	google := fakeoauth.New()
+	defer google.Close()
+	cfg := config.Defaults()
+	cfg.Google.ClientID, cfg.Google.ClientSecret = fakeoauth.ClientID, fakeoauth.ClientSecret
+	cfg.Google.AuthURL, cfg.Google.TokenURL = google.URL+"/auth", google.URL+"/token"
+
+	refresh := google.IssueRefreshToken("a@example.com")
+	google.Revoke(refresh)
+	_, err := oauth.NewSource(googleOAuth(cfg), refresh, nil).Token(context.Background())
+	if !errors.Is(err, oauth.ErrInvalidGrant) {
+		t.Fatalf("Token() with a revoked grant = %v, want ErrInvalidGrant", err)
+	}
+	if n := google.TokenRequests(); n != 1 {
+		t.Errorf("token endpoint asked %d times for one refused refresh, want 1", n)
 	}
 }
