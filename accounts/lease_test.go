@@ -2,11 +2,11 @@ package accounts
 
 import (
 	"context"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/proctest"
 	"github.com/mailgate/mailgate/internal/redistest"
 )
 
@@ -19,28 +19,6 @@ func mustLease(t *testing.T, what string, s *Store, email string, me Holder, ttl
 		t.Fatalf("%s = %+v, %v; want mine=%v", what, l, err, mine)
 	}
 	return l
-}
-
-// deadPID returns the pid of a process of this host that has exited.
-func deadPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("sleep", "0")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Process.Pid
-}
-
-// livePID returns the pid of a process of this host that runs until the
-// test ends.
-func livePID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("sleep", "600")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return cmd.Process.Pid
 }
 
 func TestLease(t *testing.T) {
@@ -115,7 +93,7 @@ func TestLeaseDeadHolderTakenOver(t *testing.T) {
 	s, rdb, _ := newTestStore(t, Options{})
 	me := NewHolder("")
 
-	dead := Holder{Host: me.Host, PID: deadPID(t), Token: "old"}
+	dead := Holder{Host: me.Host, PID: proctest.GonePID(t), Token: "old"}
 	mustLease(t, "the old process acquires", s, "a@example.com", dead, time.Minute, true)
 	got := mustLease(t, "a new process acquires", s, "a@example.com", me, time.Minute, true)
 	if got.TookOver != dead {
@@ -136,9 +114,9 @@ func TestLeaseDeadHolderTakenOver(t *testing.T) {
 		holder Holder
 		want   Liveness
 	}{
-		{"a live process on this host", Holder{Host: me.Host, PID: livePID(t), Token: "x"}, Alive},
+		{"a live process on this host", Holder{Host: me.Host, PID: proctest.LivePID(t), Token: "x"}, Alive},
 		{"another fetcher of this process", NewHolder("sibling"), Alive},
-		{"a gone pid on another host", Holder{Host: "elsewhere.invalid", PID: deadPID(t), Token: "x"}, Unknown},
+		{"a gone pid on another host", Holder{Host: "elsewhere.invalid", PID: proctest.GonePID(t), Token: "x"}, Unknown},
 	} {
 		email := "c@example.com"
 		_ = s.ReleaseLease(ctx, email, me)

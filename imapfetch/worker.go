@@ -167,7 +167,7 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 		// processes do not all ask at once.
 		wait := jitter(o.LeaseTTL / 3)
 		if !l.Until.IsZero() {
-			wait = min(wait, l.Until.Sub(o.Now())+jitter(100*time.Millisecond))
+			wait = min(wait, time.Until(l.Until)+jitter(100*time.Millisecond))
 		}
 		if !sleep(ctx, max(wait, 10*time.Millisecond)) {
 			return false
@@ -237,7 +237,7 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 		if err := w.f.acc.ReleaseLease(rctx, w.email, w.f.me); err != nil {
 			// It stays ours: our next AcquireLease goes on with it,
 			// another process waits for it to run out.
-			w.log.Warn("imapfetch: release lease", "err", err)
+			w.log.Warn("imapfetch: could not release the account lease; it runs out in "+o.LeaseTTL.String()+" unless this worker takes it again", "err", err)
 		}
 	}
 }
