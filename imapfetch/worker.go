@@ -20,6 +20,12 @@ var errLeaseLost = errors.New("imapfetch: account lease lost")
 // answer: fetching resumes within about this long after Redis is back.
 const storeRetry = time.Second
 
+// storeBackoffMax caps the wait after sessions that Redis failed although it
+// answered the lease (slow, or partly down): they log in to IMAP each time,
+// so they are spaced out, but never so far that fetching resumes later than
+// a few seconds after Redis is well again.
+const storeBackoffMax = 4 * storeRetry
+
 // storeError marks a failure of the account or ticket store (Redis) rather
 // than of the IMAP server: the worker then waits for Redis to answer again
 // instead of backing off as from a failing server.
@@ -72,6 +78,7 @@ func (f *Fetcher) newWorker(email string) *worker {
 func (w *worker) run(ctx context.Context) {
 	o := &w.f.opts
 	bo := backoff{min: min(time.Second, o.BackoffMax), max: o.BackoffMax}
+	sbo := backoff{min: storeRetry / 2, max: storeBackoffMax}
 	w.log.Info("imapfetch: worker started")
 	defer w.log.Info("imapfetch: worker stopped")
 	for ctx.Err() == nil {
@@ -85,6 +92,7 @@ func (w *worker) run(ctx context.Context) {
 		release()
 		if w.polled {
 			bo.reset()
+			sbo.reset()
 		}
 		var se *storeError
 		switch {
@@ -101,10 +109,15 @@ func (w *worker) run(ctx context.Context) {
 		case leaseLost:
 			continue // holdLease said why; acquireLease waits for it
 		case errors.As(err, &se):
-			// Not the IMAP server's fault, so the backoff does not grow:
-			// acquireLease asks Redis every storeRetry until it answers.
+			// Not the IMAP server's fault, so its backoff does not grow;
+			// then acquireLease asks Redis every storeRetry until it
+			// answers.
+			wait := sbo.next()
 			w.log.Warn("imapfetch: session ended: Redis failed; resuming once it answers", "err", err,
-				"ran", o.Now().Sub(start).Round(time.Millisecond))
+				"after", wait, "ran", o.Now().Sub(start).Round(time.Millisecond))
+			if !sleep(ctx, wait) {
+				return
+			}
 			continue
 		}
 		wait := bo.next()
