@@ -68,8 +68,12 @@
 // # Several processes
 //
 // A worker polls an account only while it holds the account's lease in
-// Redis (accounts.AcquireLease, renewed every LeaseTTL/3); the others wait
-// and take over when the holder stops or dies.
+// Redis (accounts.AcquireLease, renewed every LeaseTTL/3). The lease names
+// its owner (host:pid:token), so a worker goes on with its own lease after
+// a reconnect or a Redis restart, and takes over at once one whose holder
+// was a process on this host that is gone; other holders are waited out.
+// While Redis does not answer, a worker asks it again every second rather
+// than backing off as from a failing IMAP server.
 //
 // # Files
 //

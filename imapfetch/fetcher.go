@@ -2,13 +2,10 @@ package imapfetch
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -60,8 +57,10 @@ type Options struct {
 	// token refreshes to metrics and records a revoked grant on the
 	// account.
 	Tokens *oauth.Registry
-	// Holder names this process in leases (default host:pid:random). Two
-	// Fetchers sharing one Redis must have different holders.
+	// Holder is the owner token in this fetcher's lease values; default
+	// random. The host name and pid are added (host:pid:token), so a
+	// process on the same host can tell that the holder is gone. Two
+	// Fetchers sharing one Redis must have different tokens.
 	Holder string
 	// Logger receives the fetcher's logs (keys account, uid, ticket); nil
 	// means slog.Default().
@@ -117,12 +116,6 @@ func (o *Options) setDefaults() {
 	if o.CommandTimeout <= 0 {
 		o.CommandTimeout = 2 * time.Minute
 	}
-	if o.Holder == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		o.Holder = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -157,9 +150,8 @@ type AccountStore interface {
 	Attempt(ctx context.Context, email string, uidValidity, uid uint32) (int, error)
 	ClearAttempts(ctx context.Context, email string, uidValidity, uid uint32) error
 	AddQuarantined(ctx context.Context, email string) error
-	AcquireLease(ctx context.Context, email, holder string, ttl time.Duration) (bool, error)
-	RenewLease(ctx context.Context, email, holder string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, email, holder string) error
+	AcquireLease(ctx context.Context, email string, me accounts.Holder, ttl time.Duration) (accounts.Lease, error)
+	ReleaseLease(ctx context.Context, email string, me accounts.Holder) error
 }
 
 // changeNotifier is the optional part of AccountStore that tells Run about
@@ -200,9 +192,22 @@ func (r Report) sub(o Report) Report {
 	}
 }
 
-// ErrLeaseHeld is returned by PollOnce when another fetcher (usually the
-// running daemon) is polling the account.
+// ErrLeaseHeld is matched by PollOnce's *LeaseHeldError.
 var ErrLeaseHeld = errors.New("imapfetch: another mailgate process is polling this account")
+
+// LeaseHeldError is returned by PollOnce when another fetcher (usually the
+// running daemon) holds the account's lease: it says which and until when.
+type LeaseHeldError struct {
+	Account string
+	Lease   accounts.Lease
+}
+
+func (e *LeaseHeldError) Error() string {
+	return fmt.Sprintf("imapfetch: lease of %s held by %s", e.Account, e.Lease)
+}
+
+// Unwrap makes the error match ErrLeaseHeld.
+func (e *LeaseHeldError) Unwrap() error { return ErrLeaseHeld }
 
 // ErrNotConnected is returned by PollOnce for an account that is not in
 // state connected.
@@ -214,12 +219,13 @@ type Fetcher struct {
 	st   TicketStore
 	opts Options
 	log  *slog.Logger
+	me   accounts.Holder // in lease values
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger}
+	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder)}
 }
 
 // handle is a running worker as the supervisor sees it.
@@ -326,8 +332,9 @@ func (f *Fetcher) Run(ctx context.Context) error {
 // fetches new mail once, and logs out. progress, if not nil, is called
 // after each mail with the number done and the number known so far (the
 // import's N first, then the new mail found after it), for the CLI's
-// "N/50". It takes the account's lease and fails with ErrLeaseHeld when
-// another process holds it for longer than LeaseTTL.
+// "N/50". It takes the account's lease, also from a process on this host
+// that is gone, and fails with a *LeaseHeldError at once when another
+// fetcher holds it.
 func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done, total int)) (Report, error) {
 	if err := f.opts.validate(); err != nil {
 		return Report{}, err
@@ -340,23 +347,15 @@ func (f *Fetcher) PollOnce(ctx context.Context, email string, progress func(done
 		return Report{}, fmt.Errorf("%w: %s is %s", ErrNotConnected, a.Email, a.State)
 	}
 	w := f.newWorker(a.Email)
-	deadline := time.NewTimer(f.opts.LeaseTTL)
-	defer deadline.Stop()
-	for {
-		ok, err := f.acc.AcquireLease(ctx, w.email, f.opts.Holder, f.opts.LeaseTTL)
-		if err != nil {
-			return Report{}, err
-		}
-		if ok {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return Report{}, ctx.Err()
-		case <-deadline.C:
-			return Report{}, fmt.Errorf("%s: %w", w.email, ErrLeaseHeld)
-		case <-time.After(jitter(f.opts.LeaseTTL / 10)):
-		}
+	l, err := f.acc.AcquireLease(ctx, w.email, f.me, f.opts.LeaseTTL)
+	if err != nil {
+		return Report{}, err
+	}
+	if !l.Mine {
+		return Report{}, &LeaseHeldError{Account: w.email, Lease: l}
+	}
+	if l.TookOver != (accounts.Holder{}) {
+		w.log.Info("imapfetch: took over the account lease from " + l.TookOver.Process() + ": no such process runs on this host any more")
 	}
 	lctx, release := w.holdLease(ctx)
 	defer release()

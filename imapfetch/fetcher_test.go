@@ -482,7 +482,7 @@ func TestLeaseTwoFetchers(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
 	e.connect(alice, 0)
 	o1, o2 := e.options(), e.options()
-	o1.Holder, o2.Holder = "host-a:1", "host-b:2"
+	o1.Holder, o2.Holder = "fetcher-1", "fetcher-2"
 	o1.LeaseTTL, o2.LeaseTTL = 900*time.Millisecond, 900*time.Millisecond
 	stop1 := e.start(New(e.acc, e.st, o1))
 	waitFor(t, 10*time.Second, "first poll", func() bool { return !e.account(alice).LastPoll.IsZero() })
@@ -679,8 +679,8 @@ func TestPollOnceErrors(t *testing.T) {
 	e.connect(bob, 0)
 	o := e.options()
 	o.LeaseTTL = 300 * time.Millisecond
-	if ok, err := e.acc.AcquireLease(context.Background(), bob, "daemon", time.Minute); !ok || err != nil {
-		t.Fatalf("AcquireLease = %v, %v", ok, err)
+	if l, err := e.acc.AcquireLease(context.Background(), bob, accounts.NewHolder("daemon"), time.Minute); !l.Mine || err != nil {
+		t.Fatalf("AcquireLease = %+v, %v", l, err)
 	}
 	if _, err := New(e.acc, e.st, o).PollOnce(context.Background(), bob, nil); !errors.Is(err, ErrLeaseHeld) {
 		t.Errorf("PollOnce while another process holds the lease = %v, want ErrLeaseHeld", err)

@@ -30,20 +30,29 @@ const (
 // env is one test's world: a real redis-server, the real account and
 // ticket stores on it, a fake Google token endpoint and a fake Gmail.
 type env struct {
-	t    testing.TB
-	rdb  *redis.Client
-	acc  *accounts.Store
-	st   *tickets.Store
-	oa   *fakeoauth.Server
-	gm   *fakegmail.Server
-	addr string
-	log  *slog.Logger
+	t     testing.TB
+	redis *redistest.Server
+	rdb   *redis.Client
+	acc   *accounts.Store
+	st    *tickets.Store
+	oa    *fakeoauth.Server
+	gm    *fakegmail.Server
+	addr  string
+	log   *slog.Logger
 }
 
 func newEnv(t testing.TB, gmOpts fakegmail.Options) *env {
 	t.Helper()
+	return newEnvRedis(t, gmOpts)
+}
+
+// newEnvRedis is newEnv with extra redis-server config lines, such as
+// "appendonly yes" for a Redis that keeps its data over a restart.
+func newEnvRedis(t testing.TB, gmOpts fakegmail.Options, redisConf ...string) *env {
+	t.Helper()
 	e := &env{t: t, log: testLogger(t)}
-	e.rdb = redistest.Start(t).Client(t)
+	e.redis = redistest.Start(t, redisConf...)
+	e.rdb = e.redis.Client(t)
 	box, err := oauth.NewBox([]byte(strings.Repeat("k", oauth.KeySize)))
 	if err != nil {
 		t.Fatal(err)

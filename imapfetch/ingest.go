@@ -83,12 +83,12 @@ func (s *session) ingest(ctx context.Context, uid uint32, raw []byte, received t
 		return ingested, nil
 	}
 	if storeUnavailable(err) {
-		return failed, fmt.Errorf("ingest uid %d: %w", uid, err)
+		return failed, storeErr(fmt.Errorf("ingest uid %d: %w", uid, err))
 	}
 
 	n, aerr := w.f.acc.Attempt(ictx, w.email, s.cur.UIDValidity, uid)
 	if aerr != nil {
-		return failed, fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr)
+		return failed, storeErr(fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr))
 	}
 	w.failed[uid] = true
 	if n < s.o.MaxAttempts {
@@ -98,7 +98,7 @@ func (s *session) ingest(ctx context.Context, uid uint32, raw []byte, received t
 	}
 	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
 	if qerr := w.f.st.Quarantine(ictx, raw, w.email, uid, reason); qerr != nil {
-		return failed, fmt.Errorf("quarantine uid %d: %w", uid, qerr)
+		return failed, storeErr(fmt.Errorf("quarantine uid %d: %w", uid, qerr))
 	}
 	w.quarantined[uid] = true
 	s.rep.Quarantined++

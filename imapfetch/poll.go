@@ -63,10 +63,10 @@ func (s *session) initialImport(ctx context.Context, a *accounts.Account) error 
 		s.cur.LastUID = boundary
 	}
 	if err := s.w.f.acc.SetCursor(ctx, s.w.email, s.cur); err != nil {
-		return err
+		return storeErr(err)
 	}
 	if err := s.w.f.acc.MarkImportDone(ctx, s.w.email); err != nil {
-		return err
+		return storeErr(err)
 	}
 	s.log.Info("imapfetch: initial import done", "imported", s.rep.InitialImport, "existing", len(old),
 		"arrived_since_connect", len(all)-len(old), "last_uid", s.cur.LastUID)

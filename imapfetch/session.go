@@ -59,7 +59,7 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 		if errors.Is(err, accounts.ErrNotFound) {
 			return Report{}, fmt.Errorf("%w: %w", errStopped, err)
 		}
-		return Report{}, err
+		return Report{}, storeErr(err)
 	}
 	if a.State != accounts.StateConnected {
 		return Report{}, fmt.Errorf("%w: state %s", errStopped, a.State)
@@ -304,7 +304,7 @@ func (s *session) selectInbox(ctx context.Context) error {
 	}
 	cur, err := s.w.f.acc.Cursor(ctx, s.w.email)
 	if err != nil {
-		return err
+		return storeErr(err)
 	}
 	if cur.UIDValidity != sel.UIDValidity {
 		if cur.UIDValidity != 0 {
@@ -314,7 +314,7 @@ func (s *session) selectInbox(ctx context.Context) error {
 		}
 		cur = accounts.Cursor{UIDValidity: sel.UIDValidity}
 		if err := s.w.f.acc.SetCursor(ctx, s.w.email, cur); err != nil {
-			return err
+			return storeErr(err)
 		}
 	}
 	s.cur = cur

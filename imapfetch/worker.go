@@ -7,12 +7,40 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
 )
 
 // errLeaseLost is the cause of a session's context when the account's lease
-// could not be renewed: another process may be polling now.
+// could not be renewed: another process holds it now, or Redis did not
+// answer for so long that the lease may have run out.
 var errLeaseLost = errors.New("imapfetch: account lease lost")
+
+// storeRetry is how often a worker asks Redis again while it does not
+// answer: fetching resumes within about this long after Redis is back.
+const storeRetry = time.Second
+
+// storeBackoffMax caps the wait after sessions that Redis failed although it
+// answered the lease (slow, or partly down): they log in to IMAP each time,
+// so they are spaced out, but never so far that fetching resumes later than
+// a few seconds after Redis is well again.
+const storeBackoffMax = 4 * storeRetry
+
+// storeError marks a failure of the account or ticket store (Redis) rather
+// than of the IMAP server: the worker then waits for Redis to answer again
+// instead of backing off as from a failing server.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// storeErr wraps a non-nil store error in storeError.
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storeError{err}
+}
 
 // errStopped ends a worker for good: the account was disconnected or put
 // in error, and only an admin brings it back.
@@ -45,10 +73,12 @@ func (f *Fetcher) newWorker(email string) *worker {
 }
 
 // run polls the account until ctx ends or the account must be reconnected
-// by an admin. Every other failure is retried with backoff.
+// by an admin. Every other failure is retried: a failing IMAP server with
+// backoff, a failing Redis as soon as it answers again.
 func (w *worker) run(ctx context.Context) {
 	o := &w.f.opts
 	bo := backoff{min: min(time.Second, o.BackoffMax), max: o.BackoffMax}
+	sbo := backoff{min: storeRetry / 2, max: storeBackoffMax}
 	w.log.Info("imapfetch: worker started")
 	defer w.log.Info("imapfetch: worker stopped")
 	for ctx.Err() == nil {
@@ -62,7 +92,9 @@ func (w *worker) run(ctx context.Context) {
 		release()
 		if w.polled {
 			bo.reset()
+			sbo.reset()
 		}
+		var se *storeError
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -75,7 +107,17 @@ func (w *worker) run(ctx context.Context) {
 			w.log.Info("imapfetch: account needs to be reconnected; stopping until it is", "err", err)
 			return
 		case leaseLost:
-			w.log.Warn("imapfetch: lost the account lease; another process may be polling it now")
+			continue // holdLease said why; acquireLease waits for it
+		case errors.As(err, &se):
+			// Not the IMAP server's fault, so its backoff does not grow;
+			// then acquireLease asks Redis every storeRetry until it
+			// answers.
+			wait := sbo.next()
+			w.log.Warn("imapfetch: session ended: Redis failed; resuming once it answers", "err", err,
+				"after", wait, "ran", o.Now().Sub(start).Round(time.Millisecond))
+			if !sleep(ctx, wait) {
+				return
+			}
 			continue
 		}
 		wait := bo.next()
@@ -92,66 +134,111 @@ func (w *worker) run(ctx context.Context) {
 }
 
 // acquireLease waits until this worker holds the account's lease, and
-// reports false if ctx ended first.
+// reports false if ctx ended first. A lease this fetcher held already is
+// its own at once; so is one whose holder was a process on this host that
+// is gone. Another holder's lease is waited out; while Redis does not
+// answer, it is asked again every storeRetry.
 func (w *worker) acquireLease(ctx context.Context) bool {
 	o := &w.f.opts
-	waiting := false
+	var held accounts.Lease // someone else's, last seen
+	var downSince time.Time // Redis stopped answering
+	failures := 0
 	for {
-		ok, err := w.f.acc.AcquireLease(ctx, w.email, o.Holder, o.LeaseTTL)
-		switch {
-		case ok:
-			if waiting {
-				w.log.Info("imapfetch: took over the account lease")
+		l, err := w.f.acc.AcquireLease(ctx, w.email, w.f.me, o.LeaseTTL)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			if failures == 0 {
+				downSince = o.Now()
+				w.log.Warn("imapfetch: cannot take the account lease: Redis does not answer; asking again every "+storeRetry.String(), "err", err)
+			}
+			failures++
+			if !sleep(ctx, jitter(storeRetry)) {
+				return false
+			}
+			continue
+		}
+		if failures > 0 {
+			w.log.Info("imapfetch: Redis answers again", "down", o.Now().Sub(downSince).Round(time.Millisecond), "failed_tries", failures)
+			failures = 0
+		}
+		if l.Mine {
+			switch {
+			case l.TookOver != (accounts.Holder{}):
+				w.log.Info("imapfetch: took over the account lease from " + l.TookOver.Process() + ": no such process runs on this host any more")
+			case held.Holder != (accounts.Holder{}):
+				w.log.Info("imapfetch: took over the account lease from " + held.Holder.Process() + ": it was released or ran out")
 			}
 			return true
-		case err != nil && ctx.Err() == nil:
-			w.log.Warn("imapfetch: acquire lease", "err", err)
-		case !waiting && err == nil:
-			w.log.Info("imapfetch: another process is polling this account; standing by")
-			waiting = true
 		}
-		// Perturbed so that standby processes do not all ask at once.
-		if !sleep(ctx, jitter(o.LeaseTTL/3)) {
+		if l.Holder != held.Holder {
+			w.log.Info("imapfetch: lease held by "+l.String()+"; standing by", "holder", l.Holder.String())
+		}
+		held = l
+		// Ask again soon after it runs out; perturbed, so that standby
+		// processes do not all ask at once.
+		wait := jitter(o.LeaseTTL / 3)
+		if !l.Until.IsZero() {
+			wait = min(wait, time.Until(l.Until)+jitter(100*time.Millisecond))
+		}
+		if !sleep(ctx, max(wait, 10*time.Millisecond)) {
 			return false
 		}
 	}
 }
 
-// holdLease renews the lease in the background every LeaseTTL/3. The
-// returned context is cancelled with cause errLeaseLost when the lease is
-// gone (or could not be renewed for longer than it lasts). release stops the
-// renewal and gives the lease up.
+// holdLease renews the lease in the background every LeaseTTL/3, and every
+// storeRetry while Redis does not answer, so that a lease Redis lost in a
+// restart or failover is this worker's again as soon as Redis is back. The
+// returned context is cancelled with cause errLeaseLost when another
+// process holds the lease, or when it could not be renewed for two thirds
+// of its lifetime (it may run out, and someone else may poll). release
+// stops the renewal and gives the lease up.
 func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 	o := &w.f.opts
 	lctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(o.LeaseTTL / 3)
-		defer t.Stop()
 		lastOK := o.Now()
+		failing := false
+		t := time.NewTimer(o.LeaseTTL / 3)
+		defer t.Stop()
 		for {
 			select {
 			case <-lctx.Done():
 				return
 			case <-t.C:
 			}
-			ok, err := w.f.acc.RenewLease(lctx, w.email, o.Holder, o.LeaseTTL)
+			l, err := w.f.acc.AcquireLease(lctx, w.email, w.f.me, o.LeaseTTL)
 			switch {
-			case err == nil && ok:
+			case err == nil && l.Mine:
+				if failing {
+					w.log.Info("imapfetch: renewed the account lease: Redis answers again", "unrenewed_for", o.Now().Sub(lastOK).Round(time.Millisecond))
+					failing = false
+				}
 				lastOK = o.Now()
-			case err == nil && !ok:
+				t.Reset(o.LeaseTTL / 3)
+			case err == nil:
+				w.log.Warn("imapfetch: lease now held by " + l.String() + "; stopping polling")
 				cancel(errLeaseLost)
 				return
 			case lctx.Err() != nil:
 				return
 			default:
-				w.log.Warn("imapfetch: renew lease", "err", err)
-				// Once the lease may have expired, someone else may poll.
-				if o.Now().Sub(lastOK) > o.LeaseTTL*2/3 {
+				unrenewed := o.Now().Sub(lastOK)
+				if unrenewed > o.LeaseTTL*2/3 {
+					w.log.Warn("imapfetch: could not renew the account lease for "+unrenewed.Round(time.Millisecond).String()+
+						"; stopping polling, since it may run out and another process may take it", "err", err)
 					cancel(errLeaseLost)
 					return
 				}
+				if !failing {
+					w.log.Warn("imapfetch: cannot renew the account lease: Redis does not answer; asking again every "+storeRetry.String(), "err", err)
+					failing = true
+				}
+				t.Reset(min(jitter(storeRetry), o.LeaseTTL/3))
 			}
 		}
 	}()
@@ -160,8 +247,10 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 		<-done
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer rcancel()
-		if err := w.f.acc.ReleaseLease(rctx, w.email, o.Holder); err != nil {
-			w.log.Warn("imapfetch: release lease", "err", err)
+		if err := w.f.acc.ReleaseLease(rctx, w.email, w.f.me); err != nil {
+			// It stays ours: our next AcquireLease goes on with it,
+			// another process waits for it to run out.
+			w.log.Warn("imapfetch: could not release the account lease; it runs out in "+o.LeaseTTL.String()+" unless this worker takes it again", "err", err)
 		}
 	}
 }

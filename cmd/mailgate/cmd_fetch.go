@@ -67,9 +67,10 @@ func fetchOnce(c *cli.Context) error {
 			}
 		}
 		r, err := f.PollOnce(c.Context, email, progress)
+		var held *imapfetch.LeaseHeldError
 		switch {
-		case errors.Is(err, imapfetch.ErrLeaseHeld):
-			fmt.Fprintf(w, "%s: a running `mailgate serve` is fetching this account; nothing to do here\n", email)
+		case errors.As(err, &held):
+			fmt.Fprintf(w, "%s: %s\n", email, leaseHeldMessage(held.Lease))
 		case err != nil:
 			fmt.Fprintf(c.App.ErrWriter, "%s: %v\n", email, err)
 			failed++
@@ -82,4 +83,13 @@ func fetchOnce(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("%d of %d accounts failed", failed, len(emails)), 1)
 	}
 	return nil
+}
+
+// leaseHeldMessage says who fetches the account instead of this command,
+// until when, and what that means.
+func leaseHeldMessage(l accounts.Lease) string {
+	if l.Liveness == accounts.Alive {
+		return fmt.Sprintf("lease held by %s: that mailgate process (serve, or another fetch) is fetching this account; nothing to do here", l)
+	}
+	return fmt.Sprintf("lease held by %s: the mailgate process there is fetching this account; nothing to do here (if that process is gone, its lease runs out then and the next fetch takes it)", l)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/internal/proctest"
 	"github.com/mailgate/mailgate/smtprelay"
 )
 
@@ -123,5 +124,57 @@ func TestFallbackWarnings(t *testing.T) {
 	}
 	if got := fallbackWarnings(all[2:], signs, "helpdesk@acme.example"); len(got) != 0 {
 		t.Errorf("rewrite-from to a signed domain warned: %q", got)
+	}
+}
+
+// fetch --once after a crash: the lease the dead process left is taken
+// over and the mail imported; while a live process holds the lease, fetch
+// names it and its expiry and exits 0 without fetching.
+func TestFetchOnceLease(t *testing.T) {
+	e := newAccountsEnv(t)
+	gm, err := fakegmail.New(fakegmail.Options{Validate: e.google.Validate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := gm.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	e.global = append(e.global, "--set", "google.imap_addr="+addr.String(), "--set", "google.imap_tls=plain")
+	const acct = "support@acme.test"
+	gm.AddUser(acct)
+	e.addAccount(acct, 0)
+	acc := e.store()
+	host := accounts.NewHolder("").Host
+	hold := func(h accounts.Holder) accounts.Lease {
+		t.Helper()
+		l, err := acc.AcquireLease(context.Background(), acct, h, time.Minute)
+		if err != nil || !l.Mine {
+			t.Fatalf("AcquireLease(%v) = %+v, %v", h, l, err)
+		}
+		return l
+	}
+	mail := func(n int) {
+		gm.Deliver(acct, []byte(fmt.Sprintf("From: c%d@customer.test\r\nTo: %s\r\nSubject: help %d\r\nMessage-ID: <h%d@customer.test>\r\n\r\nhello\r\n", n, acct, n, n)), false)
+	}
+
+	hold(accounts.Holder{Host: host, PID: proctest.GonePID(t), Token: "crashed"})
+	mail(1)
+	if out := e.mustRun("fetch", "--once", acct); !strings.Contains(out, "1 new tickets") {
+		t.Fatalf("fetch over a crashed process's lease:\n%s\nwant the mail imported", out)
+	}
+
+	live := accounts.Holder{Host: host, PID: proctest.LivePID(t), Token: "serve"}
+	l := hold(live)
+	mail(2)
+	out := e.mustRun("fetch", "--once", acct)
+	t.Logf("fetch --once said: %s", out)
+	want := acct + ": lease held by " + live.Process() + " (alive) until "
+	if !strings.Contains(out, want) || strings.Contains(out, "new tickets") {
+		t.Fatalf("fetch while a live process holds the lease:\n%s\nwant %q and its expiry %s, and nothing fetched", out, want, l.Until.Local().Format(time.TimeOnly))
+	}
+	if n := gm.Logins(acct); n != 1 {
+		t.Errorf("%d logins, want 1: fetch logged in while another process held the lease", n)
 	}
 }

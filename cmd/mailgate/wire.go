@@ -181,7 +181,6 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, toke
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
 	o := imapfetch.Options{
 		IMAPAddr:     cfg.Google.IMAPAddr,
 		TLSMode:      cfg.Google.IMAPTLS,
@@ -194,7 +193,6 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, toke
 		MaxAttempts:  cfg.Fetch.MaxAttempts,
 		BatchSize:    cfg.Fetch.BatchSize,
 		Tokens:       tokens,
-		Holder:       fmt.Sprintf("%s:%d", host, os.Getpid()),
 		Logger:       log,
 	}
 	if m != nil {

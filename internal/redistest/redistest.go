@@ -28,6 +28,10 @@ type Server struct {
 	Socket string // the same server's unix socket
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
+
+	bin, dir string // to start it again on the same port (Restart)
+	port     int
+	extra    []string
 }
 
 // Start runs a fresh redis-server for t, with extra config lines such as
@@ -96,7 +100,7 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock",
-		cmd: cmd, done: make(chan struct{})}
+		cmd: cmd, done: make(chan struct{}), bin: bin, dir: dir, port: port, extra: extra}
 	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -137,4 +141,20 @@ func (s *Server) UnixClient(t testing.TB) *redis.Client {
 func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
+}
+
+// Restart kills the server if it still runs and starts it again on the
+// same port, socket and directory, as a crash and a supervisor's restart
+// would: its clients reconnect to the same address. What the new process
+// holds depends on the extra config: nothing by default, the data with
+// "appendonly yes" and "appendfsync always". It must not run concurrently
+// with the test's cleanup.
+func (s *Server) Restart() error {
+	s.Kill()
+	n, err := start(s.bin, s.dir, s.port, s.extra)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.done = n.cmd, n.done
+	return nil
 }
