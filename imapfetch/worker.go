@@ -97,15 +97,16 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 	o := &w.f.opts
 	waiting := false
 	for {
+		start := time.Now()
 		ok, err := w.f.acc.AcquireLease(ctx, w.email, o.Holder, o.LeaseTTL)
+		w.f.redis.Report(ctx, start, err)
 		switch {
 		case ok:
 			if waiting {
 				w.log.Info("imapfetch: took over the account lease")
 			}
 			return true
-		case err != nil && ctx.Err() == nil:
-			w.log.Warn("imapfetch: acquire lease", "err", err)
+		case err != nil: // logged by w.f.redis
 		case !waiting && err == nil:
 			w.log.Info("imapfetch: another process is polling this account; standing by")
 			waiting = true
@@ -136,7 +137,9 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 				return
 			case <-t.C:
 			}
+			start := time.Now()
 			ok, err := w.f.acc.RenewLease(lctx, w.email, o.Holder, o.LeaseTTL)
+			w.f.redis.Report(lctx, start, err)
 			switch {
 			case err == nil && ok:
 				lastOK = o.Now()
@@ -145,8 +148,7 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 				return
 			case lctx.Err() != nil:
 				return
-			default:
-				w.log.Warn("imapfetch: renew lease", "err", err)
+			default: // logged by w.f.redis
 				// Once the lease may have expired, someone else may poll.
 				if o.Now().Sub(lastOK) > o.LeaseTTL*2/3 {
 					cancel(errLeaseLost)
@@ -160,9 +162,8 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 		<-done
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer rcancel()
-		if err := w.f.acc.ReleaseLease(rctx, w.email, o.Holder); err != nil {
-			w.log.Warn("imapfetch: release lease", "err", err)
-		}
+		start := time.Now()
+		w.f.redis.Report(rctx, start, w.f.acc.ReleaseLease(rctx, w.email, o.Holder))
 	}
 }
 
