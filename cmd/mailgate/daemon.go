@@ -209,7 +209,7 @@ func (d *daemon) run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- d.web.Serve(d.httpL) }()
 	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "http", d.httpL.Addr().String(),
-		"imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
+		"imap", d.cfg.Google.IMAPAddr, "redis", redisWhere(d.cfg))
 	hup := make(chan os.Signal, 1)
 	if d.opts.reload != nil {
 		signal.Notify(hup, syscall.SIGHUP)
