@@ -71,9 +71,16 @@ func (r *Reporter) Report(ctx context.Context, start time.Time, err error) {
 	defer r.mu.Unlock()
 	switch {
 	case err == nil && r.down:
-		r.down, r.back = false, now
-		r.log.Info(fmt.Sprintf("%s: %s back after %s%s", r.o.Part, r.o.Dependency, roundDuration(now.Sub(r.since)), r.suppressedNote()),
-			"down_for", now.Sub(r.since), "failures", r.suppressed)
+		// The call reached the dependency when it began, or soon after
+		// (a blocking read answers at the end of its wait): count the
+		// outage to its start.
+		r.down, r.back = false, start
+		if r.back.Before(r.since) {
+			r.back = r.since
+		}
+		down := r.back.Sub(r.since)
+		r.log.Info(fmt.Sprintf("%s: %s back after %s%s", r.o.Part, r.o.Dependency, roundDuration(down), r.suppressedNote()),
+			"down_for", down, "failures", r.suppressed)
 		r.suppressed = 0
 	case err == nil:
 	case !r.down && start.Before(r.back):
