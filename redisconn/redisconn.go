@@ -17,6 +17,7 @@ import (
 type Options struct {
 	// URL is a go-redis URL (redis://, rediss://, unix://). With Addrs it
 	// gives only the credentials, database and TLS: its host is not used.
+	// Empty: DefaultURL.
 	URL string
 	// Addrs are the sentinels when MasterName is set, else the seed nodes
 	// of a Cluster. Empty: the single server at URL.
@@ -28,8 +29,14 @@ type Options struct {
 	DialTimeout time.Duration
 }
 
+// DefaultURL is mailgate's default redis.url: a Redis on this machine.
+const DefaultURL = "redis://127.0.0.1:6379/0"
+
 // New returns a client for o. It does not connect: the first command does.
 func New(o Options) (redis.UniversalClient, error) {
+	if o.URL == "" {
+		o.URL = DefaultURL
+	}
 	switch {
 	case o.MasterName != "":
 		fo, err := redis.ParseFailoverURL(addQuery(o.URL, "master_name", o.MasterName))
@@ -61,6 +68,9 @@ func New(o Options) (redis.UniversalClient, error) {
 // String says which Redis o points at, for logs and errors, without the
 // password: the sentinels and master name, the Cluster's seeds, or the URL.
 func (o Options) String() string {
+	if o.URL == "" {
+		o.URL = DefaultURL
+	}
 	switch {
 	case o.MasterName != "":
 		return fmt.Sprintf("master %q via sentinels %s", o.MasterName, strings.Join(o.sentinels(), ","))

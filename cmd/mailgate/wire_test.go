@@ -5,6 +5,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/redisconn"
 	"github.com/mailgate/mailgate/sendlimit"
 )
 
@@ -26,5 +27,13 @@ func TestRelayLimits(t *testing.T) {
 	cfg.Relay.GmailDailyLimit = 10
 	if got := relayLimits(cfg)(accounts.KindGmail).Messages; got != 10 {
 		t.Errorf("relay.gmail_daily_limit=10 gives %d", got)
+	}
+}
+
+// TestDefaultRedisURL: the consumer example's default (redisconn's) is
+// mailgate's own.
+func TestDefaultRedisURL(t *testing.T) {
+	if got := config.Defaults().Redis.URL; got != redisconn.DefaultURL {
+		t.Errorf("config's default redis.url %q differs from redisconn.DefaultURL %q", got, redisconn.DefaultURL)
 	}
 }
