@@ -158,7 +158,7 @@ func TestRedisOutageLogsOnceEachWay(t *testing.T) {
 	r := startDaemon(t, e, "fetch.lease_ttl=3s", "redis.dial_timeout=1s",
 		"secrets.key_file="+filepath.Join(e.dir, "key"))
 	acc := e.store()
-	waitFor(t, 10*time.Second, "the account's first poll", func() bool {
+	eventually(t, 10*time.Second, "the account's first poll", func() bool {
 		a, err := acc.Get(context.Background(), acct)
 		return err == nil && !a.LastPoll.IsZero()
 	})
@@ -173,7 +173,7 @@ func TestRedisOutageLogsOnceEachWay(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts := []string{"relay delivery", "relay housekeeping", "imapfetch", "relay smtp"}
-	waitFor(t, 15*time.Second, "every part to see Redis back", func() bool {
+	eventually(t, 15*time.Second, "every part to see Redis back", func() bool {
 		if err := mailFrom(relay, acct); err != nil {
 			return false
 		}
@@ -217,7 +217,7 @@ func mailFrom(addr, from string) error {
 	return c.Quit()
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
