@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/health"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 	"github.com/mailgate/mailgate/tlsmode"
@@ -220,12 +221,18 @@ type Fetcher struct {
 	opts Options
 	log  *slog.Logger
 	me   accounts.Holder // in lease values
+	// redis logs one line when Redis stops answering the workers (their
+	// leases, the account list) and one when it is back, not one per
+	// account and retry.
+	redis *health.Reporter
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder)}
+	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
+			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
 }
 
 // handle is a running worker as the supervisor sees it.
@@ -258,11 +265,10 @@ func (f *Fetcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 
 	reconcile := func() {
+		start := time.Now()
 		list, err := f.acc.List(ctx)
+		f.redis.Report(ctx, start, err)
 		if err != nil {
-			if ctx.Err() == nil {
-				f.log.Warn("imapfetch: list accounts", "err", err)
-			}
 			return
 		}
 		want := make(map[string]bool, len(list))

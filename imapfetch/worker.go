@@ -141,27 +141,18 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) acquireLease(ctx context.Context) bool {
 	o := &w.f.opts
 	var held accounts.Lease // someone else's, last seen
-	var downSince time.Time // Redis stopped answering
-	failures := 0
 	for {
+		start := time.Now()
 		l, err := w.f.acc.AcquireLease(ctx, w.email, w.f.me, o.LeaseTTL)
+		w.f.redis.Report(ctx, start, err)
 		if ctx.Err() != nil {
 			return false
 		}
-		if err != nil {
-			if failures == 0 {
-				downSince = o.Now()
-				w.log.Warn("imapfetch: cannot take the account lease: Redis does not answer; asking again every "+storeRetry.String(), "err", err)
-			}
-			failures++
+		if err != nil { // logged by w.f.redis
 			if !sleep(ctx, jitter(storeRetry)) {
 				return false
 			}
 			continue
-		}
-		if failures > 0 {
-			w.log.Info("imapfetch: Redis answers again", "down", o.Now().Sub(downSince).Round(time.Millisecond), "failed_tries", failures)
-			failures = 0
 		}
 		if l.Mine {
 			switch {
@@ -202,7 +193,6 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 	go func() {
 		defer close(done)
 		lastOK := o.Now()
-		failing := false
 		t := time.NewTimer(o.LeaseTTL / 3)
 		defer t.Stop()
 		for {
@@ -211,13 +201,11 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 				return
 			case <-t.C:
 			}
+			start := time.Now()
 			l, err := w.f.acc.AcquireLease(lctx, w.email, w.f.me, o.LeaseTTL)
+			w.f.redis.Report(lctx, start, err)
 			switch {
 			case err == nil && l.Mine:
-				if failing {
-					w.log.Info("imapfetch: renewed the account lease: Redis answers again", "unrenewed_for", o.Now().Sub(lastOK).Round(time.Millisecond))
-					failing = false
-				}
 				lastOK = o.Now()
 				t.Reset(o.LeaseTTL / 3)
 			case err == nil:
@@ -226,17 +214,13 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 				return
 			case lctx.Err() != nil:
 				return
-			default:
+			default: // Redis does not answer: logged by w.f.redis
 				unrenewed := o.Now().Sub(lastOK)
 				if unrenewed > o.LeaseTTL*2/3 {
 					w.log.Warn("imapfetch: could not renew the account lease for "+unrenewed.Round(time.Millisecond).String()+
 						"; stopping polling, since it may run out and another process may take it", "err", err)
 					cancel(errLeaseLost)
 					return
-				}
-				if !failing {
-					w.log.Warn("imapfetch: cannot renew the account lease: Redis does not answer; asking again every "+storeRetry.String(), "err", err)
-					failing = true
 				}
 				t.Reset(min(jitter(storeRetry), o.LeaseTTL/3))
 			}
@@ -247,11 +231,10 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 		<-done
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer rcancel()
-		if err := w.f.acc.ReleaseLease(rctx, w.email, w.f.me); err != nil {
-			// It stays ours: our next AcquireLease goes on with it,
-			// another process waits for it to run out.
-			w.log.Warn("imapfetch: could not release the account lease; it runs out in "+o.LeaseTTL.String()+" unless this worker takes it again", "err", err)
-		}
+		start := time.Now()
+		// A release that fails leaves the lease ours: our next AcquireLease
+		// goes on with it, another process waits for it to run out.
+		w.f.redis.Report(rctx, start, w.f.acc.ReleaseLease(rctx, w.email, w.f.me))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/health"
 	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -69,6 +70,9 @@ type Relay struct {
 	ownRoute Route   // RouteDirect or RouteSmarthost
 	opts     RelayOptions
 	log      *slog.Logger
+	// One line when Redis stops answering the workers (or housekeeping)
+	// and one when it is back, not one per worker and retry.
+	readHealth, houseHealth *health.Reporter
 }
 
 // NewRelay returns the delivery side of the relay.
@@ -109,6 +113,10 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
 	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeout)
+	r.readHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay delivery", Dependency: "redis",
+		Paused: "delivery is paused; accepted mail waits in the queue"})
+	r.houseHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay housekeeping", Dependency: "redis",
+		Paused: "deferred mail is not made ready and a stopped process's mail is not taken over"})
 	return r
 }
 
@@ -176,19 +184,19 @@ func (r *Relay) housekeeping(ctx context.Context, names []string) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for i := 0; ; i++ {
-		if _, err := r.q.Promote(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("relay: promote deferred mail", "err", err)
-		}
+		// Each step is tried even when another failed: the heartbeat must
+		// go on, or other processes take over mail being delivered here.
+		start := time.Now()
+		_, err := r.q.Promote(ctx)
 		if i%3 == 0 {
-			if err := r.q.Alive(ctx, names, aliveTTL); err != nil && ctx.Err() == nil {
-				r.log.Warn("relay: heartbeat", "err", err)
-			}
-			if n, err := r.q.Reclaim(ctx, names[0]); err != nil && ctx.Err() == nil {
-				r.log.Warn("relay: reclaiming a dead worker's mail", "err", err)
-			} else if n > 0 {
+			aerr := r.q.Alive(ctx, names, aliveTTL)
+			n, rerr := r.q.Reclaim(ctx, names[0])
+			if n > 0 {
 				r.log.Info("relay: took over mail a stopped process was delivering", "messages", n)
 			}
+			err = errors.Join(err, aerr, rerr)
 		}
+		r.houseHealth.Report(ctx, start, err)
 		select {
 		case <-ctx.Done():
 			return
@@ -199,10 +207,11 @@ func (r *Relay) housekeeping(ctx context.Context, names []string) {
 
 func (r *Relay) work(ctx, hard context.Context, consumer string) {
 	for ctx.Err() == nil {
+		start := time.Now()
 		msgs, err := r.q.Next(ctx, consumer, 1, time.Second)
+		r.readHealth.Report(ctx, start, err)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.log.Warn("relay: reading the queue", "err", err)
 				time.Sleep(time.Second)
 			}
 			continue

@@ -16,6 +16,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailgate/mailgate/internal/health"
 )
 
 // ServerOptions configure the SMTP listener the helpdesk submits to.
@@ -69,6 +71,9 @@ type Server struct {
 	opts   ServerOptions
 	srv    *smtp.Server
 	log    *slog.Logger
+	// Support-address lookups read Redis: one line when it stops
+	// answering them and one when it is back, not one per MAIL.
+	lookups *health.Reporter
 }
 
 // NewServer returns an SMTP server that queues what it accepts on q.
@@ -90,6 +95,8 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogLogger{opts.Logger}
 	s.srv = srv
+	s.lookups = health.New(health.Options{Logger: opts.Logger, Part: "relay smtp", Dependency: "redis",
+		Paused: "senders cannot be checked, so MAIL FROM is answered 451 and the helpdesk retries later"})
 	return s
 }
 
@@ -219,8 +226,7 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 		return errAuthNeeded
 	}
 	ok, err := x.senderAllowed(strings.ToLower(from))
-	if err != nil {
-		x.s.log.Error("relay: support addresses unavailable", "err", err)
+	if err != nil { // logged by x.s.lookups
 		x.s.tell(false, RejectQueue)
 		return errQueueDown
 	}
@@ -247,7 +253,9 @@ func (x *session) senderAllowed(from string) (bool, error) {
 	if x.s.opts.SupportAddresses == nil {
 		return false, nil
 	}
+	start := time.Now()
 	support, err := x.s.opts.SupportAddresses(context.Background())
+	x.s.lookups.Report(context.Background(), start, err)
 	if err != nil {
 		return false, err
 	}

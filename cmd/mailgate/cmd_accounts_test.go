@@ -52,9 +52,11 @@ type accountsEnv struct {
 	global []string
 }
 
-func newAccountsEnv(t *testing.T) *accountsEnv {
+// newAccountsEnv starts the Redis (with redisConf lines such as
+// "appendonly yes") and the fake Google.
+func newAccountsEnv(t *testing.T, redisConf ...string) *accountsEnv {
 	t.Helper()
-	e := &accountsEnv{t: t, redis: redistest.Start(t), google: fakeoauth.New(), dir: t.TempDir()}
+	e := &accountsEnv{t: t, redis: redistest.Start(t, redisConf...), google: fakeoauth.New(), dir: t.TempDir()}
 	t.Cleanup(e.google.Close)
 	e.global = []string{"mailgate", "--redis-url", e.redis.URL}
 	for _, kv := range []string{

@@ -101,7 +101,7 @@ func startDemoWorld(ctx context.Context, cfg *config.Config, n *narrator) (*fake
 		return nil, werr
 	}
 	if err == nil {
-		n.step("Redis at %s answers: using it (keys under %q, so your data is untouched)", redactURL(cfg.Redis.URL), prefix)
+		n.step("Redis at %s answers: using it (keys under %q, so your data is untouched)", redisWhere(cfg), prefix)
 	} else {
 		n.step("no Redis at the configured URL: using an embedded in-memory Redis (miniredis) at %s — nothing is persisted; start redis-server to use a real one", w.Redis.Addr())
 	}

@@ -10,9 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -185,61 +185,70 @@ func fallbackWarnings(all []*accounts.Account, canSign func(domain string) bool,
 	return out
 }
 
-// run starts everything and returns when ctx ends and all parts stopped.
+// stopMargin is how long past shutdown_grace the daemon waits for parts
+// that were cut at the grace to return.
+const stopMargin = 2 * time.Second
+
+// run starts every part and returns once they have all stopped, within
+// shutdown_grace of ctx ending (a signal: nil) or of one part failing
+// (that failure, naming the part, so that serve exits non-zero and
+// systemd restarts the whole daemon rather than leave it without a part).
 func (d *daemon) run(ctx context.Context) error {
 	defer d.close()
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	start := func(name string, f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && ctx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	start("fetcher", func() error { return d.fetcher.Run(ctx) })
-	start("relay", func() error { return d.relay.Run(ctx) })
-	start("smtp", func() error { return d.smtp.Serve(d.relayL) })
+	p := newParts(ctx)
+	p.start("fetcher", d.fetcher.Run)
+	p.start("relay", d.relay.Run)
+	p.start("smtp", func(context.Context) error { return d.smtp.Serve(d.relayL) })
 	if d.relayTLSL != nil {
-		start("smtps", func() error { return d.smtp.ServeTLS(d.relayTLSL) })
+		p.start("smtps", func(context.Context) error { return d.smtp.ServeTLS(d.relayTLSL) })
 	}
+	p.start("http", func(context.Context) error { return d.web.Serve(d.httpL) })
 	d.serving.Store(true)
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- d.web.Serve(d.httpL) }()
 	d.log.Info("mailgate serving", "relay", d.relayL.Addr().String(), "http", d.httpL.Addr().String(),
-		"imap", d.cfg.Google.IMAPAddr, "redis", redactURL(d.cfg.Redis.URL))
+		"imap", d.cfg.Google.IMAPAddr, "redis", redisWhere(d.cfg))
 	hup := make(chan os.Signal, 1)
 	if d.opts.reload != nil {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	var err error
 wait:
 	for {
 		select {
-		case <-ctx.Done():
-			break wait
-		case err = <-errs:
-			d.log.Error("mailgate: stopping after an error", "err", err)
+		case <-p.ctx.Done():
 			break wait
 		case <-hup:
 			d.reloadConfig()
 		}
 	}
+	failed := p.failure()
+	if failed != nil {
+		d.log.Error("mailgate: a part stopped; stopping the others and exiting, to be restarted whole", "err", failed)
+	}
 	// Stop accepting; a transaction in DATA is finished and queued first.
 	d.serving.Store(false) // /readyz turns 503 while draining
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownGrace.Duration())
 	defer cancel()
-	if serr := d.smtp.Shutdown(grace); serr != nil {
+	// The parts bound their own work by shutdown_grace, then need a moment
+	// to record that they were cut (a delivery cut at the grace is marked
+	// for another process to take over at once); past that, the exit cuts
+	// whatever is left.
+	last, cancelLast := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownGrace.Duration()+stopMargin)
+	defer cancelLast()
+	if serr := d.smtp.Shutdown(grace); serr != nil && !errors.Is(serr, net.ErrClosed) {
 		d.log.Warn("smtp shutdown", "err", serr)
 	}
-	wg.Wait()
 	// /metrics stays up until the fetchers and workers have finished.
-	if werr := d.web.Shutdown(grace); werr != nil {
-		d.log.Warn("http shutdown", "err", werr)
+	werr := p.wait(last, "fetcher", "relay")
+	if herr := d.web.Shutdown(grace); herr != nil {
+		d.log.Warn("http shutdown", "err", herr)
 	}
-	<-httpDone
-	return err
+	if werr == nil {
+		werr = p.wait(last)
+	}
+	if werr != nil {
+		// A mail being ingested is still unread in Gmail, a message being
+		// delivered still pending: the next start takes them up.
+		d.log.Error("mailgate: exiting with parts not stopped", "err", werr)
+	}
+	return failed
 }

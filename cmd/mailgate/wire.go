@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,6 +26,7 @@ import (
 	"github.com/mailgate/mailgate/imapfetch"
 	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/redisconn"
 	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
@@ -63,63 +63,34 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
-// openRedis connects as configured: Sentinel when redis.master_name is set,
-// Cluster when redis.addrs lists seeds, else a single node.
+// openRedis connects as configured (package redisconn): Sentinel when
+// redis.master_name is set, Cluster when redis.addrs lists seeds, else a
+// single server.
 func openRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, error) {
 	redis.SetLogger(redisLog{slog.Default()})
-	rc := cfg.Redis
-	var rdb redis.UniversalClient
-	switch {
-	case rc.MasterName != "":
-		o, err := redis.ParseFailoverURL(addMaster(rc.URL, rc.MasterName))
-		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
-		}
-		o.SentinelAddrs = append(o.SentinelAddrs, rc.Addrs...)
-		o.DialTimeout = rc.DialTimeout.Duration()
-		rdb = redis.NewFailoverClient(o)
-	case len(rc.Addrs) > 0:
-		o, err := redis.ParseClusterURL(rc.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
-		}
-		o.Addrs = append(o.Addrs, rc.Addrs...)
-		o.DialTimeout = rc.DialTimeout.Duration()
-		rdb = redis.NewClusterClient(o)
-	default:
-		o, err := redis.ParseURL(rc.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
-		}
-		o.DialTimeout = rc.DialTimeout.Duration()
-		rdb = redis.NewClient(o)
+	o := redisOptions(cfg)
+	rdb, err := redisconn.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, rc.DialTimeout.Duration()+time.Second)
+	pctx, cancel := context.WithTimeout(ctx, o.DialTimeout+time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis at %s does not answer (%v): start redis-server or set --redis-url / redis.url", redactURL(rc.URL), err)
+		return nil, fmt.Errorf("redis (%s) does not answer (%v): start redis-server or set --redis-url / redis.url", o, err)
 	}
 	return rdb, nil
 }
 
-func addMaster(u, master string) string {
-	sep := "?"
-	if strings.Contains(u, "?") {
-		sep = "&"
-	}
-	return u + sep + "master_name=" + master
+func redisOptions(cfg *config.Config) redisconn.Options {
+	rc := cfg.Redis
+	return redisconn.Options{URL: rc.URL, Addrs: rc.Addrs, MasterName: rc.MasterName, DialTimeout: rc.DialTimeout.Duration()}
 }
 
-// redactURL hides a password in a Redis URL before it is printed.
-func redactURL(u string) string {
-	at := strings.LastIndex(u, "@")
-	scheme := strings.Index(u, "://")
-	if at < 0 || scheme < 0 || at < scheme {
-		return u
-	}
-	return u[:scheme+3] + "****" + u[at:]
-}
+// redisWhere says which Redis the configuration points at, for logs: the
+// sentinels and master name, the Cluster's seeds, or the URL, without the
+// password.
+func redisWhere(cfg *config.Config) string { return redisOptions(cfg).String() }
 
 func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts.Store, log *slog.Logger) *tickets.Store {
 	return tickets.NewStore(rdb, tickets.Options{

@@ -9,6 +9,7 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/internal/fakeoauth"
 	"github.com/mailgate/mailgate/oauth"
+	"github.com/mailgate/mailgate/redisconn"
 	"github.com/mailgate/mailgate/sendlimit"
 )
 
@@ -51,5 +52,13 @@ func TestGoogleOAuthAsksOncePerRefusedRefresh(t *testing.T) {
 	}
 	if n := google.TokenRequests(); n != 1 {
 		t.Errorf("token endpoint asked %d times for one refused refresh, want 1", n)
+	}
+}
+
+// TestDefaultRedisURL: the consumer example's default (redisconn's) is
+// mailgate's own.
+func TestDefaultRedisURL(t *testing.T) {
+	if got := config.Defaults().Redis.URL; got != redisconn.DefaultURL {
+		t.Errorf("config's default redis.url %q differs from redisconn.DefaultURL %q", got, redisconn.DefaultURL)
 	}
 }

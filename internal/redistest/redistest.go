@@ -1,6 +1,6 @@
-// Package redistest starts a real redis-server for tests: one private
-// process per call, on a free loopback port, in a temporary directory, and
-// stopped when the test ends.
+// Package redistest starts real Redis for tests: a redis-server, a
+// Sentinel, or a Cluster of them; private processes on free loopback ports,
+// in temporary directories, stopped when the test ends.
 package redistest
 
 import (
@@ -28,10 +28,11 @@ type Server struct {
 	Socket string // the same server's unix socket
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
-
-	bin, dir string // to start it again on the same port (Restart)
+	// what Restart needs to start the same server again
+	bin, dir string
 	port     int
 	extra    []string
+	args     []string // after the config file: --sentinel
 }
 
 // Start runs a fresh redis-server for t, with extra config lines such as
@@ -51,6 +52,10 @@ func Start(t testing.TB, extra ...string) *Server {
 // keeps the server's files and log in dir, and the caller stops it with
 // Kill.
 func Run(dir string, extra ...string) (*Server, error) {
+	return run(dir, extra, nil)
+}
+
+func run(dir string, extra, args []string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errors.New("redis-server is not installed: the tests need a real Redis (apt-get install -y redis-server, or run ./scripts/test which installs it)")
@@ -63,7 +68,7 @@ func Run(dir string, extra ...string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := start(bin, dir, port, extra)
+		s, err := start(bin, dir, port, extra, args)
 		if err == nil {
 			return s, nil
 		}
@@ -72,7 +77,7 @@ func Run(dir string, extra ...string) (*Server, error) {
 	return nil, fmt.Errorf("could not start redis-server: %w", lastErr)
 }
 
-func start(bin, dir string, port int, extra []string) (*Server, error) {
+func start(bin, dir string, port int, extra, args []string) (*Server, error) {
 	name := filepath.Join(dir, fmt.Sprintf("redis-%d", port))
 	conf := []string{
 		"bind 127.0.0.1",
@@ -92,7 +97,7 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, name+".conf")
+	cmd := exec.Command(bin, append([]string{name + ".conf"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -100,7 +105,7 @@ func start(bin, dir string, port int, extra []string) (*Server, error) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock",
-		cmd: cmd, done: make(chan struct{}), bin: bin, dir: dir, port: port, extra: extra}
+		cmd: cmd, done: make(chan struct{}), bin: bin, dir: dir, port: port, extra: extra, args: args}
 	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -143,18 +148,76 @@ func (s *Server) Kill() {
 	<-s.done
 }
 
-// Restart kills the server if it still runs and starts it again on the
-// same port, socket and directory, as a crash and a supervisor's restart
-// would: its clients reconnect to the same address. What the new process
-// holds depends on the extra config: nothing by default, the data with
-// "appendonly yes" and "appendfsync always". It must not run concurrently
-// with the test's cleanup.
+// Restart kills the server if it runs and starts it again on the same port,
+// directory and configuration: with "appendonly yes" it comes back with its
+// data, else empty. Clients see what they see of a real restart.
 func (s *Server) Restart() error {
 	s.Kill()
-	n, err := start(s.bin, s.dir, s.port, s.extra)
+	n, err := start(s.bin, s.dir, s.port, s.extra, s.args)
 	if err != nil {
 		return err
 	}
 	s.cmd, s.done = n.cmd, n.done
 	return nil
+}
+
+// StartSentinel runs a Sentinel (redis-server --sentinel) that watches
+// master under the name master, alone: a quorum of one.
+func StartSentinel(t testing.TB, master *Server, name string) *Server {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(master.Addr)
+	s, err := run(t.TempDir(), []string{fmt.Sprintf("sentinel monitor %s %s %s 1", name, host, port)}, []string{"--sentinel"})
+	if err != nil {
+		t.Fatalf("redistest: sentinel: %v", err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Cluster is a running Redis Cluster of masters without replicas.
+type Cluster struct {
+	Nodes []*Server
+	Addrs []string // the nodes' host:port, seeds for a ClusterClient
+}
+
+// StartCluster runs a Redis Cluster of n masters (1, or 3 and more, as
+// redis-cli --cluster create wants) sharing the 16384 slots, and waits
+// until every node says the cluster is ok. Keys then really live on
+// different nodes: a client that ignores MOVED fails on most of them.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n == 2 {
+		t.Fatal("redistest: a cluster has 1 or at least 3 masters")
+	}
+	c := &Cluster{}
+	for range n {
+		s := Start(t, "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 2000")
+		c.Nodes, c.Addrs = append(c.Nodes, s), append(c.Addrs, s.Addr)
+	}
+	ctx := context.Background()
+	if n == 1 {
+		if err := c.Nodes[0].Client(t).Do(ctx, "CLUSTER", "ADDSLOTSRANGE", "0", "16383").Err(); err != nil {
+			t.Fatalf("redistest: cluster: %v", err)
+		}
+	} else {
+		cli, err := exec.LookPath("redis-cli")
+		if err != nil {
+			t.Fatal("redistest: redis-cli is not installed (it comes with redis-server; apt-get install -y redis-tools)")
+		}
+		args := append([]string{"--cluster", "create"}, c.Addrs...)
+		if out, err := exec.Command(cli, append(args, "--cluster-yes")...).CombinedOutput(); err != nil {
+			t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range c.Nodes {
+		rdb := s.Client(t)
+		for !strings.Contains(rdb.ClusterInfo(ctx).Val(), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: the cluster on %s did not become ok", strings.Join(c.Addrs, ","))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c
 }
