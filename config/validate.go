@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/dnsname"
 	"github.com/mailgate/mailgate/tlsmode"
 )
 
@@ -91,7 +92,7 @@ func (c *Config) Validate() error {
 			p.add("relay.listen_tls", "needs relay.tls_cert and relay.tls_key")
 		}
 	}
-	if r.Hostname != "" && !isDomain(r.Hostname) {
+	if r.Hostname != "" && !dnsname.Valid(r.Hostname) {
 		p.add("relay.hostname", "%q is not a valid host name", r.Hostname)
 	}
 	if (r.TLSCert == "") != (r.TLSKey == "") {
@@ -122,7 +123,7 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("relay.allowed_senders[%d]", i)
 		if strings.Contains(s, "@") {
 			p.email(key, s)
-		} else if !isDomain(s) {
+		} else if !dnsname.Valid(s) {
 			p.add(key, "%q is neither a domain nor an email address", s)
 		}
 	}
@@ -159,11 +160,11 @@ func (c *Config) Validate() error {
 	selectors := map[string]bool{}
 	for i, k := range c.DKIM.Keys {
 		key := fmt.Sprintf("dkim.keys[%d]", i)
-		if !isDomain(k.Domain) {
+		if !dnsname.Valid(k.Domain) {
 			p.add(key+".domain", "%q is not a valid domain", k.Domain)
 		}
 		// A selector is one or more DNS labels (RFC 6376 section 3.1).
-		if !isDomain(k.Selector) {
+		if !dnsname.Valid(k.Selector) {
 			p.add(key+".selector", "%q is not a valid selector", k.Selector)
 		}
 		if id := k.Selector + "._domainkey." + k.Domain; selectors[id] {
@@ -177,7 +178,7 @@ func (c *Config) Validate() error {
 	if ip := c.DKIM.EgressIP; ip != "" && net.ParseIP(ip) == nil {
 		p.add("dkim.egress_ip", "invalid IP address %q", ip)
 	}
-	if h := c.DKIM.EgressHostname; h != "" && !isDomain(h) {
+	if h := c.DKIM.EgressHostname; h != "" && !dnsname.Valid(h) {
 		p.add("dkim.egress_hostname", "%q is not a valid host name", h)
 	}
 	if rua := c.DKIM.DMARCRUA; rua != "" {
@@ -321,23 +322,4 @@ func (p *problems) redisURL(key, v string) {
 	default:
 		p.add(key, "scheme %q not supported; want redis://, rediss:// or unix://", u.Scheme)
 	}
-}
-
-// isDomain reports whether s is a syntactically valid ASCII host name
-// (RFC 1123 labels; IDNs must be written in their A-label form).
-func isDomain(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, ch := range label {
-			if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }

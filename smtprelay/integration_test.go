@@ -56,7 +56,7 @@ func TestIntegrationSwaksToSmtpSink(t *testing.T) {
 		Hostname: "relay.acme.example",
 		Direct:   DirectOptions{Smarthost: sink.addr, SmarthostTLS: tlsmode.Plain},
 		Signer:   signer,
-		Timeout:  10 * time.Second,
+		Timeouts: testTimeouts,
 		Logger:   logger,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
