@@ -79,6 +79,7 @@ func (c *Config) Validate() error {
 	p.positiveDuration("fetch.sender_rate_window", f.SenderRateWindow)
 	p.positiveDuration("fetch.lease_ttl", f.LeaseTTL)
 	p.positiveDuration("fetch.backoff_max", f.BackoffMax)
+	p.positiveDuration("fetch.command_timeout", f.CommandTimeout)
 
 	// relay
 	r := c.Relay
@@ -152,6 +153,12 @@ func (c *Config) Validate() error {
 		p.positiveDuration(fmt.Sprintf("relay.retry_schedule[%d]", i), d)
 	}
 	p.positive("relay.workers", int64(r.Workers))
+	// RFC 5321 section 4.5.3.2 asks a client to wait at most this long
+	// for any server; longer only holds a worker on a hung one.
+	p.timeout("relay.connect_timeout", r.ConnectTimeout, 5*time.Minute, "the greeting (section 4.5.3.2.1)")
+	p.timeout("relay.command_timeout", r.CommandTimeout, 5*time.Minute, "MAIL and RCPT (sections 4.5.3.2.2-3)")
+	p.timeout("relay.data_timeout", r.DataTimeout, 10*time.Minute, "the reply to the final dot (section 4.5.3.2.6)")
+	p.timeout("relay.quit_timeout", r.QuitTimeout, 5*time.Minute, "any command")
 	if r.RewriteFromAddress != "" {
 		p.email("relay.rewrite_from_address", r.RewriteFromAddress)
 	}
@@ -219,6 +226,15 @@ func (p *problems) positive(key string, n int64) {
 func (p *problems) positiveDuration(key string, d Duration) {
 	if d <= 0 {
 		p.add(key, "must be a positive duration, got %s", d)
+	}
+}
+
+// timeout checks a positive duration no longer than most, the wait RFC
+// 5321 gives for what.
+func (p *problems) timeout(key string, d Duration, most time.Duration, what string) {
+	p.positiveDuration(key, d)
+	if d.Duration() > most {
+		p.add(key, "must be at most %s, what RFC 5321 asks a client to wait for %s; got %s", Duration(most), what, d)
 	}
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/smtprelay"
 )
 
 func TestRelayLimits(t *testing.T) {
@@ -26,5 +28,17 @@ func TestRelayLimits(t *testing.T) {
 	cfg.Relay.GmailDailyLimit = 10
 	if got := relayLimits(cfg)(accounts.KindGmail).Messages; got != 10 {
 		t.Errorf("relay.gmail_daily_limit=10 gives %d", got)
+	}
+}
+
+func TestRelayTimeouts(t *testing.T) {
+	cfg := config.Defaults()
+	// The defaults in the example file are the relay's own.
+	if got := relayTimeouts(cfg); got != smtprelay.DefaultTimeouts {
+		t.Errorf("config defaults give %+v, want smtprelay.DefaultTimeouts %+v", got, smtprelay.DefaultTimeouts)
+	}
+	cfg.Relay.DataTimeout = config.Duration(3 * time.Minute)
+	if got := relayTimeouts(cfg).Data; got != 3*time.Minute {
+		t.Errorf("relay.data_timeout=3m gives %v", got)
 	}
 }
