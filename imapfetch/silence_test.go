@@ -2,6 +2,8 @@ package imapfetch
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -9,8 +11,12 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailgate/mailgate/internal/fakegmail"
+	"github.com/mailgate/mailgate/internal/testcert"
+	"github.com/mailgate/mailgate/tlsmode"
 )
 
 // fetchProxy sits between the fetcher and the fake Gmail. Once the client
@@ -182,5 +188,67 @@ func TestSlowFetchIsNotCut(t *testing.T) {
 	}
 	if took < 2*o.CommandTimeout {
 		t.Errorf("the trickled FETCH took %v, want well over CommandTimeout (%v) for this test to mean anything", took, o.CommandTimeout)
+	}
+}
+
+// TestDialStartTLS: the fetcher dials the TCP connection itself (so that
+// guard can hear it) and hands it to imapclient for STARTTLS, verifying
+// the server by the host of IMAPAddr; a server silent before its greeting
+// is dropped within CommandTimeout.
+func TestDialStartTLS(t *testing.T) {
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return imapmemserver.New().NewSession(), nil, nil
+		},
+		TLSConfig: ca.ServerTLS(),
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	roots := &tls.Config{RootCAs: ca.Pool()} // no ServerName: taken from IMAPAddr
+
+	s := &session{o: &Options{IMAPAddr: l.Addr().String(), TLSMode: tlsmode.StartTLS, TLSConfig: roots, CommandTimeout: 5 * time.Second},
+		log: testLogger(t)}
+	if err := s.dial(); err != nil {
+		t.Fatalf("dial with STARTTLS: %v", err)
+	}
+	// Before TLS the server offers STARTTLS and refuses LOGIN; after, it
+	// does neither.
+	caps := s.c.Caps()
+	s.close()
+	if caps.Has(imap.CapStartTLS) || caps.Has(imap.CapLoginDisabled) {
+		t.Errorf("capabilities after dial %v, want those of a TLS connection", caps)
+	}
+
+	// A server that accepts and never greets.
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mute.Close() })
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for _, mode := range []tlsmode.Mode{tlsmode.StartTLS, tlsmode.Implicit, tlsmode.Plain} {
+		s := &session{o: &Options{IMAPAddr: mute.Addr().String(), TLSMode: mode, TLSConfig: roots, CommandTimeout: 300 * time.Millisecond},
+			log: testLogger(t)}
+		start := time.Now()
+		err := s.whySilent(s.dial())
+		if took := time.Since(start); !errors.Is(err, errSilent) || took > 3*time.Second {
+			t.Errorf("%s to a server that never greets: %v after %v, want errSilent within about 300ms", mode, err, took)
+		}
 	}
 }
