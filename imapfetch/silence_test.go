@@ -2,6 +2,7 @@ package imapfetch
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -21,7 +22,7 @@ import (
 
 // fetchProxy sits between the fetcher and the fake Gmail. Once the client
 // asks for message bodies (UID FETCH ... BODY.PEEK[]), it can go silent
-// halfway through the server's reply, keeping the connection open, as a
+// partway through the server's reply, keeping the connection open, as a
 // hung server or a dead NAT path does; or pass the reply on in small
 // pieces, as a slow link does.
 type fetchProxy struct {
@@ -95,7 +96,15 @@ func (p *fetchProxy) serve(down net.Conn) {
 		select {
 		case <-fetching:
 			if stall {
-				down.Write(chunk[:n/2])
+				// Part of the reply's first line, up to the body's
+				// literal: the client is mid-reply, not mid-literal.
+				// (imapclient has a data race of its own when a
+				// connection drops inside a literal.)
+				cut := bytes.IndexByte(chunk, '{')
+				if cut < 0 {
+					cut = n / 2
+				}
+				down.Write(chunk[:cut])
 				ev := proxyEvent{silent: time.Now()}
 				<-gone // silent until the client hangs up
 				ev.dropped = time.Now()
