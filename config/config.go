@@ -101,6 +101,9 @@ type Fetch struct {
 	SenderRateWindow Duration `yaml:"sender_rate_window"`
 	LeaseTTL         Duration `yaml:"lease_ttl"`
 	BackoffMax       Duration `yaml:"backoff_max"`
+	// CommandTimeout is how long the IMAP server may stay silent while a
+	// reply is due before the connection is dropped and made again.
+	CommandTimeout Duration `yaml:"command_timeout"`
 }
 
 // Relay configures the SMTP submission listener the helpdesk sends through
@@ -132,6 +135,14 @@ type Relay struct {
 	RetrySchedule      []Duration `yaml:"retry_schedule"`
 	Workers            int        `yaml:"workers"`
 	RewriteFromAddress string     `yaml:"rewrite_from_address"`
+
+	// How long delivery waits for Gmail, an MX host or the smarthost:
+	// to connect and greet, to answer a command, to answer the final dot,
+	// to answer QUIT. RFC 5321 section 4.5.3.2's figures are the most.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	CommandTimeout Duration `yaml:"command_timeout"`
+	DataTimeout    Duration `yaml:"data_timeout"`
+	QuitTimeout    Duration `yaml:"quit_timeout"`
 }
 
 // RelayUser is one SMTP AUTH account on the relay.
@@ -201,6 +212,7 @@ func Defaults() *Config {
 			SenderRateWindow: Duration(time.Hour),
 			LeaseTTL:         Duration(30 * time.Second),
 			BackoffMax:       Duration(5 * time.Minute),
+			CommandTimeout:   Duration(time.Minute),
 		},
 		Relay: Relay{
 			Listen:                           "127.0.0.1:2525",
@@ -218,7 +230,11 @@ func Defaults() *Config {
 				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
 				Duration(time.Hour), Duration(2 * time.Hour),
 			},
-			Workers: 4,
+			Workers:        4,
+			ConnectTimeout: Duration(30 * time.Second),
+			CommandTimeout: Duration(time.Minute),
+			DataTimeout:    Duration(2 * time.Minute),
+			QuitTimeout:    Duration(10 * time.Second),
 		},
 		HTTP:          HTTP{Listen: "127.0.0.1:8025"},
 		Log:           Log{Level: "info", Format: "text"},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/dnsname"
 	"github.com/mailgate/mailgate/tlsmode"
 )
 
@@ -78,6 +79,7 @@ func (c *Config) Validate() error {
 	p.positiveDuration("fetch.sender_rate_window", f.SenderRateWindow)
 	p.positiveDuration("fetch.lease_ttl", f.LeaseTTL)
 	p.positiveDuration("fetch.backoff_max", f.BackoffMax)
+	p.positiveDuration("fetch.command_timeout", f.CommandTimeout)
 
 	// relay
 	r := c.Relay
@@ -91,7 +93,7 @@ func (c *Config) Validate() error {
 			p.add("relay.listen_tls", "needs relay.tls_cert and relay.tls_key")
 		}
 	}
-	if r.Hostname != "" && !isDomain(r.Hostname) {
+	if r.Hostname != "" && !dnsname.Valid(r.Hostname) {
 		p.add("relay.hostname", "%q is not a valid host name", r.Hostname)
 	}
 	if (r.TLSCert == "") != (r.TLSKey == "") {
@@ -122,7 +124,7 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("relay.allowed_senders[%d]", i)
 		if strings.Contains(s, "@") {
 			p.email(key, s)
-		} else if !isDomain(s) {
+		} else if !dnsname.Valid(s) {
 			p.add(key, "%q is neither a domain nor an email address", s)
 		}
 	}
@@ -151,6 +153,12 @@ func (c *Config) Validate() error {
 		p.positiveDuration(fmt.Sprintf("relay.retry_schedule[%d]", i), d)
 	}
 	p.positive("relay.workers", int64(r.Workers))
+	// RFC 5321 section 4.5.3.2 asks a client to wait at most this long
+	// for any server; longer only holds a worker on a hung one.
+	p.timeout("relay.connect_timeout", r.ConnectTimeout, 5*time.Minute, "the greeting (section 4.5.3.2.1)")
+	p.timeout("relay.command_timeout", r.CommandTimeout, 5*time.Minute, "MAIL and RCPT (sections 4.5.3.2.2-3)")
+	p.timeout("relay.data_timeout", r.DataTimeout, 10*time.Minute, "the reply to the final dot (section 4.5.3.2.6)")
+	p.timeout("relay.quit_timeout", r.QuitTimeout, 5*time.Minute, "any command")
 	if r.RewriteFromAddress != "" {
 		p.email("relay.rewrite_from_address", r.RewriteFromAddress)
 	}
@@ -159,11 +167,11 @@ func (c *Config) Validate() error {
 	selectors := map[string]bool{}
 	for i, k := range c.DKIM.Keys {
 		key := fmt.Sprintf("dkim.keys[%d]", i)
-		if !isDomain(k.Domain) {
+		if !dnsname.Valid(k.Domain) {
 			p.add(key+".domain", "%q is not a valid domain", k.Domain)
 		}
 		// A selector is one or more DNS labels (RFC 6376 section 3.1).
-		if !isDomain(k.Selector) {
+		if !dnsname.Valid(k.Selector) {
 			p.add(key+".selector", "%q is not a valid selector", k.Selector)
 		}
 		if id := k.Selector + "._domainkey." + k.Domain; selectors[id] {
@@ -177,7 +185,7 @@ func (c *Config) Validate() error {
 	if ip := c.DKIM.EgressIP; ip != "" && net.ParseIP(ip) == nil {
 		p.add("dkim.egress_ip", "invalid IP address %q", ip)
 	}
-	if h := c.DKIM.EgressHostname; h != "" && !isDomain(h) {
+	if h := c.DKIM.EgressHostname; h != "" && !dnsname.Valid(h) {
 		p.add("dkim.egress_hostname", "%q is not a valid host name", h)
 	}
 	if rua := c.DKIM.DMARCRUA; rua != "" {
@@ -218,6 +226,15 @@ func (p *problems) positive(key string, n int64) {
 func (p *problems) positiveDuration(key string, d Duration) {
 	if d <= 0 {
 		p.add(key, "must be a positive duration, got %s", d)
+	}
+}
+
+// timeout checks a positive duration no longer than most, the wait RFC
+// 5321 gives for what.
+func (p *problems) timeout(key string, d Duration, most time.Duration, what string) {
+	p.positiveDuration(key, d)
+	if d.Duration() > most {
+		p.add(key, "must be at most %s, what RFC 5321 asks a client to wait for %s; got %s", Duration(most), what, d)
 	}
 }
 
@@ -321,23 +338,4 @@ func (p *problems) redisURL(key, v string) {
 	default:
 		p.add(key, "scheme %q not supported; want redis://, rediss:// or unix://", u.Scheme)
 	}
-}
-
-// isDomain reports whether s is a syntactically valid ASCII host name
-// (RFC 1123 labels; IDNs must be written in their A-label form).
-func isDomain(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, ch := range label {
-			if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -49,8 +49,12 @@ type Options struct {
 	MaxAttempts int
 	// BatchSize is how many messages one FETCH asks for; default 20.
 	BatchSize int
-	// CommandTimeout bounds one IMAP command, one ingest and one store
-	// write; a server that stops answering is disconnected. Default 2m.
+	// CommandTimeout is how long the IMAP server may stay silent while a
+	// reply is due (the connection is then dropped and made again); it
+	// counts silence, so a long FETCH that keeps streaming is not cut. It
+	// also bounds one ingest and one store write. Default 1m: Gmail answers
+	// in seconds, and a minute leaves room for a slow SEARCH or SELECT on
+	// a very large mailbox.
 	CommandTimeout time.Duration
 	// Tokens hands out the accounts' access tokens. Required. The daemon
 	// shares one Registry with the relay, so a refresh token Google
@@ -115,7 +119,7 @@ func (o *Options) setDefaults() {
 		o.BatchSize = 20
 	}
 	if o.CommandTimeout <= 0 {
-		o.CommandTimeout = 2 * time.Minute
+		o.CommandTimeout = time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

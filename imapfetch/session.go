@@ -6,11 +6,13 @@ package imapfetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -31,8 +33,11 @@ type session struct {
 	o    *Options
 	log  *slog.Logger
 	c    *imapclient.Client
+	conn *heardConn  // under c (and its TLS), for guard
 	caps imap.CapSet // after login
-	once bool
+	// silent is set when guard dropped the connection.
+	silent atomic.Bool
+	once   bool
 
 	// newMail receives a value when the server announces EXISTS.
 	newMail chan struct{}
@@ -74,13 +79,13 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 	}
 	start := time.Now()
 	if err := s.dial(); err != nil {
-		err = fmt.Errorf("connect to %s: %w", s.o.IMAPAddr, err)
+		err = fmt.Errorf("connect to %s: %w", s.o.IMAPAddr, s.whySilent(err))
 		s.reportEnd(ctx, time.Since(start), err)
 		return s.rep, err
 	}
 	defer s.close()
-	err = s.run(ctx, a)
-	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !oauth.NeedsReconnect(err) {
+	err = s.whySilent(s.run(ctx, a))
+	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, errSilent) && !oauth.NeedsReconnect(err) {
 		err = fmt.Errorf("%w: %w", errServerClosed, err)
 	}
 	s.reportEnd(ctx, time.Since(start), err)
@@ -158,11 +163,11 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 	}
 }
 
-// dial connects as Options.TLSMode says.
+// dial connects as Options.TLSMode says. The TCP connection is made here,
+// not by imapclient, so that guard can hear it.
 func (s *session) dial() error {
 	opts := &imapclient.Options{
 		TLSConfig: s.o.TLSConfig,
-		Dialer:    &net.Dialer{Timeout: min(30*time.Second, s.o.CommandTimeout)},
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
 				// EXISTS: a message arrived (RFC 3501 section 7.3.1).
@@ -175,26 +180,60 @@ func (s *session) dial() error {
 			},
 		},
 	}
-	var err error
+	host, _, err := net.SplitHostPort(s.o.IMAPAddr)
+	if err != nil {
+		return err
+	}
 	switch s.o.TLSMode {
-	case tlsmode.Implicit:
-		s.c, err = imapclient.DialTLS(s.o.IMAPAddr, opts)
-	case tlsmode.StartTLS:
-		s.c, err = imapclient.DialStartTLS(s.o.IMAPAddr, opts)
+	case tlsmode.Implicit, tlsmode.StartTLS:
+		cfg := &tls.Config{}
+		if s.o.TLSConfig != nil {
+			cfg = s.o.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		if cfg.NextProtos == nil && s.o.TLSMode == tlsmode.Implicit {
+			cfg.NextProtos = []string{"imap"} // as imapclient.DialTLS does
+		}
+		opts.TLSConfig = cfg
 	case tlsmode.Plain:
 		if !tlsmode.IsLoopback(s.o.IMAPAddr) {
 			return fmt.Errorf("refusing plaintext IMAP to %s: only loopback addresses may skip TLS", s.o.IMAPAddr)
 		}
-		s.c, err = imapclient.DialInsecure(s.o.IMAPAddr, opts)
 	default:
-		err = fmt.Errorf("unknown TLS mode %q", s.o.TLSMode)
+		return fmt.Errorf("unknown TLS mode %q", s.o.TLSMode)
 	}
+	d := &net.Dialer{Timeout: min(30*time.Second, s.o.CommandTimeout)}
+	raw, err := d.Dial("tcp", s.o.IMAPAddr)
 	if err != nil {
 		return err
 	}
+	s.conn = &heardConn{Conn: raw}
+	// The TLS handshake, the greeting and STARTTLS are waits for the
+	// server like any command.
 	stop := s.guard()
 	defer stop()
-	return s.c.WaitGreeting()
+	switch s.o.TLSMode {
+	case tlsmode.Implicit:
+		tc := tls.Client(s.conn, opts.TLSConfig)
+		if err := tc.Handshake(); err != nil {
+			tc.Close()
+			return err
+		}
+		s.c = imapclient.New(tc, opts)
+	case tlsmode.StartTLS:
+		if s.c, err = imapclient.NewStartTLS(s.conn, opts); err != nil {
+			return err
+		}
+	default:
+		s.c = imapclient.New(s.conn, opts)
+	}
+	if err := s.c.WaitGreeting(); err != nil {
+		s.c.Close()
+		return err
+	}
+	return nil
 }
 
 func (s *session) closed() bool {
@@ -214,17 +253,6 @@ func (s *session) close() {
 		t.Stop()
 	}
 	s.c.Close()
-}
-
-// guard closes the connection if the command it surrounds runs longer than
-// CommandTimeout: imapclient waits for a reply without a deadline, and a
-// server that stops answering must not hang the account forever.
-func (s *session) guard() (stop func()) {
-	t := time.AfterFunc(s.o.CommandTimeout, func() {
-		s.log.Warn("imapfetch: IMAP command timed out; dropping the connection", "timeout", s.o.CommandTimeout)
-		s.c.Close()
-	})
-	return func() { t.Stop() }
 }
 
 // bounded runs a store write that must finish even when ctx was cancelled

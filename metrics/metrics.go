@@ -94,7 +94,7 @@ func New(opts Options) *Metrics {
 		pollErrors: counter("poll_errors_total", "Failed searches for new mail, and sessions that failed before one (connect, login).", account...),
 		relayAccepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "relay_accepted_total",
 			Help: "Messages the SMTP relay accepted and queued."}),
-		relayRejected: counter("relay_rejected_total", "Messages (and AUTH attempts) the SMTP relay refused, by reason.", "reason"),
+		relayRejected: counter("relay_rejected_total", "Messages, AUTH attempts and recipient addresses the SMTP relay refused, by reason.", "reason"),
 		deliveries: counter("relay_deliveries_total",
 			"Outcomes of delivery tries, one per recipient, by route (gmail, direct, smarthost) and result (delivered, deferred, bounced).",
 			"route", "result"),
@@ -112,7 +112,7 @@ func New(opts Options) *Metrics {
 	)
 	// Series with fixed labels exist from the start at 0, so a rate or an
 	// alert on them works before the first event.
-	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData} {
+	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectAddress, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData} {
 		m.relayRejected.WithLabelValues(r)
 	}
 	for _, route := range []smtprelay.Route{smtprelay.RouteGmail, smtprelay.RouteDirect, smtprelay.RouteSmarthost} {

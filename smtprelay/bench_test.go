@@ -73,7 +73,7 @@ func BenchmarkRelayEndToEnd(b *testing.B) {
 			opts := RelayOptions{
 				Hostname: "relay.acme.example",
 				Direct:   DirectOptions{Smarthost: sink.Addr(), SmarthostTLS: tlsmode.Plain},
-				Timeout:  30 * time.Second,
+				Timeouts: testTimeouts,
 				Logger:   slog.New(slog.DiscardHandler),
 			}
 			if signed {

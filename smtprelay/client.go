@@ -18,16 +18,17 @@ import (
 )
 
 // isTemporary decides once, at the boundary, whether a failure is worth a
-// retry: SMTP 4xx replies are (RFC 5321 section 4.2.1), 5xx are not, and
-// anything that is not an SMTP reply (timeouts, refused or dropped
-// connections, DNS trouble) is.
+// retry: SMTP 4xx replies are (RFC 5321 section 4.2.1), 5xx are not, an
+// envelope address no route can deliver is not (retrying cannot change
+// it), and anything else that is not an SMTP reply (timeouts, refused or
+// dropped connections, DNS trouble) is.
 func isTemporary(err error) bool {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return se.Code < 500
 	}
 	var pe *permError
-	return !errors.As(err, &pe)
+	return !errors.As(err, &pe) && !isAddressError(err)
 }
 
 // dialOptions say how to reach and greet one SMTP server.
@@ -37,20 +38,22 @@ type dialOptions struct {
 	tls      *tls.Config
 	hostname string // our EHLO name
 	auth     sasl.Client
-	timeout  time.Duration
+	timeouts Timeouts
 }
 
 // dial connects, says EHLO as o.hostname, sets up TLS and authenticates.
 func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
-	d := net.Dialer{Timeout: o.timeout}
-	conn, err := d.DialContext(ctx, "tcp", o.addr)
+	t := o.timeouts
+	d := net.Dialer{Timeout: t.Connect}
+	raw, err := d.DialContext(ctx, "tcp", o.addr)
 	if err != nil {
 		return nil, err
 	}
 	// Ending ctx (a shutdown past its grace) cuts the session wherever
 	// it is; each step below has its own timeout.
-	context.AfterFunc(ctx, func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(o.timeout))
+	context.AfterFunc(ctx, func() { raw.Close() })
+	var conn net.Conn = &writeDeadlineConn{Conn: raw, timeout: t.Command}
+	conn.SetDeadline(time.Now().Add(t.Connect))
 	switch o.tlsMode {
 	case tlsmode.Implicit:
 		conn = tls.Client(conn, tlsFor(o))
@@ -63,12 +66,14 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 	}
 	conn.SetDeadline(time.Time{}) // go-smtp sets one per command
 	c := smtp.NewClient(conn)
-	c.CommandTimeout, c.SubmissionTimeout = o.timeout, 3*o.timeout
-	// After STARTTLS the client must say EHLO again (RFC 3207 section 4.2).
+	// The greeting and EHLO are part of reaching the server; after
+	// STARTTLS the client must say EHLO again (RFC 3207 section 4.2).
+	c.CommandTimeout, c.SubmissionTimeout = t.Connect, t.Data
 	if err := c.Hello(o.hostname); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.CommandTimeout = t.Command
 	if o.auth != nil {
 		if err := c.Auth(o.auth); err != nil {
 			// go-smtp's client sends "*" after a failed AUTH and the
@@ -172,9 +177,8 @@ func deliverTo(ctx context.Context, o dialOptions, from string, rcpts []string, 
 	if err != nil {
 		return failAllBy(rcpts, fmt.Errorf("%s: %w", o.addr, err))
 	}
-	defer c.Close()
 	res := send(c, from, rcpts, data)
-	c.Quit()
+	quit(c, o.timeouts)
 	return res
 }
 
@@ -183,13 +187,13 @@ func deliverTo(ctx context.Context, o dialOptions, from string, rcpts []string, 
 // accepted ones.
 func send(c *smtp.Client, from string, rcpts []string, data []byte) Result {
 	if err := c.Mail(from, nil); err != nil {
-		return failAllBy(rcpts, err)
+		return failAllBy(rcpts, during("MAIL FROM", err))
 	}
 	res := failAll(rcpts, nil, Delivered)
 	var accepted []int
 	for i, r := range rcpts {
 		if err := c.Rcpt(r, nil); err != nil {
-			res[i] = failed(r, err)
+			res[i] = failed(r, during("RCPT TO", err))
 			continue
 		}
 		accepted = append(accepted, i)
@@ -211,11 +215,21 @@ func send(c *smtp.Client, from string, rcpts []string, data []byte) Result {
 func writeData(c *smtp.Client, data []byte) error {
 	w, err := c.Data()
 	if err != nil {
-		return err
+		return during("DATA", err)
 	}
 	if _, err := bytes.NewReader(data).WriteTo(w); err != nil {
 		w.Close()
+		return during("sending the message", err)
+	}
+	return during("waiting for the reply to the final dot", w.Close())
+}
+
+// during says in which step err (a timeout, a cut connection) happened,
+// for the queue's last error and the log. An SMTP reply says it itself.
+func during(step string, err error) error {
+	var se *smtp.SMTPError
+	if err == nil || errors.As(err, &se) {
 		return err
 	}
-	return w.Close()
+	return fmt.Errorf("%s: %w", step, err)
 }

@@ -17,7 +17,8 @@ const (
 	// account's Gmail quota frees: no route tries it meanwhile.
 	RouteDeferred Route = "deferred"
 	// RouteNone is told to OnDelivery for the recipients of a message that
-	// expired before any route tried it.
+	// expired before any route tried it, and recorded for a message whose
+	// envelope addresses no route can deliver.
 	RouteNone Route = "none"
 )
 

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-sasl"
 
@@ -40,18 +39,18 @@ type DirectOptions struct {
 
 // ownRoute returns how the relay sends mail itself: through the
 // smarthost when one is configured, else to the recipients' MX hosts.
-func ownRoute(o DirectOptions, hostname string, timeout time.Duration) (Route, courier) {
+func ownRoute(o DirectOptions, hostname string, t Timeouts) (Route, courier) {
 	if o.Smarthost != "" {
-		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeout: timeout}
+		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeouts: t}
 	}
-	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeout: timeout}
+	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeouts: t}
 }
 
 // smarthostRoute hands all mail to one relay host (relay.smarthost).
 type smarthostRoute struct {
 	opts     DirectOptions
 	hostname string
-	timeout  time.Duration
+	timeouts Timeouts
 }
 
 // Deliver sends data (already signed) to the smarthost in one transaction.
@@ -65,14 +64,14 @@ func (s *smarthostRoute) Deliver(ctx context.Context, from string, rcpts []strin
 		mode = tlsmode.StartTLS
 	}
 	return deliverTo(ctx, dialOptions{addr: s.opts.Smarthost, tlsMode: mode, tls: s.opts.TLS,
-		hostname: s.hostname, auth: auth, timeout: s.timeout}, from, rcpts, data)
+		hostname: s.hostname, auth: auth, timeouts: s.timeouts}, from, rcpts, data)
 }
 
 // mxRoute delivers to the recipients' MX hosts.
 type mxRoute struct {
 	opts     DirectOptions
 	hostname string
-	timeout  time.Duration
+	timeouts Timeouts
 }
 
 // Deliver sends data (already signed) to every recipient, one SMTP
@@ -95,7 +94,7 @@ func (d *mxRoute) toDomain(ctx context.Context, domain, from string, rcpts []str
 	var res Result
 	for i, h := range hosts {
 		o := dialOptions{addr: net.JoinHostPort(h, strconv.Itoa(d.port())), tlsMode: tlsmode.Opportunistic,
-			tls: d.opts.TLS, hostname: d.hostname, timeout: d.timeout}
+			tls: d.opts.TLS, hostname: d.hostname, timeouts: d.timeouts}
 		got := deliverTo(ctx, o, from, rcpts, data)
 		waiting := got.rcpts(Deferred)
 		if len(waiting) == 0 || i == len(hosts)-1 {

@@ -36,6 +36,11 @@ func (r *Relay) bounce(ctx context.Context, m *Message, failed map[string]error)
 		// Never bounce a bounce (RFC 5321 section 6.1: mail loops).
 		return
 	}
+	if bad := checkSender(m.From); bad != nil {
+		// A DSN to it would bounce in turn; the event above is the notice.
+		r.log.Error("relay: no DSN: the sender address cannot receive one", "queue_id", m.ID, "err", bad)
+		return
+	}
 	dsn := buildDSN(r.opts.Hostname, r.opts.Now(), m, failed)
 	b := &Message{From: "", To: []string{m.From}, Data: dsn, Ticket: m.Ticket}
 	if err := r.q.Put(ctx, b); err != nil {
@@ -53,7 +58,7 @@ func buildDSN(hostname string, now time.Time, m *Message, failed map[string]erro
 	var human strings.Builder
 	fmt.Fprintf(&human, "This is the mail system at %s.\r\n\r\nYour message could not be delivered to the following recipients:\r\n\r\n", hostname)
 	for _, rc := range keys(failed) {
-		fmt.Fprintf(&human, "<%s>: %s\r\n", rc, oneline.Of(failed[rc].Error()))
+		fmt.Fprintf(&human, "<%s>: %s\r\n", printable(rc), oneline.Of(failed[rc].Error()))
 	}
 	part, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Description": {"Notification"}})
 	part.Write([]byte(human.String()))
@@ -62,7 +67,7 @@ func buildDSN(hostname string, now time.Time, m *Message, failed map[string]erro
 	fmt.Fprintf(&st, "Reporting-MTA: dns; %s\r\nX-Mailgate-Queue-ID: %s\r\nArrival-Date: %s\r\n", hostname, m.ID, m.CreatedAt.Format(time.RFC1123Z))
 	for _, rc := range keys(failed) {
 		status, diag := dsnStatus(failed[rc])
-		fmt.Fprintf(&st, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n", rc, status)
+		fmt.Fprintf(&st, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n", printable(rc), status)
 		if diag != "" {
 			fmt.Fprintf(&st, "Diagnostic-Code: smtp; %s\r\n", diag)
 		}
@@ -100,6 +105,11 @@ func dsnStatus(err error) (status, diag string) {
 			ec = smtp.EnhancedCode{se.Code / 100, 0, 0}
 		}
 		return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]), fmt.Sprintf("%d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], oneline.Of(se.Message))
+	}
+	var ae *addressError
+	if errors.As(err, &ae) {
+		ec := ae.status()
+		return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]), ""
 	}
 	if isTemporary(err) {
 		// A temporary failure that lasted past the queue lifetime.

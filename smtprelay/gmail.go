@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -48,7 +47,7 @@ var errAccountUnusable = errors.New("account cannot send via Gmail")
 type gmailRoute struct {
 	opts     GmailOptions
 	hostname string
-	timeout  time.Duration
+	timeouts Timeouts
 }
 
 // as returns the route that sends as account.
@@ -70,14 +69,13 @@ func (s gmailSender) Deliver(ctx context.Context, from string, rcpts []string, d
 		// Gmail's trouble, not the recipients': none of them bounces.
 		return failAll(rcpts, err, Deferred)
 	}
-	defer c.Close()
 	res := send(c, from, rcpts, data)
 	for i, rr := range res {
 		if rr.Err != nil && isDailyLimit(rr.Err) {
 			res[i].Outcome, res[i].Err = Deferred, fmt.Errorf("%w: %w", errGmailQuota, rr.Err)
 		}
 	}
-	c.Quit()
+	quit(c, s.g.timeouts)
 	return res
 }
 
@@ -111,7 +109,7 @@ func (g *gmailRoute) dialAs(ctx context.Context, account string) (*smtp.Client, 
 			return nil, err // temporary: token endpoint or store unreachable
 		}
 		c, err = dial(ctx, dialOptions{addr: g.opts.Addr, tlsMode: g.tlsMode(), tls: g.opts.TLS, hostname: g.hostname,
-			auth: oauth.NewXOAUTH2Client(account, tok.AccessToken), timeout: g.timeout})
+			auth: oauth.NewXOAUTH2Client(account, tok.AccessToken), timeouts: g.timeouts})
 		if err == nil {
 			break
 		}

@@ -52,6 +52,7 @@ func TestOnAcceptTellsAcceptedAndRefused(t *testing.T) {
 	}{
 		{"accepted", ServerOptions{AllowedNetworks: loopback}, nil, "support@acme.test", body, true, "accepted"},
 		{"unknown sender", ServerOptions{AllowedNetworks: loopback}, nil, "spammer@elsewhere.test", body, true, "refused " + RejectSender},
+		{"sender address no route can deliver", ServerOptions{AllowedNetworks: loopback, AllowedSenders: []string{"acme.test"}}, nil, `"john doe"@acme.test`, body, true, "refused " + RejectAddress},
 		{"no auth", ServerOptions{Users: users}, nil, "support@acme.test", body, true, "refused " + RejectAuth},
 		{"bad password", ServerOptions{Users: users}, sasl.NewPlainClient("", "helpdesk", "wrong"), "support@acme.test", body, true, "refused " + RejectAuth},
 		{"oversized", ServerOptions{AllowedNetworks: loopback, MaxMessageBytes: 1000}, nil, "support@acme.test",

@@ -56,7 +56,7 @@ func TestIntegrationSwaksToSmtpSink(t *testing.T) {
 		Hostname: "relay.acme.example",
 		Direct:   DirectOptions{Smarthost: sink.addr, SmarthostTLS: tlsmode.Plain},
 		Signer:   signer,
-		Timeout:  10 * time.Second,
+		Timeouts: testTimeouts,
 		Logger:   logger,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -100,6 +100,26 @@ func TestIntegrationSwaksToSmtpSink(t *testing.T) {
 		// swaks exit code 23: "error in MAIL transaction".
 		if code != 23 || !strings.Contains(out, "550 5.7.1") {
 			t.Errorf("swaks exited %d, want 23 after a 550 5.7.1 to MAIL FROM:\n%s", code, out)
+		}
+	})
+
+	// Another client's idea of quoting: swaks sends these addresses as
+	// given, and each is refused where it is given, not retried for days.
+	t.Run("envelope no route can deliver", func(t *testing.T) {
+		out, code := runSwaks(t, swaks, append(base, "--from", `"john doe"@acme.example`, "--header", "Subject: x")...)
+		if code != 23 || !strings.Contains(out, `553 5.1.7 Sender address <john doe@acme.example> refused: the local part "john doe" needs quoting`) {
+			t.Errorf("swaks exited %d, want 23 after a 553 5.1.7 naming the quoted local part:\n%s", code, out)
+		}
+		for _, to := range []string{`"bob smith"@example.org`, "bob@[192.0.2.1]", "bob@exa_mple.org", "böb@example.org"} {
+			out, code := runSwaks(t, swaks, "--server", e.addr, "--helo", "helpdesk.acme.example", "--timeout", "10s",
+				"--from", "support@acme.example", "--to", to, "--header", "Subject: x")
+			// swaks exit code 24: "no RCPTs accepted".
+			if code != 24 || !strings.Contains(out, "553 5.1.3 Recipient address <") {
+				t.Errorf("RCPT TO:<%s>: swaks exited %d, want 24 after a 553 5.1.3:\n%s", to, code, out)
+			}
+		}
+		if n, _, _ := e.q.Stats(context.Background()); n != 0 {
+			t.Errorf("queue depth %d after refused envelopes, want nothing queued", n)
 		}
 	})
 

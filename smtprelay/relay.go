@@ -40,8 +40,9 @@ type RelayOptions struct {
 	// RewriteFrom is the relay's own address for the rewrite-from policy.
 	RewriteFrom string
 	Workers     int
-	// Timeout bounds one SMTP command; a try takes at most a few.
-	Timeout time.Duration
+	// Timeouts bound each wait for a server while delivering; zero fields
+	// take DefaultTimeouts.
+	Timeouts Timeouts
 	// Consumer names this process among the delivery workers.
 	Consumer string
 	// ShutdownGrace bounds how long tries in progress may run once Run's
@@ -83,9 +84,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 2 * time.Minute
-	}
+	opts.Timeouts = opts.Timeouts.orDefault()
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
@@ -110,9 +109,9 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 	r := &Relay{
 		q: q, acc: acc, opts: opts, log: opts.Logger,
 		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
-		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
+		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeouts: opts.Timeouts},
 	}
-	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeout)
+	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeouts)
 	r.readHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay delivery", Dependency: "redis",
 		Paused: "delivery is paused; accepted mail waits in the queue"})
 	r.houseHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay housekeeping", Dependency: "redis",
@@ -124,7 +123,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 func (r *Relay) Quota() *Quota { return r.quota }
 
 // Run delivers until ctx ends; a try in progress then finishes (bounded by
-// Timeout) so that its outcome is recorded.
+// Timeouts and ShutdownGrace) so that its outcome is recorded.
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.q.EnsureGroup(ctx); err != nil {
 		return fmt.Errorf("relay queue: %w", err)
@@ -219,7 +218,7 @@ func (r *Relay) work(ctx, hard context.Context, consumer string) {
 		for _, m := range msgs {
 			// The try outlives a shutdown signal: a message half sent and
 			// not recorded would be sent twice.
-			tctx, cancel := context.WithTimeout(hard, 5*r.opts.Timeout)
+			tctx, cancel := context.WithTimeout(hard, r.opts.Timeouts.try())
 			if err := r.Process(tctx, m); err != nil {
 				r.log.Error("relay: recording a delivery", "queue_id", m.ID, "err", err)
 			}
@@ -238,6 +237,10 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 		return r.finish(ctx, m, fmt.Errorf("gave up after %s in the queue: %s", r.opts.MaxLifetime, m.LastError))
 	}
 	m.Attempts++
+	bad, rcpts := undeliverable(m)
+	if len(rcpts) == 0 {
+		return r.record(ctx, m, decision{route: RouteNone}, r.told(RouteNone, bad))
+	}
 	hd := readHeader(m.Data)
 	d, err := r.decide(ctx, m, hd, reasonNone)
 	if err != nil {
@@ -246,7 +249,7 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 	if d.route == RouteDeferred {
 		m.Attempts-- // waiting for quota is not a failed try
 	}
-	res := r.deliver(ctx, m, d, m.To)
+	res := append(r.told(RouteNone, bad), r.deliver(ctx, m, d, rcpts)...)
 	if why, refused := gmailRefused(res); len(refused) > 0 {
 		next, err := r.decide(ctx, m, hd, why)
 		if err != nil {
@@ -351,6 +354,14 @@ func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error
 	attrs := append([]any{"queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
 	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
+}
+
+// told reports res, which no route tried, to OnDelivery, and returns it.
+func (r *Relay) told(route Route, res Result) Result {
+	for _, rr := range res {
+		r.tell(route, rr.Outcome)
+	}
+	return res
 }
 
 // tell reports the outcome of a try for one recipient to OnDelivery.

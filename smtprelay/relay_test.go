@@ -31,6 +31,10 @@ func (stubMX) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	return []*net.MX{{Host: "127.0.0.1.", Pref: 10}}, nil
 }
 
+// testTimeouts keep a test whose server hangs from hanging with it; the
+// fakes on loopback answer at once.
+var testTimeouts = Timeouts{Connect: 10 * time.Second, Command: 10 * time.Second, Data: 10 * time.Second, Quit: 2 * time.Second}
+
 type event struct {
 	typ    tickets.EventType
 	ticket int64
@@ -116,9 +120,9 @@ func newRelayWorld(t *testing.T, limit int) *relayWorld {
 		Limits: func(accounts.Kind) sendlimit.Limits {
 			return sendlimit.Limits{Messages: limit, PerMessageRcpt: 100}
 		},
-		WarnAt:  0.8,
-		Timeout: 10 * time.Second,
-		Now:     w.clock.Now,
+		WarnAt:   0.8,
+		Timeouts: testTimeouts,
+		Now:      w.clock.Now,
 		Publish: func(_ context.Context, typ tickets.EventType, ticket int64, data any) {
 			w.mu.Lock()
 			defer w.mu.Unlock()

@@ -43,7 +43,8 @@ type ServerOptions struct {
 	Accepted func(ctx context.Context, m *Message)
 	// OnAccept, if set, is told of each message queued (accepted, "") and
 	// of each refusal with its reason, one of the Reject* values; a failed
-	// AUTH counts as a refusal too. For metrics: it must not block.
+	// AUTH and a refused recipient address count as refusals too. For
+	// metrics: it must not block.
 	OnAccept func(accepted bool, reason string)
 }
 
@@ -54,6 +55,10 @@ const (
 	RejectSize   = "size"   // over relay.max_message_bytes
 	RejectQueue  = "queue"  // Redis unavailable: a 451, the helpdesk retries
 	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
+
+	// RejectAddress: a MAIL FROM or RCPT TO address no route can deliver
+	// (quoted local part, control characters, no valid domain...).
+	RejectAddress = "address"
 )
 
 // Access is who may use the relay; SetAccess replaces it while serving.
@@ -225,6 +230,15 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 		x.s.tell(false, RejectAuth)
 		return errAuthNeeded
 	}
+	// Syntax before policy: a malformed address is 553 5.1.7 whoever
+	// sends it, and is never worth a look-up. The null reverse path is
+	// well-formed; the policy below refuses it.
+	if from != "" {
+		if bad := checkSender(from); bad != nil {
+			x.s.tell(false, RejectAddress)
+			return bad.reply()
+		}
+	}
 	ok, err := x.senderAllowed(strings.ToLower(from))
 	if err != nil { // logged by x.s.lookups
 		x.s.tell(false, RejectQueue)
@@ -271,8 +285,9 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if x.from == "" {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	}
-	if !strings.Contains(to, "@") {
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient address must be user@domain"}
+	if bad := checkRecipient(to); bad != nil {
+		x.s.tell(false, RejectAddress)
+		return bad.reply()
 	}
 	x.to = append(x.to, to)
 	return nil

@@ -166,6 +166,7 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, toke
 		Tokens:       tokens,
 		Logger:       log,
 	}
+	o.CommandTimeout = cfg.Fetch.CommandTimeout.Duration()
 	if m != nil {
 		o.OnPoll, o.OnSuppressed = m.Poll, m.Suppressed
 	}
@@ -351,6 +352,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		MaxLifetime:   cfg.Relay.MaxQueueLifetime.Duration(),
 		RewriteFrom:   cfg.Relay.RewriteFromAddress,
 		Workers:       cfg.Relay.Workers,
+		Timeouts:      relayTimeouts(cfg),
 		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
 		ShutdownGrace: cfg.ShutdownGrace.Duration(),
 		Publish: func(ctx context.Context, typ tickets.EventType, ticket int64, data any) {
@@ -379,6 +381,13 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 func statusSources(cfg *config.Config, rdb redis.UniversalClient, acc *accounts.Store, q *smtprelay.Queue, ts *tickets.Store) *status.Sources {
 	return &status.Sources{Accounts: acc, Queue: q, Quota: smtprelay.NewQuota(q), Limits: relayLimits(cfg),
 		Events: rdb, EventsKey: ts.Key("events")}
+}
+
+// relayTimeouts are the relay's waits for the servers it delivers to.
+func relayTimeouts(cfg *config.Config) smtprelay.Timeouts {
+	r := cfg.Relay
+	return smtprelay.Timeouts{Connect: r.ConnectTimeout.Duration(), Command: r.CommandTimeout.Duration(),
+		Data: r.DataTimeout.Duration(), Quit: r.QuitTimeout.Duration()}
 }
 
 // relayAccess is who may use the relay, from the relay section.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
@@ -11,6 +12,7 @@ import (
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/redisconn"
 	"github.com/mailgate/mailgate/sendlimit"
+	"github.com/mailgate/mailgate/smtprelay"
 )
 
 func TestRelayLimits(t *testing.T) {
@@ -60,5 +62,17 @@ func TestGoogleOAuthAsksOncePerRefusedRefresh(t *testing.T) {
 func TestDefaultRedisURL(t *testing.T) {
 	if got := config.Defaults().Redis.URL; got != redisconn.DefaultURL {
 		t.Errorf("config's default redis.url %q differs from redisconn.DefaultURL %q", got, redisconn.DefaultURL)
+	}
+}
+
+func TestRelayTimeouts(t *testing.T) {
+	cfg := config.Defaults()
+	// The defaults in the example file are the relay's own.
+	if got := relayTimeouts(cfg); got != smtprelay.DefaultTimeouts {
+		t.Errorf("config defaults give %+v, want smtprelay.DefaultTimeouts %+v", got, smtprelay.DefaultTimeouts)
+	}
+	cfg.Relay.DataTimeout = config.Duration(3 * time.Minute)
+	if got := relayTimeouts(cfg).Data; got != 3*time.Minute {
+		t.Errorf("relay.data_timeout=3m gives %v", got)
 	}
 }
