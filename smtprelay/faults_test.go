@@ -152,12 +152,14 @@ func TestRecordLostAfterDeliveryDeliversOnce(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the message was never delivered, so Redis was never killed")
 	}
+	back := time.Now()
 	var got *Message
 	waitFor(t, 20*time.Second, "recorded as sent", func() bool {
 		var err error
 		got, err = w.q.Get(ctx, m.ID, false)
 		return err == nil && got.State == StateSent
 	})
+	t.Logf("outcome recorded %s after Redis was back", time.Since(back).Round(10*time.Millisecond))
 	time.Sleep(1500 * time.Millisecond) // room for a second try, if one were coming
 	if n := received(w, "record lost"); n != 1 {
 		t.Errorf("the recipient got %d copies, want exactly 1", n)
