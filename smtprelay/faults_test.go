@@ -351,6 +351,12 @@ func TestClientRetryAfter451IsDeliveredOnce(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr, ReadTimeout: time.Second})
 			t.Cleanup(func() { rdb.Close() })
 			qs := NewQueue(rdb, QueueOptions{AcceptTimeout: 2 * time.Second})
+			var armed atomic.Bool // freeze Redis at the next confirmation
+			qs.beforeConfirm = func() {
+				if armed.CompareAndSwap(true, false) {
+					w.redis.Pause()
+				}
+			}
 			addr := serveSMTP(t, qs)
 			// A first message, delivered, so Redis has the scripts loaded
 			// as it would in production.
@@ -359,13 +365,7 @@ func TestClientRetryAfter451IsDeliveredOnce(t *testing.T) {
 			}
 			waitFor(t, 10*time.Second, "warm-up delivered", func() bool { return received(w, "warm-up") == 1 })
 
-			var armed atomic.Bool
 			armed.Store(during == "confirmation")
-			qs.beforeConfirm = func() {
-				if armed.CompareAndSwap(true, false) {
-					w.redis.Pause()
-				}
-			}
 			c, err := smtp.Dial(addr)
 			if err != nil {
 				t.Fatal(err)

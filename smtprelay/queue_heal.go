@@ -220,3 +220,16 @@ func (q *Queue) Problem(ctx context.Context) (string, error) {
 	h, err := q.Health(ctx)
 	return h.Problem, err
 }
+
+// Ready reports whether delivery can proceed: Redis answers and holds the
+// delivery queue. For /readyz.
+func (r *Relay) Ready(ctx context.Context) error {
+	h, err := r.q.Health(ctx)
+	if err != nil {
+		return fmt.Errorf("relay queue: %w", err)
+	}
+	if h.Problem != "" {
+		return errors.New(h.Problem)
+	}
+	return nil
+}

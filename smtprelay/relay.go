@@ -81,6 +81,7 @@ type Relay struct {
 
 	umu     sync.Mutex
 	unsaved map[string]*Message // outcomes Redis did not take, by queue id (unsaved.go)
+	unsent  map[string]bool     // marked sending, then not tried: Begin's answer was lost
 }
 
 // NewRelay returns the delivery side of the relay.
@@ -116,7 +117,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		opts.ShutdownGrace = 30 * time.Second
 	}
 	r := &Relay{
-		q: q, acc: acc, opts: opts, log: opts.Logger, unsaved: map[string]*Message{},
+		q: q, acc: acc, opts: opts, log: opts.Logger, unsaved: map[string]*Message{}, unsent: map[string]bool{},
 		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
 		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeout: opts.Timeout},
 	}
@@ -251,19 +252,6 @@ func (r *Relay) work(ctx, hard context.Context, consumer string) {
 	}
 }
 
-// Ready reports whether delivery can proceed: Redis answers and holds the
-// delivery queue. For /readyz.
-func (r *Relay) Ready(ctx context.Context) error {
-	h, err := r.q.Health(ctx)
-	if err != nil {
-		return fmt.Errorf("relay queue: %w", err)
-	}
-	if h.Problem != "" {
-		return errors.New(h.Problem)
-	}
-	return nil
-}
-
 // pause waits d, or less if ctx ends.
 func pause(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -294,7 +282,7 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 	if done, err := r.settle(ctx, m); done || err != nil {
 		return err
 	}
-	if m.State == StateSending {
+	if m.State == StateSending && !r.wasUnsent(m.ID) {
 		r.interrupted(m)
 	}
 	err := r.try(ctx, m)
@@ -327,6 +315,7 @@ func (r *Relay) try(ctx context.Context, m *Message) error {
 		r.log.Info("relay: deleted before its try, not sent", "queue_id", m.ID)
 		return nil
 	} else if err != nil {
+		r.markUnsent(m.ID) // the mark may have been written: nothing was sent
 		return err
 	}
 	m.outcome = true

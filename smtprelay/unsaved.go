@@ -86,6 +86,24 @@ func (r *Relay) unsavedCount() int {
 	return len(r.unsaved)
 }
 
+// markUnsent remembers that m's try was marked sending but sent nothing
+// (the mark's answer did not come back), so that the next try of it here
+// is not reported as interrupted.
+func (r *Relay) markUnsent(id string) {
+	r.umu.Lock()
+	r.unsent[id] = true
+	r.umu.Unlock()
+}
+
+// wasUnsent reports, once, whether markUnsent was told of id.
+func (r *Relay) wasUnsent(id string) bool {
+	r.umu.Lock()
+	defer r.umu.Unlock()
+	was := r.unsent[id]
+	delete(r.unsent, id)
+	return was
+}
+
 // interrupted reports a try taken over that had begun (StateSending) and
 // whose outcome nobody recorded: its process was killed or cut off
 // mid-try. Whether the peer took the message then is unknown, so the
