@@ -57,6 +57,9 @@ type Metrics struct {
 	relayAccepted prometheus.Counter
 	relayRejected *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
+	interrupted   prometheus.Counter
+	queueLosses   prometheus.Counter
+	queueLost     prometheus.Counter
 
 	tokenRefreshes prometheus.Counter
 	tokenFailures  *prometheus.CounterVec
@@ -98,6 +101,12 @@ func New(opts Options) *Metrics {
 		deliveries: counter("relay_deliveries_total",
 			"Outcomes of delivery tries, one per recipient, by route (gmail, direct, smarthost) and result (delivered, deferred, bounced).",
 			"route", "result"),
+		interrupted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "relay_interrupted_tries_total",
+			Help: "Delivery tries taken over that had begun and never recorded their outcome (a process killed mid-try): their recipients may have got the message twice."}),
+		queueLosses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "relay_queue_recreated_total",
+			Help: "Times Redis had lost the delivery queue (restarted empty, flushed) and the relay made it again."}),
+		queueLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "relay_queue_lost_messages_total",
+			Help: "Accepted messages gone with a delivery queue Redis lost, as far as they could be counted."}),
 		tokenRefreshes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "token_refreshes_total",
 			Help: "OAuth access token refreshes, failed ones included; fetching and sending share each account's token."}),
 		tokenFailures: counter("token_refresh_failures_total", "Failed OAuth access token refreshes, by kind (invalid_grant, other).", "kind"),
@@ -107,7 +116,7 @@ func New(opts Options) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.fetched, m.created, m.comments, m.duplicates, m.quarantined, m.ingestFailures, m.suppressed,
 		m.pollDuration, m.pollErrors,
-		m.relayAccepted, m.relayRejected, m.deliveries,
+		m.relayAccepted, m.relayRejected, m.deliveries, m.interrupted, m.queueLosses, m.queueLost,
 		m.tokenRefreshes, m.tokenFailures,
 	)
 	// Series with fixed labels exist from the start at 0, so a rate or an
@@ -174,6 +183,17 @@ func (m *Metrics) RelayAccept(accepted bool, reason string) {
 // Delivery is smtprelay.RelayOptions.OnDelivery.
 func (m *Metrics) Delivery(route smtprelay.Route, outcome smtprelay.Outcome) {
 	m.deliveries.WithLabelValues(route.String(), outcome.String()).Inc()
+}
+
+// Interrupted is smtprelay.RelayOptions.OnInterrupted.
+func (m *Metrics) Interrupted() { m.interrupted.Inc() }
+
+// QueueLost is smtprelay.RelayOptions.OnQueueLost.
+func (m *Metrics) QueueLost(lost int64) {
+	m.queueLosses.Inc()
+	if lost > 0 {
+		m.queueLost.Add(float64(lost))
+	}
 }
 
 // TokenRefresh is oauth.RegistryOptions.OnRefresh: one registry serves

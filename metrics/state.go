@@ -21,6 +21,7 @@ type stateCollector struct {
 
 	up, readSeconds                     *prometheus.Desc
 	queueDepth, queueOldestAge          *prometheus.Desc
+	deliveryStopped                     *prometheus.Desc
 	quotaUsed, quotaLimit, quotaBlocked *prometheus.Desc
 	accountState, lastSuccess           *prometheus.Desc
 	quarantined, imported               *prometheus.Desc
@@ -39,18 +40,20 @@ func newStateCollector(src status.Sources, timeout time.Duration, log *slog.Logg
 		readSeconds:    desc("state_read_seconds", "How long reading the shared state from Redis took at this scrape."),
 		queueDepth:     desc("relay_queue_depth", "Messages in the relay queue: not yet sent nor bounced."),
 		queueOldestAge: desc("relay_queue_oldest_age_seconds", "Age of the oldest message in the relay queue; 0 when it is empty."),
-		quotaUsed:      desc("quota_used", "Messages an account sent via Gmail in the rolling 24 hours.", "account"),
-		quotaLimit:     desc("quota_limit", "An account's daily Gmail sending limit.", "account"),
-		quotaBlocked:   desc("quota_blocked", "1 while Gmail refuses an account's mail with its daily-limit error.", "account"),
-		accountState:   desc("account_state", "1 for an account's current state (connected, disconnected, error), 0 for the others.", "account", "state"),
-		lastSuccess:    desc("poll_last_success_timestamp_seconds", "Unix time of an account's last successful search for new mail.", "account"),
-		quarantined:    desc("account_quarantined_mails", "Mails of an account set aside after failing ingest, all time.", "account"),
-		imported:       desc("account_imported_mails", "Mails of an account turned into tickets or comments, all time.", "account"),
+		deliveryStopped: desc("relay_delivery_stopped",
+			"1 while delivery cannot proceed because the delivery queue is missing from Redis (restarted empty, flushed), else 0."),
+		quotaUsed:    desc("quota_used", "Messages an account sent via Gmail in the rolling 24 hours.", "account"),
+		quotaLimit:   desc("quota_limit", "An account's daily Gmail sending limit.", "account"),
+		quotaBlocked: desc("quota_blocked", "1 while Gmail refuses an account's mail with its daily-limit error.", "account"),
+		accountState: desc("account_state", "1 for an account's current state (connected, disconnected, error), 0 for the others.", "account", "state"),
+		lastSuccess:  desc("poll_last_success_timestamp_seconds", "Unix time of an account's last successful search for new mail.", "account"),
+		quarantined:  desc("account_quarantined_mails", "Mails of an account set aside after failing ingest, all time.", "account"),
+		imported:     desc("account_imported_mails", "Mails of an account turned into tickets or comments, all time.", "account"),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.readSeconds, c.queueDepth, c.queueOldestAge, c.quotaUsed, c.quotaLimit,
+	for _, d := range []*prometheus.Desc{c.up, c.readSeconds, c.queueDepth, c.queueOldestAge, c.deliveryStopped, c.quotaUsed, c.quotaLimit,
 		c.quotaBlocked, c.accountState, c.lastSuccess, c.quarantined, c.imported} {
 		ch <- d
 	}
@@ -75,6 +78,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.up, 1)
 	gauge(c.queueDepth, float64(st.Queue.Depth))
 	gauge(c.queueOldestAge, st.Queue.OldestAgeSeconds)
+	gauge(c.deliveryStopped, b2f(st.Queue.Problem != ""))
 	for _, a := range st.Accounts {
 		gauge(c.quotaUsed, float64(a.Quota.Used), a.Email)
 		gauge(c.quotaLimit, float64(a.Quota.Limit), a.Email)

@@ -10,4 +10,9 @@
 // route's courier, and records what became of each recipient. A Gmail
 // refusal (its daily limit, a revoked grant) is one more decision in the
 // same try, for the recipients Gmail refused.
+//
+// The queue (queue*.go, message.go) keeps each recipient's state, so a
+// recipient delivered once is not sent the message again; a message is
+// tentative until the 250 (never delivered after a 451), sending while a
+// worker tries it, and the queue is made again when Redis loses it.
 package smtprelay

@@ -32,20 +32,27 @@ func (r *Relay) bounce(ctx context.Context, m *Message, failed map[string]error)
 		r.opts.Publish(ctx, tickets.EventDeliveryFailed, m.Ticket, map[string]any{
 			"queue_id": m.ID, "message_id": m.MessageID, "from": m.From, "failed": errs})
 	}
+	if err := r.queueDSN(ctx, m, failed); err != nil {
+		// Kept with the try's outcome, and queued again with it.
+		r.log.Error("relay: cannot queue the bounce yet", "queue_id", m.ID, "err", err)
+		m.unbounced = failed
+	}
+}
+
+// queueDSN queues the delivery status notification of failed to m's
+// sender.
+func (r *Relay) queueDSN(ctx context.Context, m *Message, failed map[string]error) error {
 	if m.From == "" {
 		// Never bounce a bounce (RFC 5321 section 6.1: mail loops).
-		return
+		return nil
 	}
 	if bad := checkSender(m.From); bad != nil {
 		// A DSN to it would bounce in turn; the event above is the notice.
 		r.log.Error("relay: no DSN: the sender address cannot receive one", "queue_id", m.ID, "err", bad)
-		return
+		return nil
 	}
 	dsn := buildDSN(r.opts.Hostname, r.opts.Now(), m, failed)
-	b := &Message{From: "", To: []string{m.From}, Data: dsn, Ticket: m.Ticket}
-	if err := r.q.Put(ctx, b); err != nil {
-		r.log.Error("relay: cannot queue the bounce", "queue_id", m.ID, "err", err)
-	}
+	return r.q.Put(ctx, &Message{From: "", To: []string{m.From}, Data: dsn, Ticket: m.Ticket})
 }
 
 // buildDSN writes a multipart/report; report-type=delivery-status: a

@@ -153,15 +153,15 @@ func isAddressError(err error) bool {
 	return errors.As(err, &ae)
 }
 
-// undeliverable returns a Bounced result for each recipient of m that no
-// route can deliver (all of them when the sender is such an address), and
+// undeliverable returns a Bounced result for each of rcpts that no route
+// can deliver (all of them when the sender from is such an address), and
 // the recipients left to try.
-func undeliverable(m *Message) (bad Result, rest []string) {
+func undeliverable(from string, rcpts []string) (bad Result, rest []string) {
 	var fromErr *addressError
-	if m.From != "" {
-		fromErr = checkSender(m.From)
+	if from != "" {
+		fromErr = checkSender(from)
 	}
-	for _, rc := range m.To {
+	for _, rc := range rcpts {
 		err := fromErr
 		if err == nil {
 			err = checkRecipient(rc)

@@ -170,7 +170,7 @@ func TestQueuedBadAddressBouncesAtOnce(t *testing.T) {
 		w.tryNext()
 		got, _ := w.q.Get(ctx, m.ID, false)
 		rcvd := w.mx.Received()
-		if got.State != StateSent || got.Attempts != 1 || len(got.To) != 0 || len(rcvd) != 1 || !slices.Equal(rcvd[0].To, []string{customer}) {
+		if got.State != StateSent || got.Attempts != 1 || len(got.Pending()) != 0 || len(rcvd) != 1 || !slices.Equal(rcvd[0].To, []string{customer}) {
 			t.Fatalf("after one try: %+v, MX got %+v; want %s delivered and the bad recipient bounced, nothing left to retry", got, rcvd, customer)
 		}
 		w.tryNext() // the DSN, to the sender

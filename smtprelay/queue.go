@@ -9,42 +9,13 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/internal/rkey"
 )
-
-// Message states.
-const (
-	StateQueued   = "queued"   // waiting for a delivery worker
-	StateDeferred = "deferred" // a try failed temporarily; NextAttempt says when again
-	StateSent     = "sent"     // delivered to every recipient
-	StateBounced  = "bounced"  // failed permanently or expired; a DSN went to the sender
-)
-
-// Message is one accepted mail and its delivery state. Data (the raw
-// RFC 5322 bytes) is loaded only when delivering or showing it.
-type Message struct {
-	ID          string    `json:"id"`
-	From        string    `json:"from"` // envelope sender; "" for a bounce
-	To          []string  `json:"to"`   // recipients not yet delivered
-	Done        []string  `json:"done,omitempty"`
-	Size        int       `json:"size"`
-	Account     string    `json:"account,omitempty"` // the connected Gmail account it is from, if any
-	Ticket      int64     `json:"ticket,omitempty"`
-	MessageID   string    `json:"message_id,omitempty"`
-	State       string    `json:"state"`
-	Route       Route     `json:"route,omitempty"` // route of the last try: gmail, direct, smarthost, deferred
-	Attempts    int       `json:"attempts"`
-	CreatedAt   time.Time `json:"created_at"`
-	NextAttempt time.Time `json:"next_attempt,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	Data        []byte    `json:"-"`
-
-	entry string // stream entry id while a worker holds it
-}
 
 // QueueOptions configure a Queue.
 type QueueOptions struct {
@@ -56,15 +27,31 @@ type QueueOptions struct {
 	// ClaimIdle is how long a message may stay with a worker before
 	// another reclaims it (the first one is presumed dead).
 	ClaimIdle time.Duration
+	// AcceptTimeout bounds the store of one message by the SMTP side,
+	// from the end of DATA to the 250 (default 10s). Past it the client
+	// gets 451, and the copy stored meanwhile is never delivered.
+	AcceptTimeout time.Duration
 }
 
 // Queue is the relay's durable queue in Redis: a hash per message, a
-// stream (consumer group "delivery") of messages ready to go, and a sorted
-// set of deferred messages by next attempt time.
+// stream (consumer group "delivery") of messages ready to go, a sorted
+// set of deferred messages by next attempt time, one of tentative
+// messages (stored, not yet answered 250) by the end of their accept
+// time, and an index of every message not finished.
 type Queue struct {
 	rdb  redis.UniversalClient
 	opts QueueOptions
 	p    string
+
+	mu   sync.Mutex
+	held map[string]string // queue id → stream entry, of what this process's workers hold
+	seen depthSeen         // the queue's depth at the last Health that found it whole
+	// gone counts the tries of this process whose record had vanished
+	// when they saved their outcome, since the last Health that found the
+	// queue whole: an admin's delete, or Redis losing the queue.
+	gone int
+
+	beforeConfirm func() // tests: runs just before Confirm's round trip
 }
 
 // group is the ready stream's consumer group: the delivery workers share
@@ -79,13 +66,21 @@ func NewQueue(rdb redis.UniversalClient, opts QueueOptions) *Queue {
 	if opts.ClaimIdle <= 0 {
 		opts.ClaimIdle = 10 * time.Minute
 	}
-	return &Queue{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix)}
+	if opts.AcceptTimeout <= 0 {
+		opts.AcceptTimeout = 10 * time.Second
+	}
+	return &Queue{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix), held: map[string]string{}}
 }
 
 func (q *Queue) msgKey(id string) string { return q.p + "relay:msg:" + id }
 func (q *Queue) ready() string           { return q.p + "relay:ready" }
 func (q *Queue) deferred() string        { return q.p + "relay:deferred" }
+func (q *Queue) tentative() string       { return q.p + "relay:tentative" }
 func (q *Queue) index() string           { return q.p + "relay:messages" }
+
+// AcceptTimeout is how long the SMTP side may take to store a message
+// before it answers 451.
+func (q *Queue) AcceptTimeout() time.Duration { return q.opts.AcceptTimeout }
 
 // newID returns a short, time-ordered queue id such as "lq3x8k2a7f9c1e".
 func newID(now time.Time) string {
@@ -94,22 +89,29 @@ func newID(now time.Time) string {
 	return strconv.FormatInt(now.UnixMilli(), 36) + strings.Repeat("0", 6-len(r)) + r
 }
 
-// Put stores a new message and makes it ready for delivery, in one MULTI:
-// once Put returns nil the message is in Redis (and on disk, as far as
-// Redis's persistence promises; see CheckDurability), so the SMTP server
-// may answer 250.
-func (q *Queue) Put(ctx context.Context, m *Message) error {
+// stamp gives a new message its id, state, time, size and pending
+// recipients.
+func (q *Queue) stamp(m *Message, state string) time.Time {
 	now := q.opts.Now().UTC()
 	if m.ID == "" {
 		m.ID = newID(now)
 	}
-	m.State, m.CreatedAt, m.Size = StateQueued, now, len(m.Data)
+	m.State, m.CreatedAt, m.Size, m.rev = state, now, len(m.Data), 1
+	m.initRcpts()
+	return now
+}
+
+// Put stores a new message and makes it ready for delivery, in one MULTI.
+// The relay queues its own bounces so; mail from an SMTP client goes
+// through PutTentative and Confirm instead.
+func (q *Queue) Put(ctx context.Context, m *Message) error {
+	now := q.stamp(m, StateQueued)
 	meta, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	_, err = q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, q.msgKey(m.ID), "meta", meta, "data", m.Data)
+		p.HSet(ctx, q.msgKey(m.ID), "meta", meta, "data", m.Data, "rev", m.rev)
 		p.ZAdd(ctx, q.index(), redis.Z{Score: float64(now.UnixMilli()), Member: m.ID})
 		p.XAdd(ctx, &redis.XAddArgs{Stream: q.ready(), Values: []any{"id", m.ID}})
 		return nil
@@ -136,27 +138,22 @@ func (q *Queue) waitAOF(ctx context.Context) error {
 	return nil
 }
 
-// EnsureGroup creates the delivery consumer group if it does not exist.
-func (q *Queue) EnsureGroup(ctx context.Context) error {
-	err := q.rdb.XGroupCreateMkStream(ctx, q.ready(), group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return err
-	}
-	return nil
-}
-
-// Next returns up to n messages for consumer to deliver: first those that
-// another consumer took more than ClaimIdle ago and never finished (it is
+// Next returns up to n messages for consumer to deliver: first those it
+// holds from before (its own pending entries), then those another
+// consumer took more than ClaimIdle ago and never finished (it is
 // presumed dead: XAUTOCLAIM), then new ones, waiting up to block.
+//
+// It is the one place that reads the queue, so it is where a queue that
+// Redis lost (restarted empty, flushed, failed over to a replica without
+// it) is made again: the error is then a *LostError saying what was lost,
+// and the next call reads the new queue.
 func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Duration) ([]*Message, error) {
-	// First what this consumer holds and has not finished: entries
-	// Reclaim gave it, or its own from before a restart.
 	var entries []redis.XMessage
 	own, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: group, Consumer: consumer, Streams: []string{q.ready(), "0"}, Count: int64(n),
 	}).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+		return nil, q.readErr(ctx, err)
 	}
 	for _, s := range own {
 		entries = append(entries, s.Messages...)
@@ -166,7 +163,7 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 			Stream: q.ready(), Group: group, Consumer: consumer, MinIdle: q.opts.ClaimIdle, Start: "0-0", Count: int64(n),
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
+			return nil, q.readErr(ctx, err)
 		}
 		entries = claimed
 	}
@@ -175,7 +172,7 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 			Group: group, Consumer: consumer, Streams: []string{q.ready(), ">"}, Count: int64(n), Block: block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
+			return nil, q.readErr(ctx, err)
 		}
 		for _, s := range res {
 			entries = append(entries, s.Messages...)
@@ -185,82 +182,41 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 	for _, e := range entries {
 		id, _ := e.Values["id"].(string)
 		m, err := q.Get(ctx, id, true)
-		if errors.Is(err, ErrNotFound) {
-			// Deleted by an admin while queued: nothing left to do.
-			q.rdb.XAck(ctx, q.ready(), group, e.ID)
-			q.rdb.XDel(ctx, q.ready(), e.ID)
+		if errors.Is(err, ErrNotFound) || err == nil && m.State == StateTentative {
+			// Deleted by an admin while queued, or (never the case
+			// unless a record was edited by hand) not confirmed: nothing
+			// to deliver.
+			q.ack(ctx, e.ID)
 			continue
 		}
 		if err != nil {
 			return out, err
 		}
-		m.entry = e.ID
+		m.entry, m.consumer = e.ID, consumer
+		q.hold(m)
 		out = append(out, m)
 	}
 	return out, nil
 }
 
-// Alive marks consumers as running for ttl; a process calls it for its
-// workers more often than ttl. Reclaim treats a consumer without this
-// mark as dead.
-func (q *Queue) Alive(ctx context.Context, consumers []string, ttl time.Duration) error {
-	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range consumers {
-			p.Set(ctx, q.p+"relay:alive:"+c, "1", ttl)
-		}
-		return nil
-	})
-	return err
+// ack forgets a stream entry nobody needs to deliver.
+func (q *Queue) ack(ctx context.Context, entry string) {
+	q.rdb.XAck(ctx, q.ready(), group, entry)
+	q.rdb.XDel(ctx, q.ready(), entry)
 }
 
-// Gone removes the alive marks of consumers that stop, so that what they
-// leave unfinished is reclaimed at once by the next process.
-func (q *Queue) Gone(ctx context.Context, consumers []string) error {
-	keys := make([]string, len(consumers))
-	for i, c := range consumers {
-		keys[i] = q.p + "relay:alive:" + c
-	}
-	return q.rdb.Del(ctx, keys...).Err()
+// hold and release track what this process's workers hold, so that a
+// queue lost meanwhile can say how many tries were under way.
+func (q *Queue) hold(m *Message) {
+	q.mu.Lock()
+	q.held[m.ID] = m.entry
+	q.mu.Unlock()
 }
 
-// Reclaim hands to consumer the unfinished entries of consumers that are no
-// longer alive (a process killed mid-delivery), so that they are retried
-// at once rather than after ClaimIdle, and returns how many it moved.
-// ClaimIdle stays the last resort, for a consumer alive but stuck.
-func (q *Queue) Reclaim(ctx context.Context, consumer string) (int, error) {
-	sum, err := q.rdb.XPending(ctx, q.ready(), group).Result()
-	if err != nil || sum.Count == 0 {
-		return 0, err
-	}
-	moved := 0
-	for name := range sum.Consumers {
-		if name == consumer {
-			continue
-		}
-		if n, err := q.rdb.Exists(ctx, q.p+"relay:alive:"+name).Result(); err != nil || n == 1 {
-			continue
-		}
-		pend, err := q.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.ready(), Group: group, Consumer: name, Start: "-", End: "+", Count: 1000}).Result()
-		if err != nil {
-			return moved, err
-		}
-		ids := make([]string, len(pend))
-		for i, p := range pend {
-			ids[i] = p.ID
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		if err := q.rdb.XClaimJustID(ctx, &redis.XClaimArgs{Stream: q.ready(), Group: group, Consumer: consumer, Messages: ids}).Err(); err != nil {
-			return moved, err
-		}
-		moved += len(ids)
-		if len(ids) < 1000 {
-			// Its list is empty now: forget the dead consumer.
-			q.rdb.XGroupDelConsumer(ctx, q.ready(), group, name)
-		}
-	}
-	return moved, nil
+func (q *Queue) release(id string) {
+	q.mu.Lock()
+	delete(q.held, id)
+	q.mu.Unlock()
 }
 
 // ErrNotFound is returned for a queue id that does not exist.
@@ -268,7 +224,7 @@ var ErrNotFound = errors.New("no such queued message")
 
 // Get loads a message; withData loads its raw bytes too.
 func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, error) {
-	fields := []string{"meta"}
+	fields := []string{"meta", "rev"}
 	if withData {
 		fields = append(fields, "data")
 	}
@@ -280,40 +236,72 @@ func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, er
 	if meta == "" {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	var m Message
-	if err := json.Unmarshal([]byte(meta), &m); err != nil {
+	m, err := decodeMeta([]byte(meta))
+	if err != nil {
 		return nil, fmt.Errorf("queue %s: %w", id, err)
 	}
+	rev, _ := vals[1].(string)
+	m.rev, _ = strconv.ParseInt(rev, 10, 64)
 	if withData {
-		d, _ := vals[1].(string)
+		d, _ := vals[2].(string)
 		m.Data = []byte(d)
 	}
-	return &m, nil
+	return m, nil
+}
+
+// beginScript marks a message as being tried, unless it was deleted.
+// KEYS: the message's hash. ARGV: meta JSON, rev.
+var beginScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'rev', ARGV[2])
+return 1`)
+
+// Begin records, before a try sends anything, that m is being tried and
+// by whom (StateSending). A try that never records its outcome (its
+// process killed between the peer's 250 and Defer or Finish) is so known
+// to whoever takes the message over: its recipients may get it twice.
+// ErrNotFound: an admin deleted it; do not send it.
+func (q *Queue) Begin(ctx context.Context, m *Message) error {
+	m.State, m.Consumer, m.TryStarted = StateSending, m.consumer, q.opts.Now().UTC()
+	meta, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	n, err := beginScript.Run(ctx, q.rdb, []string{q.msgKey(m.ID)}, meta, m.rev+1).Int()
+	if err != nil {
+		return fmt.Errorf("queue %s: %w", m.ID, err)
+	}
+	if n == 0 {
+		q.ack(ctx, m.entry)
+		q.release(m.ID)
+		return fmt.Errorf("%w: %s", ErrNotFound, m.ID)
+	}
+	m.rev++
+	return nil
 }
 
 // saveScript records the outcome of a try in one step: the message's new
 // metadata, the acknowledgement of the stream entry the worker held, and
 // either its next attempt time (defer) or its final state (finish). It
 // does nothing to a message an admin deleted meanwhile, so a worker
-// finishing late cannot bring it back.
+// finishing late cannot bring it back, nor to a record already newer
+// than this outcome (rev): an outcome saved again after its first save's
+// answer was lost changes nothing.
 //
 // KEYS: the message's hash, the ready stream, the deferred set, the index.
 // ARGV: meta JSON, the stream entry held ("" for none), "defer" or
 // "finish", next attempt (ms) or how long to keep the record (ms), the
-// queue id, the consumer group.
+// queue id, the consumer group, rev.
+// Returns 1 (saved), 0 (deleted) or 2 (the record is newer).
 var saveScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[2] ~= '' then
-    redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
-    redis.call('XDEL', KEYS[2], ARGV[2])
-  end
-  return 0
-end
-redis.call('HSET', KEYS[1], 'meta', ARGV[1])
 if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[2], ARGV[6], ARGV[2])
+  -- pcall: a stream whose group Redis lost must not fail the record.
+  redis.pcall('XACK', KEYS[2], ARGV[6], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') >= tonumber(ARGV[7]) then return 2 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'rev', ARGV[7])
 if ARGV[3] == 'defer' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 else
@@ -325,15 +313,24 @@ end
 return 1`)
 
 func (q *Queue) save(ctx context.Context, m *Message, mode string, arg int64) error {
+	m.Consumer, m.TryStarted = "", time.Time{}
 	meta, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	keys := []string{q.msgKey(m.ID), q.ready(), q.deferred(), q.index()}
-	if err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID, group).Err(); err != nil {
+	n, err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID, group, m.rev+1).Int()
+	if err != nil {
 		return fmt.Errorf("queue %s: %w", m.ID, err)
 	}
 	m.entry = ""
+	m.rev++
+	q.mu.Lock()
+	delete(q.held, m.ID)
+	if n == 0 {
+		q.gone++
+	}
+	q.mu.Unlock()
 	return nil
 }
 
@@ -352,100 +349,4 @@ func (q *Queue) Finish(ctx context.Context, m *Message, keep time.Duration) erro
 func (q *Queue) Defer(ctx context.Context, m *Message) error {
 	m.State = StateDeferred
 	return q.save(ctx, m, "defer", m.NextAttempt.UnixMilli())
-}
-
-// promoteScript moves deferred messages whose time has come back to the
-// ready stream, atomically, so that no message is in both or in neither.
-var promoteScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('XADD', KEYS[2], '*', 'id', id)
-end
-return #due`)
-
-// Promote makes deferred messages that are due ready again and returns
-// how many it moved.
-func (q *Queue) Promote(ctx context.Context) (int, error) {
-	n, err := promoteScript.Run(ctx, q.rdb, []string{q.deferred(), q.ready()}, q.opts.Now().UnixMilli()).Int()
-	return n, err
-}
-
-// retryNowScript moves a deferred message to the ready stream and marks
-// its record queued, in one step. KEYS: the deferred set, the ready
-// stream, the message's hash; ARGV: the queue id, StateQueued.
-var retryNowScript = redis.NewScript(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local meta = redis.call('HGET', KEYS[3], 'meta')
-if meta then
-  local m = cjson.decode(meta)
-  m.state = ARGV[2]
-  m.next_attempt = nil
-  redis.call('HSET', KEYS[3], 'meta', cjson.encode(m))
-end
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
-return 1`)
-
-// RetryNow makes a deferred message ready at once (`mailgate queue retry`).
-func (q *Queue) RetryNow(ctx context.Context, id string) error {
-	if _, err := q.Get(ctx, id, false); err != nil {
-		return err
-	}
-	moved, err := retryNowScript.Run(ctx, q.rdb, []string{q.deferred(), q.ready(), q.msgKey(id)}, id, StateQueued).Int()
-	if err != nil {
-		return err
-	}
-	if moved == 0 {
-		return fmt.Errorf("queue %s: not deferred (already being delivered, or finished)", id)
-	}
-	return nil
-}
-
-// Delete removes a message from the queue for good (`mailgate queue
-// delete`). A worker holding it finds it gone and drops it.
-func (q *Queue) Delete(ctx context.Context, id string) error {
-	n, err := q.rdb.Del(ctx, q.msgKey(id)).Result()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	q.rdb.ZRem(ctx, q.deferred(), id)
-	q.rdb.ZRem(ctx, q.index(), id)
-	return nil
-}
-
-// List returns the messages still queued (ready, being delivered or
-// deferred), oldest first.
-func (q *Queue) List(ctx context.Context, limit int64) ([]*Message, error) {
-	ids, err := q.rdb.ZRange(ctx, q.index(), 0, limit-1).Result()
-	if err != nil {
-		return nil, err
-	}
-	var out []*Message
-	for _, id := range ids {
-		m, err := q.Get(ctx, id, false)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-// Stats returns how many messages are queued and when the oldest arrived.
-func (q *Queue) Stats(ctx context.Context) (depth int64, oldest time.Time, err error) {
-	depth, err = q.rdb.ZCard(ctx, q.index()).Result()
-	if err != nil || depth == 0 {
-		return depth, oldest, err
-	}
-	first, err := q.rdb.ZRangeWithScores(ctx, q.index(), 0, 0).Result()
-	if err != nil || len(first) == 0 {
-		return depth, oldest, err
-	}
-	return depth, time.UnixMilli(int64(first[0].Score)), nil
 }

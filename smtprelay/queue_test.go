@@ -3,6 +3,7 @@ package smtprelay
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +184,158 @@ func TestReclaimTakesOverDeadWorkers(t *testing.T) {
 	got, err := q.Next(ctx, "new-process-0", 1, 10*time.Millisecond)
 	if err != nil || len(got) != 1 || got[0].ID != dead.ID {
 		t.Fatalf("after Reclaim, Next = %+v, %v; want %s", got, err, dead.ID)
+	}
+}
+
+// TestTentativeIsDeliveredOnlyOnceConfirmed: what the SMTP side stores is
+// invisible to the workers and the queue listing until Confirm, which a
+// retried round trip may repeat.
+func TestTentativeIsDeliveredOnlyOnceConfirmed(t *testing.T) {
+	q, _ := newTestQueue(t)
+	ctx, cancel := context.WithTimeout(context.Background(), q.AcceptTimeout())
+	defer cancel()
+	m := &Message{From: "support@acme.test", To: []string{"alice@customer.test"}, Data: []byte("Subject: hi\r\n\r\nbody\r\n")}
+	if err := q.PutTentative(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := q.Next(ctx, "w", 1, 10*time.Millisecond); len(got) != 0 {
+		t.Fatalf("a tentative message was handed to a worker: %+v", got[0])
+	}
+	if depth, _, _ := q.Stats(ctx); depth != 0 {
+		t.Errorf("queue depth %d with only a tentative message, want 0", depth)
+	}
+	if s, _ := q.Get(ctx, m.ID, false); s.State != StateTentative {
+		t.Errorf("stored state %q, want tentative", s.State)
+	}
+	if err := q.Confirm(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Confirm(ctx, m); err != nil {
+		t.Errorf("confirming again (a retried round trip) = %v, want nil", err)
+	}
+	got, err := q.Next(ctx, "w", 2, time.Second)
+	if err != nil || len(got) != 1 || got[0].ID != m.ID || got[0].State != StateQueued {
+		t.Fatalf("after Confirm, Next = %+v, %v; want the message once, queued", got, err)
+	}
+	if n, _ := q.DropTentative(ctx); n != 0 {
+		t.Errorf("DropTentative dropped %d confirmed messages", n)
+	}
+}
+
+// TestLateConfirmationTakesNoEffect: a confirmation Redis runs after its
+// deadline (it waited in a frozen Redis while the client was told 451)
+// leaves the message tentative, and it is dropped.
+func TestLateConfirmationTakesNoEffect(t *testing.T) {
+	srv := redistest.Start(t)
+	q := NewQueue(srv.Client(t), QueueOptions{AcceptTimeout: 400 * time.Millisecond})
+	ctx := context.Background()
+	q.EnsureGroup(ctx)
+	m := &Message{From: "support@acme.test", To: []string{"alice@customer.test"}, Data: []byte("Subject: hi\r\n\r\nbody\r\n")}
+	if err := q.PutTentative(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	m.deadline = m.acceptedRedis - 1 // as if Redis ran it late
+	if err := q.Confirm(ctx, m); !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("late Confirm = %v, want ErrNotConfirmed", err)
+	}
+	if got, _ := q.Next(ctx, "w", 1, 10*time.Millisecond); len(got) != 0 {
+		t.Fatal("a message confirmed too late was handed to a worker")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, err := q.DropTentative(ctx); n != 1 || err != nil {
+		t.Fatalf("DropTentative = %d, %v; want 1", n, err)
+	}
+	if _, err := q.Get(ctx, m.ID, false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("dropped message still stored: %v", err)
+	}
+}
+
+// TestOldRecordsReadRecipients: a record written before recipients had
+// their own state keeps the pending ones in "to" and the delivered ones in
+// "done".
+func TestOldRecordsReadRecipients(t *testing.T) {
+	q, _ := newTestQueue(t)
+	ctx := context.Background()
+	old := `{"id":"old1","from":"support@acme.test","to":["b@x.test"],"done":["a@x.test"],"state":"deferred","attempts":1,"created_at":"2026-11-25T10:00:00Z"}`
+	q.rdb.HSet(ctx, q.msgKey("old1"), "meta", old, "data", "Subject: x\r\n\r\nx\r\n")
+	m, err := q.Get(ctx, "old1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.Delivered(), []string{"a@x.test"}) || !slices.Equal(m.Pending(), []string{"b@x.test"}) || !slices.Equal(m.To, []string{"a@x.test", "b@x.test"}) {
+		t.Errorf("old record read as %+v", m)
+	}
+}
+
+// TestLostQueueIsMadeAgain: Next finds the stream and its group gone,
+// makes them again, says what was lost, and reads on; a stream lost alone
+// (the records kept) has its messages put back.
+func TestLostQueueIsMadeAgain(t *testing.T) {
+	q, c := newTestQueue(t)
+	ctx := context.Background()
+	putTest(t, q)
+	putTest(t, q)
+	if h, err := q.Health(ctx); err != nil || h.Problem != "" || h.Depth != 2 {
+		t.Fatalf("Health = %+v, %v; want whole, depth 2", h, err)
+	}
+	q.rdb.FlushAll(ctx)
+	c.t = c.t.Add(time.Second)
+	if h, _ := q.Health(ctx); h.Problem == "" {
+		t.Error("Health after a flush says delivery can proceed")
+	}
+	after := putTest(t, q) // accepted while the group is missing
+	_, err := q.Next(ctx, "w", 10, 10*time.Millisecond)
+	var lost *LostError
+	if !errors.As(err, &lost) || lost.Lost() != 2 || lost.Requeued != 0 {
+		t.Fatalf("Next after the flush = %v, want a LostError counting 2 lost", err)
+	}
+	got, err := q.Next(ctx, "w", 10, 10*time.Millisecond)
+	if err != nil || len(got) != 1 || got[0].ID != after.ID {
+		t.Fatalf("Next once made again = %+v, %v; want the message accepted meanwhile", got, err)
+	}
+	if h, _ := q.Health(ctx); h.Problem != "" {
+		t.Errorf("Health once made again: %q", h.Problem)
+	}
+
+	// Only the stream goes: the records are there, and go back in it.
+	q.Finish(ctx, got[0], time.Hour)
+	kept := putTest(t, q)
+	q.Health(ctx)
+	q.rdb.Del(ctx, q.ready())
+	_, err = q.Next(ctx, "w", 10, 10*time.Millisecond)
+	if !errors.As(err, &lost) || lost.Lost() != 0 || lost.Requeued != 1 {
+		t.Fatalf("Next after the stream alone went = %v, want nothing lost, 1 put back", err)
+	}
+	if got, _ := q.Next(ctx, "w", 10, 10*time.Millisecond); len(got) != 1 || got[0].ID != kept.ID {
+		t.Errorf("put back: %+v, want %s", got, kept.ID)
+	}
+}
+
+// TestOutcomeSavedTwiceChangesNothing: saving again an outcome whose first
+// save took effect (its answer lost) leaves a newer record alone.
+func TestOutcomeSavedTwiceChangesNothing(t *testing.T) {
+	q, c := newTestQueue(t)
+	ctx := context.Background()
+	putTest(t, q)
+	got, _ := q.Next(ctx, "w", 1, time.Second)
+	m := got[0]
+	stale := *m
+	m.NextAttempt = c.t.Add(time.Minute)
+	if err := q.Defer(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	m.State = StateSent
+	if err := q.Finish(ctx, m, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	stale.NextAttempt = c.t.Add(time.Minute)
+	if err := q.Defer(ctx, &stale); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := q.Get(ctx, m.ID, false); after.State != StateSent {
+		t.Errorf("a stale outcome replaced the record: state %s, want sent", after.State)
+	}
+	if n, _ := q.rdb.ZCard(ctx, q.deferred()).Result(); n != 0 {
+		t.Errorf("a stale outcome scheduled the finished message again")
 	}
 }

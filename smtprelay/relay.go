@@ -59,6 +59,15 @@ type RelayOptions struct {
 	// RouteNone for a message that expired before any try) and the
 	// outcome. For metrics: it must not block.
 	OnDelivery func(route Route, outcome Outcome)
+	// OnInterrupted, if set, is told of each try taken over that had
+	// begun and never recorded its outcome (its process killed between
+	// the peer's 250 and our record): its recipients may have the message
+	// twice. For metrics: it must not block.
+	OnInterrupted func()
+	// OnQueueLost, if set, is told when Redis lost the delivery queue and
+	// the relay made it again, with how many accepted messages went with
+	// it (-1: unknown). For metrics: it must not block.
+	OnQueueLost func(lost int64)
 }
 
 // Relay delivers what the Server queued.
@@ -74,6 +83,10 @@ type Relay struct {
 	// One line when Redis stops answering the workers (or housekeeping)
 	// and one when it is back, not one per worker and retry.
 	readHealth, houseHealth *health.Reporter
+
+	umu     sync.Mutex
+	unsaved map[string]*Message // outcomes Redis did not take, by queue id (unsaved.go)
+	unsent  map[string]bool     // marked sending, then not tried: Begin's answer was lost
 }
 
 // NewRelay returns the delivery side of the relay.
@@ -107,7 +120,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		opts.ShutdownGrace = 30 * time.Second
 	}
 	r := &Relay{
-		q: q, acc: acc, opts: opts, log: opts.Logger,
+		q: q, acc: acc, opts: opts, log: opts.Logger, unsaved: map[string]*Message{}, unsent: map[string]bool{},
 		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
 		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeouts: opts.Timeouts},
 	}
@@ -168,6 +181,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.q.Gone(gctx, names); err != nil {
 		r.log.Warn("relay: clearing the workers' heartbeat", "err", err)
 	}
+	r.resaveAll(gctx)
+	if n := r.unsavedCount(); n > 0 {
+		r.log.Error("relay: stopping with delivery outcomes Redis did not take: whoever takes these messages over may send them again", "messages", n)
+	}
 	return nil
 }
 
@@ -176,17 +193,26 @@ func (r *Relay) Run(ctx context.Context) error {
 // another one (or its own restart) this long after.
 const aliveTTL = 15 * time.Second
 
-// housekeeping makes deferred messages ready when their time comes, keeps
-// this process's workers marked alive, and takes over the unfinished work
-// of workers that died.
+// housekeeping records again the outcomes Redis did not take, makes
+// deferred messages ready when their time comes, drops tentative messages
+// never confirmed, watches the queue's health, keeps this process's
+// workers marked alive, and takes over the unfinished work of workers that
+// died.
 func (r *Relay) housekeeping(ctx context.Context, names []string) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for i := 0; ; i++ {
+		// Before Promote: an outcome kept in memory goes to Redis before
+		// its message can be tried again.
+		r.resaveAll(ctx)
 		// Each step is tried even when another failed: the heartbeat must
 		// go on, or other processes take over mail being delivered here.
 		start := time.Now()
 		_, err := r.q.Promote(ctx)
+		if n, derr := r.q.DropTentative(ctx); derr == nil && n > 0 {
+			r.log.Info("relay: dropped messages stored while the client was told 451: its retry is the copy delivered", "messages", n)
+		}
+		r.q.Health(ctx) // the depth a loss is counted against
 		if i%3 == 0 {
 			aerr := r.q.Alive(ctx, names, aliveTTL)
 			n, rerr := r.q.Reclaim(ctx, names[0])
@@ -209,9 +235,14 @@ func (r *Relay) work(ctx, hard context.Context, consumer string) {
 		start := time.Now()
 		msgs, err := r.q.Next(ctx, consumer, 1, time.Second)
 		r.readHealth.Report(ctx, start, err)
+		var lost *LostError
+		if errors.As(err, &lost) {
+			r.queueLost(lost)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
-				time.Sleep(time.Second)
+				pause(ctx, time.Second)
 			}
 			continue
 		}
@@ -219,27 +250,75 @@ func (r *Relay) work(ctx, hard context.Context, consumer string) {
 			// The try outlives a shutdown signal: a message half sent and
 			// not recorded would be sent twice.
 			tctx, cancel := context.WithTimeout(hard, r.opts.Timeouts.try())
-			if err := r.Process(tctx, m); err != nil {
-				r.log.Error("relay: recording a delivery", "queue_id", m.ID, "err", err)
-			}
+			err := r.Process(tctx, m)
 			cancel()
+			if err != nil {
+				r.log.Error("relay: recording a delivery", "queue_id", m.ID, "err", err)
+				pause(ctx, time.Second)
+			}
 		}
 	}
 }
 
+// pause waits d, or less if ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 // Process makes one delivery try of m and records its outcome: decide how
-// it goes, deliver it through that route, record what became of each
-// recipient. When Gmail refuses the account's mail (its daily limit, a
-// revoked grant), that is one more decision in the same try, for the
-// recipients Gmail refused, so they go another way at once.
+// it goes, deliver it through that route to the recipients still pending,
+// record what became of each recipient. When Gmail refuses the account's
+// mail (its daily limit, a revoked grant), that is one more decision in
+// the same try, for the recipients Gmail refused, so they go another way
+// at once.
+//
+// The partial-failure rule: each recipient's outcome is its own, and a
+// recipient delivered once is never sent the message again, whatever
+// becomes of the others (a partial Gmail acceptance reroutes only the
+// recipients Gmail refused). An outcome Redis does not take is kept in
+// memory and recorded before any further try of the message. One window
+// stays open: a process killed between the peer's 250 and our record.
+// There we favour delivery over silence: the message is tried again and
+// its recipients may get it twice, and the try taken over is logged and
+// counted (OnInterrupted), never hidden.
 func (r *Relay) Process(ctx context.Context, m *Message) error {
+	if done, err := r.settle(ctx, m); done || err != nil {
+		return err
+	}
+	if m.State == StateSending && !r.wasUnsent(m.ID) {
+		r.interrupted(m)
+	}
+	err := r.try(ctx, m)
+	if m.outcome && (err != nil || len(m.unbounced) > 0) {
+		r.keep(m)
+	}
+	return err
+}
+
+// try is Process once the message's past is settled.
+func (r *Relay) try(ctx context.Context, m *Message) error {
+	if len(m.Pending()) == 0 {
+		// An outcome recorded twice left an entry behind: nothing to send.
+		m.outcome = true
+		return r.finish(ctx, m, nil)
+	}
 	if r.opts.Now().Sub(m.CreatedAt) > r.opts.MaxLifetime {
+		m.outcome = true
 		return r.finish(ctx, m, fmt.Errorf("gave up after %s in the queue: %s", r.opts.MaxLifetime, m.LastError))
 	}
 	m.Attempts++
-	bad, rcpts := undeliverable(m)
+	// Recipients no route can deliver fail in this try, whatever becomes
+	// of the others; they are recorded with the others' outcome.
+	bad, rcpts := undeliverable(m.From, m.Pending())
 	if len(rcpts) == 0 {
-		return r.record(ctx, m, decision{route: RouteNone}, r.told(RouteNone, bad))
+		m.outcome = true
+		m.apply(RouteNone, r.told(RouteNone, bad))
+		return r.record(ctx, m, decision{route: RouteNone}, bad)
 	}
 	hd := readHeader(m.Data)
 	d, err := r.decide(ctx, m, hd, reasonNone)
@@ -248,8 +327,16 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 	}
 	if d.route == RouteDeferred {
 		m.Attempts-- // waiting for quota is not a failed try
+	} else if err := r.q.Begin(ctx, m); errors.Is(err, ErrNotFound) {
+		r.log.Info("relay: deleted before its try, not sent", "queue_id", m.ID)
+		return nil
+	} else if err != nil {
+		r.markUnsent(m.ID) // the mark may have been written: nothing was sent
+		return err
 	}
-	res := append(r.told(RouteNone, bad), r.deliver(ctx, m, d, rcpts)...)
+	m.outcome = true
+	m.apply(RouteNone, r.told(RouteNone, bad))
+	res := append(bad, r.deliver(ctx, m, d, rcpts)...)
 	if why, refused := gmailRefused(res); len(refused) > 0 {
 		next, err := r.decide(ctx, m, hd, why)
 		if err != nil {
@@ -270,6 +357,7 @@ func (r *Relay) deliver(ctx context.Context, m *Message, d decision, rcpts []str
 		return failAll(rcpts, errors.New(d.reason.String()), Deferred)
 	}
 	res := d.via.Deliver(ctx, d.from, rcpts, d.data)
+	m.apply(d.route, res)
 	if d.route == RouteGmail {
 		r.settleQuota(ctx, m, d.account, res)
 	}
@@ -313,7 +401,7 @@ func gmailRefused(res Result) (reason, []string) {
 // Gmail knows better than our count.
 func (r *Relay) settleQuota(ctx context.Context, m *Message, account string, res Result) {
 	if len(res.rcpts(Delivered)) == 0 {
-		r.quota.Release(ctx, account, m.ID, len(m.To))
+		r.quota.Release(ctx, account, m.ID, len(res))
 	}
 	if why, _ := gmailRefused(res); why == reasonGmailLimit {
 		r.quota.Block(ctx, account)
@@ -322,18 +410,17 @@ func (r *Relay) settleQuota(ctx context.Context, m *Message, account string, res
 	}
 }
 
-// record keeps what a try did: delivered recipients are done, bounced
-// ones get a DSN, and deferred ones wait, until the account's quota frees
-// when the last decision was to wait for it, else by the retry schedule.
+// record keeps what a try did (deliver put each recipient's outcome in
+// m): bounced recipients get a DSN, and pending ones wait, until the
+// account's quota frees when the last decision was to wait for it, else
+// by the retry schedule.
 func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) error {
 	m.Route = d.route
-	m.Done = append(m.Done, res.rcpts(Delivered)...)
-	m.To = res.rcpts(Deferred)
 	if bounced := res.errs(Bounced); len(bounced) > 0 {
 		r.bounce(ctx, m, bounced)
 	}
 	switch {
-	case len(m.To) == 0:
+	case len(m.Pending()) == 0:
 		return r.finish(ctx, m, nil)
 	case d.route == RouteDeferred:
 		return r.deferForQuota(ctx, m, d)
@@ -391,22 +478,22 @@ func (r *Relay) retry(ctx context.Context, m *Message, err error) error {
 func (r *Relay) finish(ctx context.Context, m *Message, expired error) error {
 	if expired != nil {
 		left := map[string]error{}
-		for _, rc := range m.To {
+		for _, rc := range m.Pending() {
 			left[rc] = expired
 		}
 		route := m.Route
 		if route != RouteGmail && route != RouteDirect && route != RouteSmarthost {
 			route = RouteNone // never tried, or deferred for quota
 		}
-		for range m.To {
+		for range left {
 			r.tell(route, Bounced)
 		}
+		m.apply(route, failAll(m.Pending(), expired, Bounced))
 		r.bounce(ctx, m, left)
-		m.To = nil
 		m.LastError = expired.Error()
 	}
 	m.State = StateSent
-	if len(m.Done) == 0 {
+	if len(m.Delivered()) == 0 {
 		m.State = StateBounced
 	}
 	return r.q.Finish(ctx, m, 0)

@@ -45,6 +45,7 @@ type event struct {
 // Gmail SMTP) and a fake recipient MX.
 type relayWorld struct {
 	t      *testing.T
+	redis  *redistest.Server
 	q      *Queue
 	relay  *Relay
 	acc    *accounts.Store
@@ -63,11 +64,14 @@ const (
 	customer  = "alice@customer.example"
 )
 
-func newRelayWorld(t *testing.T, limit int) *relayWorld {
+// newRelayWorld builds the world, its redis-server started with the
+// extra configuration lines redisConf.
+func newRelayWorld(t *testing.T, limit int, redisConf ...string) *relayWorld {
 	t.Helper()
 	ctx := context.Background()
 	w := &relayWorld{t: t, clock: &clock{t: time.Now()}}
-	srv := redistest.Start(t)
+	srv := redistest.Start(t, redisConf...)
+	w.redis = srv
 	rdb := srv.Client(t)
 	google := fakeoauth.New()
 	t.Cleanup(google.Close)

@@ -95,11 +95,11 @@ func (r *Relay) gmailBlock(ctx context.Context, m *Message, hd header, acct *acc
 	case realAttachment(m.Data):
 		return reasonAttachment, nil, nil
 	}
-	l := r.opts.Limits(acct.Kind)
-	if l.PerMessageRcpt > 0 && len(m.To) > l.PerMessageRcpt {
-		return reasonTooManyRecipients, []any{"rcpts", len(m.To), "max", l.PerMessageRcpt}, nil
+	l, rcpts := r.opts.Limits(acct.Kind), m.Pending()
+	if l.PerMessageRcpt > 0 && len(rcpts) > l.PerMessageRcpt {
+		return reasonTooManyRecipients, []any{"rcpts", len(rcpts), "max", l.PerMessageRcpt}, nil
 	}
-	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(m.To), external(m.To, acct.Email), l, r.opts.WarnAt)
+	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(rcpts), external(rcpts, acct.Email), l, r.opts.WarnAt)
 	if err != nil {
 		return reasonNone, nil, err
 	}

@@ -108,7 +108,7 @@ func TestGmailRefusesOneRecipient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != StateSent || len(got.Done) != 2 || len(got.To) != 0 {
+	if got.State != StateSent || len(got.Delivered()) != 2 || len(got.Pending()) != 0 {
 		t.Fatalf("after the try: %+v, want sent to both", got)
 	}
 	if g := w.gmail.Received(); len(g) != 1 || !slices.Equal(g[0].To, []string{customer}) {

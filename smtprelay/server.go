@@ -314,12 +314,19 @@ func (x *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
 	}
 	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
 	defer cancel()
-	if err := x.s.q.Put(ctx, m); err != nil {
+	// Stored tentative, confirmed as the last step before the 250: after
+	// a 451 (Redis too slow, or frozen and resumed later) the stored copy
+	// is never delivered, so the helpdesk's retry is the only copy.
+	err = x.s.q.PutTentative(ctx, m)
+	if err == nil {
+		err = x.s.q.Confirm(ctx, m)
+	}
+	if err != nil {
 		// Temporary: the helpdesk keeps the message and tries again. A
 		// 5xx would make it drop a message we never stored.
-		x.s.log.Error("relay: cannot queue message", "from", x.from, "err", err)
+		x.s.log.Error("relay: cannot queue message", "from", x.from, "queue_id", m.ID, "err", err)
 		x.s.tell(false, RejectQueue)
 		return errQueueDown
 	}

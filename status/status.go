@@ -59,6 +59,9 @@ type Queue struct {
 	// OldestAgeSeconds is how long the oldest message has waited; 0 when
 	// the queue is empty.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Problem is "" while delivery can proceed, else what stops it (the
+	// delivery queue missing from Redis).
+	Problem string `json:"problem,omitempty"`
 }
 
 // AccountLister is the part of *accounts.Store that Gather reads.
@@ -69,6 +72,12 @@ type AccountLister interface {
 // QueueStats is the part of *smtprelay.Queue that Gather reads.
 type QueueStats interface {
 	Stats(ctx context.Context) (depth int64, oldest time.Time, err error)
+}
+
+// QueueProblem is implemented by a QueueStats that can tell whether
+// delivery can proceed (*smtprelay.Queue does): Problem is "" when it can.
+type QueueProblem interface {
+	Problem(ctx context.Context) (string, error)
 }
 
 // QuotaReader is the part of *smtprelay.Quota (smtprelay.NewQuota) that
@@ -143,6 +152,11 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 	if depth > 0 && !oldest.IsZero() {
 		st.Queue.Oldest = oldest.UTC()
 		st.Queue.OldestAgeSeconds = max(0, st.At.Sub(oldest).Seconds())
+	}
+	if qp, ok := s.Queue.(QueueProblem); ok {
+		if st.Queue.Problem, err = qp.Problem(ctx); err != nil {
+			return nil, fmt.Errorf("status: queue: %w", err)
+		}
 	}
 
 	n := s.Warnings

@@ -155,3 +155,20 @@ func TestRecentWarnings(t *testing.T) {
 		t.Errorf("RecentWarnings of a missing stream = %+v, %v; want none", got, err)
 	}
 }
+
+// TestGatherSaysDeliveryStopped: while the delivery queue is missing from
+// Redis (it came back empty), the status says what stops delivery.
+func TestGatherSaysDeliveryStopped(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	st, err := w.sources().Gather(ctx)
+	if err != nil || !strings.Contains(st.Queue.Problem, "delivery queue is missing") {
+		t.Fatalf("Gather without the queue = %+v, %v; want the problem said", st, err)
+	}
+	if err := w.q.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := w.sources().Gather(ctx); err != nil || st.Queue.Problem != "" {
+		t.Errorf("Gather with the queue = %+v, %v; want no problem", st.Queue, err)
+	}
+}

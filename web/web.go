@@ -2,7 +2,8 @@
 // Prometheus metrics and a JSON status.
 //
 //	GET /healthz  200 "ok" while the process runs (liveness)
-//	GET /readyz   200 "ready", or 503 with the reason (Redis down, listeners not up)
+//	GET /readyz   200 "ready", or 503 with the reason (Redis down, listeners not up,
+//	              the delivery queue missing from Redis: nothing would go out)
 //	GET /metrics  Prometheus text exposition of Options.Registry
 //	GET /status   JSON from Options.Status (package status)
 //
@@ -27,7 +28,7 @@ import (
 // Options configure New.
 type Options struct {
 	// Ready reports whether mailgate can do its work now (Redis answers,
-	// the listeners are up); nil means always ready.
+	// the listeners are up, delivery can proceed); nil means always ready.
 	Ready func(ctx context.Context) error
 	// Status returns what /status prints as JSON, usually
 	// status.Sources.Gather; nil leaves /status out.

@@ -108,6 +108,15 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.mustRun("status", "--json")), &st); err != nil || len(st.Accounts) != 1 || st.Queue.Depth != 1 {
 		t.Errorf("status --json = %+v, %v", st, err)
 	}
+	// No delivery worker made the queue's consumer group (as after Redis
+	// came back empty): status says delivery is stopped, until one does.
+	wantOutput(t, "status without the delivery group", out, "relay delivery: STOPPED: the delivery queue is missing from Redis")
+	if err := q.EnsureGroup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.mustRun("status"); strings.Contains(out, "STOPPED") {
+		t.Errorf("status with the delivery group still says stopped:\n%s", out)
+	}
 }
 
 func TestFallbackWarnings(t *testing.T) {

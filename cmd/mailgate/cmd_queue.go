@@ -118,7 +118,7 @@ func queueList(c *cli.Context) error {
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tATTEMPTS\tNEXT TRY\tROUTE\tFROM\tTO\tTICKET\tLAST ERROR")
 	for _, m := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, shortDuration(now.Sub(m.CreatedAt)),
-			m.Attempts, nextTry(m, now), dash(m.Route.String()), clip(envelopeFrom(m.From), 40), len(m.To), ticketRef(m.Ticket),
+			m.Attempts, nextTry(m, now), dash(m.Route.String()), clip(envelopeFrom(m.From), 40), len(m.Pending()), ticketRef(m.Ticket),
 			clip(oneline.Of(m.LastError), 60))
 	}
 	return tw.Flush()
@@ -153,11 +153,16 @@ func printQueued(c *cli.Context, m *smtprelay.Message, asJSON bool) error {
 	fmt.Fprintf(w, "Queue id:     %s\n", m.ID)
 	fmt.Fprintf(w, "State:        %s\n", describeState(m, now))
 	fmt.Fprintf(w, "From:         %s\n", envelopeFrom(m.From))
-	if len(m.To) > 0 {
-		fmt.Fprintf(w, "To:           %s\n", strings.Join(m.To, ", "))
+	if p := m.Pending(); len(p) > 0 {
+		fmt.Fprintf(w, "To:           %s\n", strings.Join(p, ", "))
 	}
-	if len(m.Done) > 0 {
-		fmt.Fprintf(w, "Delivered to: %s\n", strings.Join(m.Done, ", "))
+	if d := m.Delivered(); len(d) > 0 {
+		fmt.Fprintf(w, "Delivered to: %s\n", strings.Join(d, ", "))
+	}
+	for _, r := range m.Rcpts {
+		if r.State == smtprelay.RcptFailed {
+			fmt.Fprintf(w, "Failed:       %s: %s\n", r.Addr, clip(oneline.Of(r.LastError), 100))
+		}
 	}
 	if m.Account != "" {
 		fmt.Fprintf(w, "Account:      %s (connected Gmail account)\n", m.Account)
@@ -199,8 +204,10 @@ func retryQueued(c *cli.Context, q *smtprelay.Queue, id string, m *smtprelay.Mes
 	switch m.State {
 	case smtprelay.StateSent, smtprelay.StateBounced:
 		return cli.Exit(fmt.Sprintf("%s was already %s: nothing to retry", id, m.State), 1)
-	case smtprelay.StateQueued:
+	case smtprelay.StateQueued, smtprelay.StateSending:
 		return cli.Exit(fmt.Sprintf("%s is not deferred: it is ready for, or in the hands of, a delivery worker; nothing to retry", id), 1)
+	case smtprelay.StateTentative:
+		return cli.Exit(fmt.Sprintf("%s was never confirmed to its client (it got 451 and sends it again): it is not delivered; nothing to retry", id), 1)
 	}
 	if err := q.RetryNow(c.Context, id); err != nil {
 		// Its state changed since we read it (a worker promoted it).
@@ -323,6 +330,10 @@ func describeState(m *smtprelay.Message, now time.Time) string {
 		return fmt.Sprintf("deferred, next try %s (%s)", nextTry(m, now), m.NextAttempt.Local().Format(time.RFC1123))
 	case smtprelay.StateQueued:
 		return "queued, ready for the next free delivery worker"
+	case smtprelay.StateSending:
+		return fmt.Sprintf("sending: attempt %d by delivery worker %s, for %s", m.Attempts, m.Consumer, shortDuration(now.Sub(m.TryStarted)))
+	case smtprelay.StateTentative:
+		return "tentative: received, but its client was not told 250 (yet); never delivered, dropped once its accept time is over"
 	case smtprelay.StateSent:
 		return "sent"
 	case smtprelay.StateBounced:
@@ -333,7 +344,7 @@ func describeState(m *smtprelay.Message, now time.Time) string {
 
 func nextTry(m *smtprelay.Message, now time.Time) string {
 	switch {
-	case m.State == smtprelay.StateQueued:
+	case m.State == smtprelay.StateQueued || m.State == smtprelay.StateSending:
 		return "now"
 	case m.NextAttempt.IsZero():
 		return "-"

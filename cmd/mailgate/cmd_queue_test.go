@@ -226,3 +226,32 @@ func TestQueueDelete(t *testing.T) {
 		t.Errorf("second delete = %d %q", code, stderr)
 	}
 }
+
+// TestQueueShowsSending: a message a worker is trying shows as sending,
+// with its attempt and worker, not as queued with 0 attempts.
+func TestQueueShowsSending(t *testing.T) {
+	e := newQueueEnv(t)
+	ctx := context.Background()
+	got, err := e.q.Next(ctx, "host:42-0", 1, time.Second)
+	if err != nil || len(got) != 1 || got[0].ID != e.ready.ID {
+		t.Fatalf("Next = %v, %v; want %s", got, err, e.ready.ID)
+	}
+	got[0].Attempts++
+	if err := e.q.Begin(ctx, got[0]); err != nil {
+		t.Fatal(err)
+	}
+	list := e.mustRun(t, "list")
+	var row []string
+	for _, l := range strings.Split(list, "\n") {
+		if strings.HasPrefix(l, e.ready.ID+" ") {
+			row = strings.Fields(l)
+		}
+	}
+	if len(row) < 5 || row[1] != "sending" || row[3] != "1" || row[4] != "now" {
+		t.Errorf("queue list row = %v, want sending, attempt 1, next try now", row)
+	}
+	wantOutput(t, "queue show", e.mustRun(t, "show", e.ready.ID), "State:        sending: attempt 1 by delivery worker host:42-0, for ")
+	if code, _, stderr := e.run(t, "retry", e.ready.ID); code != 1 || !strings.Contains(stderr, "is not deferred") {
+		t.Errorf("retry of a message being sent = %d %q", code, stderr)
+	}
+}

@@ -83,6 +83,9 @@ func printStatus(w io.Writer, st *status.Status) error {
 	} else {
 		fmt.Fprintf(w, "relay queue: %d messages, oldest %s (mailgate queue list)\n", st.Queue.Depth, ago(st.At, st.Queue.Oldest))
 	}
+	if st.Queue.Problem != "" {
+		fmt.Fprintf(w, "relay delivery: STOPPED: %s\n", st.Queue.Problem)
+	}
 	if len(st.Warnings) > 0 {
 		fmt.Fprintln(w, "\nrecent warnings:")
 		for _, wn := range st.Warnings {

@@ -263,7 +263,7 @@ func (d *daemon) buildWeb() error {
 			if !d.serving.Load() {
 				return errors.New("relay listeners not serving (starting or shutting down)")
 			}
-			return nil
+			return d.relay.Ready(ctx)
 		},
 		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
 		Registry: d.metrics.Registry(),
@@ -360,8 +360,10 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 				log.Warn("cannot publish event", "type", typ, "err", err)
 			}
 		},
-		Logger:     log,
-		OnDelivery: d.metrics.Delivery,
+		Logger:        log,
+		OnDelivery:    d.metrics.Delivery,
+		OnInterrupted: d.metrics.Interrupted,
+		OnQueueLost:   d.metrics.QueueLost,
 	})
 	d.warnFallbacks(ctx, signer)
 

@@ -1,6 +1,7 @@
 // Package redistest starts real Redis for tests: a redis-server, a
 // Sentinel, or a Cluster of them; private processes on free loopback ports,
-// in temporary directories, stopped when the test ends.
+// in temporary directories, stopped when the test ends. Tests break it on purpose with Kill, Restart
+// (on the same port, with its data if it persists any), Pause and Resume.
 package redistest
 
 import (
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,13 +29,12 @@ type Server struct {
 	Addr   string // host:port
 	URL    string // redis://host:port/0
 	Socket string // the same server's unix socket
+	bin    string
+	conf   string   // its configuration file, kept for Restart
+	args   []string // after the configuration file: --sentinel
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
-	// what Restart needs to start the same server again
-	bin, dir string
-	port     int
-	extra    []string
-	args     []string // after the config file: --sentinel
 }
 
 // Start runs a fresh redis-server for t, with extra config lines such as
@@ -93,37 +95,50 @@ func start(bin, dir string, port int, extra, args []string) (*Server, error) {
 	if err := os.WriteFile(name+".conf", []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(name + ".log")
-	if err != nil {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock", bin: bin, conf: name + ".conf", args: args}
+	if err := s.launch(); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, append([]string{name + ".conf"}, args...)...)
+	return s, nil
+}
+
+// launch runs the server's process on its configuration and waits until
+// it answers.
+func (s *Server) launch() error {
+	name := strings.TrimSuffix(s.conf, ".conf")
+	logf, err := os.OpenFile(name+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, append([]string{s.conf}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, err
+		return err
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock",
-		cmd: cmd, done: make(chan struct{}), bin: bin, dir: dir, port: port, extra: extra, args: args}
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
 		err := c.Ping(context.Background()).Err()
 		c.Close()
 		if err == nil {
-			return s, nil
+			return nil
 		}
 		select {
-		case <-s.done:
+		case <-done:
 			deadline = time.Now() // exited: stop waiting
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	s.Kill()
 	log, _ := os.ReadFile(name + ".log")
-	return nil, fmt.Errorf("redis-server on %s did not answer: %s", addr, strings.ReplaceAll(strings.TrimSpace(string(log)), "\n", " | "))
+	return fmt.Errorf("redis-server on %s did not answer: %s", s.Addr, strings.ReplaceAll(strings.TrimSpace(string(log)), "\n", " | "))
 }
 
 // Client returns a go-redis client for the server, closed at test end.
@@ -144,21 +159,34 @@ func (s *Server) UnixClient(t testing.TB) *redis.Client {
 // Kill stops the server at once (SIGKILL) and waits for it to exit, to
 // test behaviour when Redis dies; Start's cleanup calls it too.
 func (s *Server) Kill() {
-	_ = s.cmd.Process.Kill()
-	<-s.done
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-done
 }
 
-// Restart kills the server if it runs and starts it again on the same port,
-// directory and configuration: with "appendonly yes" it comes back with its
-// data, else empty. Clients see what they see of a real restart.
+// Restart kills the server (SIGKILL, as a crash would) and starts it again
+// on the same port and files: it comes back with what it had persisted
+// (its append-only file with "appendonly yes"), or empty without.
 func (s *Server) Restart() error {
 	s.Kill()
-	n, err := start(s.bin, s.dir, s.port, s.extra, s.args)
-	if err != nil {
-		return err
-	}
-	s.cmd, s.done = n.cmd, n.done
-	return nil
+	return s.launch()
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open and commands
+// wait unanswered, as with a Redis stuck on a slow disk or a VM paused.
+// Resume ends it.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume thaws a paused server (SIGCONT): it then runs what it received
+// meanwhile.
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig os.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Signal(sig)
 }
 
 // StartSentinel runs a Sentinel (redis-server --sentinel) that watches
