@@ -36,6 +36,6 @@ func failover(t *testing.T, topo topology) {
 	time.Sleep(6 * time.Second)
 	l.stop()
 	o, _ := w.drain()
-	w.check(o, nil)
+	w.check(o)
 	w.assertResumed(topo.String()+" master killed", healed, o, true, true, healed)
 }

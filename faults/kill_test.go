@@ -26,37 +26,37 @@ func TestServeKilled(t *testing.T) {
 		l := w.startLoad(30*time.Millisecond, 0)
 		w.underWay(50, 0)
 		p.Kill()
-		allow := w.unrecorded()
+		w.unrecorded()
 		time.Sleep(time.Second)
 		p = w.serve()
 		healed := p.Started
 		time.Sleep(5 * time.Second)
 		l.stop()
 		o, _ := w.drain()
-		w.check(o, allow)
+		w.check(o)
 		w.assertResumed("serve kill -9 mid-import, then restarted", healed, o, true, false, time.Time{})
 	})
 	w.phase("after a burst of 250s", func(t *testing.T) {
 		w.burst(40)
 		p.Kill()
-		allow := w.unrecorded()
+		w.unrecorded()
 		time.Sleep(time.Second)
 		p = w.serve()
 		healed := p.Started
 		o, _ := w.drain()
-		n := w.check(o, allow)
+		n := w.check(o)
 		w.t.Logf("kill -9 right after 40 accepted notifications: %d copies in the at-least-once window", n)
 		w.assertResumed("serve kill -9 after a burst of 250s, then restarted", healed, o, false, true, time.Time{})
 	})
 }
 
-// unrecorded lists, right after serve was killed, the copies a peer has
-// accepted that the queue does not record as delivered: the kill fell
-// between the peer's 250 and the record. It reads the queue as an operator
-// does (`mailgate queue list --json`): a message no longer listed is
-// finished, and a listed one names the recipients it delivered to in
-// "done".
-func (w *world) unrecorded() allowance {
+// unrecorded adds to the allowance, right after serve was killed, the
+// copies a peer has accepted that the queue does not record as delivered:
+// the kill fell between the peer's 250 and the record. It reads the queue
+// as an operator does (`mailgate queue list --json`): a message no longer
+// listed is finished, and a listed one names the recipients it delivered
+// to in "done".
+func (w *world) unrecorded() {
 	w.t.Helper()
 	o := w.observe()
 	var listing struct {
@@ -69,7 +69,7 @@ func (w *world) unrecorded() allowance {
 	if err := json.Unmarshal([]byte(w.mailgate("queue", "list", "--json", "--limit", "10000")), &listing); err != nil {
 		w.t.Fatalf("queue list --json: %v", err)
 	}
-	allow := allowance{}
+	n0 := len(w.allow)
 	for _, m := range listing.Messages {
 		n := o.notifs[m.MessageID]
 		if n == nil {
@@ -78,12 +78,11 @@ func (w *world) unrecorded() allowance {
 		for _, rc := range n.Rcpts {
 			d := fakesmtp.Delivery{MessageID: n.MessageID, Rcpt: rc}
 			if o.copies[d] > 0 && !slices.ContainsFunc(m.Done, func(s string) bool { return strings.EqualFold(s, rc) }) {
-				allow[d] = fmt.Sprintf("accepted by the peer at %s, not recorded in queue %s when serve was killed", o.first[d].Format("15:04:05.000"), m.ID)
+				w.allow[d] = fmt.Sprintf("accepted by the peer at %s, not recorded in queue %s when serve was killed", o.first[d].Format("15:04:05.000"), m.ID)
 			}
 		}
 	}
-	if len(allow) > 0 {
-		w.t.Logf("the kill fell between the peer's 250 and the record for %d copies", len(allow))
+	if n := len(w.allow) - n0; n > 0 {
+		w.t.Logf("the kill fell between the peer's 250 and the record for %d copies", n)
 	}
-	return allow
 }

@@ -28,7 +28,7 @@ func TestRedisKilled(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		l.stop()
 		o, _ := w.drain()
-		w.check(o, nil)
+		w.check(o)
 		w.assertResumed("Redis kill -9 and restart mid-import", healed, o, true, false, time.Time{})
 	})
 	w.phase("mid-relay-burst", func(t *testing.T) {
@@ -42,7 +42,7 @@ func TestRedisKilled(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		l.stop()
 		o, _ := w.drain()
-		w.check(o, nil)
+		w.check(o)
 		w.assertResumed("Redis kill -9 and restart mid-relay-burst", healed, o, false, true, healed)
 	})
 }
@@ -66,7 +66,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	l.stop()
 	o, _ := w.drain()
-	w.check(o, nil)
+	w.check(o)
 	w.assertResumed("Redis restarted empty", healed, o, false, true, healed)
 }
 
@@ -88,6 +88,6 @@ func TestRedisFrozen(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	l.stop()
 	o, _ := w.drain()
-	w.check(o, nil)
+	w.check(o)
 	w.assertResumed("Redis frozen (SIGSTOP) for 8s", healed, o, true, true, healed)
 }

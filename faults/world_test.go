@@ -75,6 +75,7 @@ type world struct {
 	relay  string // relay.listen
 	serves int
 	led    *ledger
+	allow  allowance // copies that may come twice: see allowance
 }
 
 func newWorld(t *testing.T, topo topology) *world {
@@ -82,7 +83,7 @@ func newWorld(t *testing.T, topo topology) *world {
 	need(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	w := &world{t: t, root: t, ctx: ctx, topo: topo, led: newLedger()}
+	w := &world{t: t, root: t, ctx: ctx, topo: topo, led: newLedger(), allow: allowance{}}
 	// Every Redis is as durable as README asks: a 250 is a promise only as
 	// good as the fsync behind it.
 	durable := []string{"appendonly yes", "appendfsync always"}

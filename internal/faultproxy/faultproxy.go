@@ -60,13 +60,14 @@ func (a Action) String() string {
 }
 
 // Rule says when to act on a connection: when Match has passed in
-// direction Dir (and After more bytes after it), or just before Match
-// would pass when Before is set.
+// direction Dir (then Then, if set, and After more bytes), or just before
+// Match would pass when Before is set.
 type Rule struct {
 	Dir    Dir
 	Match  []byte
-	Before bool // act before forwarding Match: the peer never sees it
-	After  int  // bytes to forward after the end of Match before acting
+	Before bool   // act before forwarding Match: the peer never sees it
+	Then   []byte // after Match, also wait for this (e.g. the CRLF ending its line)
+	After  int    // bytes to forward after the end of Match (and Then) before acting
 	Action Action
 }
 
@@ -303,9 +304,8 @@ func (c *conn) pump(dir Dir, src, dst *net.TCPConn) {
 		}
 	}()
 	buf := make([]byte, 32*1024)
-	var held []byte
-	var pending *Trigger // matched; acting after left more bytes
-	left := 0
+	var held []byte // a tail that may begin a pattern, waiting for more
+	var cut *cutting
 	for !c.frozen.Load() {
 		if len(held) > 0 {
 			src.SetReadDeadline(time.Now().Add(holdFlush))
@@ -322,56 +322,85 @@ func (c *conn) pump(dir Dir, src, dst *net.TCPConn) {
 				held = nil
 				continue
 			}
-			if len(held) > 0 {
-				c.write(dst, held)
-			}
+			c.write(dst, held)
 			return
 		}
 		data := append(held, buf[:n]...)
 		held = nil
-		if pending != nil {
-			if len(data) < left {
-				left -= len(data)
-				if c.write(dst, data) != nil {
-					return
-				}
-				continue
-			}
-			c.fire(pending, dst, data[:left])
+		var done bool
+		if cut, held, done = c.step(dir, dst, cut, data); done {
 			return
-		}
-		tr, pos := c.match(dir, data)
-		if tr != nil {
-			r := tr.rule
-			cut := pos + len(r.Match) + r.After
-			if r.Before {
-				cut = pos
-			}
-			if cut > len(data) {
-				if c.write(dst, data) != nil {
-					return
-				}
-				pending, left = tr, cut-len(data)
-				continue
-			}
-			c.fire(tr, dst, data[:cut])
-			return
-		}
-		// Hold back a tail that could be the start of a pattern.
-		keep := c.partial(dir, data)
-		if c.write(dst, data[:len(data)-keep]) != nil {
-			return
-		}
-		if keep > 0 {
-			held = append([]byte(nil), data[len(data)-keep:]...)
 		}
 		if err != nil {
-			if len(held) > 0 {
-				c.write(dst, held)
-			}
+			c.write(dst, held)
 			return
 		}
 	}
+}
+
+// cutting is a rule whose Match has passed on a connection, waiting for
+// its Then and After bytes before it acts.
+type cutting struct {
+	tr   *Trigger
+	then []byte // still to pass, or nil
+	tail []byte // the last bytes forwarded, where Then may have begun
+	left int    // bytes to forward once Then has passed
+}
+
+// step forwards data, acting when a rule says so. It returns the rule
+// under way, bytes held back because they may begin a pattern, and done
+// when the connection was acted upon (or a write failed).
+func (c *conn) step(dir Dir, dst *net.TCPConn, cut *cutting, data []byte) (*cutting, []byte, bool) {
+	if cut == nil {
+		tr, pos := c.match(dir, data)
+		if tr == nil {
+			// Hold back a tail that could be the start of a pattern.
+			keep := c.partial(dir, data)
+			if c.write(dst, data[:len(data)-keep]) != nil {
+				return nil, nil, true
+			}
+			if keep == 0 {
+				return nil, nil, false
+			}
+			return nil, append([]byte(nil), data[len(data)-keep:]...), false
+		}
+		r := tr.rule
+		if r.Before {
+			c.fire(tr, dst, data[:pos])
+			return nil, nil, true
+		}
+		end := pos + len(r.Match)
+		if c.write(dst, data[:end]) != nil {
+			return nil, nil, true
+		}
+		data = data[end:]
+		cut = &cutting{tr: tr, then: r.Then, left: r.After}
+	}
+	if cut.then != nil {
+		seen := append(cut.tail, data...)
+		i := bytes.Index(seen, cut.then)
+		if i < 0 {
+			if c.write(dst, data) != nil {
+				return nil, nil, true
+			}
+			cut.tail = seen[max(0, len(seen)-len(cut.then)+1):]
+			return cut, nil, false
+		}
+		k := i + len(cut.then) - len(cut.tail) // where Then ends in data
+		if c.write(dst, data[:k]) != nil {
+			return nil, nil, true
+		}
+		data, cut.then, cut.tail = data[k:], nil, nil
+	}
+	if len(data) < cut.left {
+		cut.left -= len(data)
+		if c.write(dst, data) != nil {
+			return nil, nil, true
+		}
+		return cut, nil, false
+	}
+	c.fire(cut.tr, dst, data[:cut.left])
+	return nil, nil, true
 }
 
 // write forwards b unless the connection was acted upon.

@@ -250,3 +250,23 @@ func errTimeout(err error) error {
 	}
 	return errors.New("not a timeout")
 }
+
+// Then waits for the end of the matched line, even when it comes in a
+// later write: the client gets the whole reply, then the connection ends.
+func TestCloseAfterLine(t *testing.T) {
+	srv := newPeer(t)
+	px := Start(t, srv.l.Addr().String())
+	tr := px.Arm(Rule{Dir: ToClient, Match: []byte("250 2.0.0 Ok: queued"), Then: []byte("\r\n"), Action: Close})
+	c := dial(t, px)
+	c.Write([]byte("."))
+	sc := <-srv.conn
+	sc.Write([]byte("250 2.0.0 Ok: queued as ABC\r"))
+	time.Sleep(30 * time.Millisecond)
+	if tr.At() != (time.Time{}) {
+		t.Fatal("the rule fired before the end of the line")
+	}
+	sc.Write([]byte("\n221 Bye\r\n"))
+	if got, err := readAll(c); got != "250 2.0.0 Ok: queued as ABC\r\n" || err != nil {
+		t.Fatalf("client read %q, %v; want the whole 250 line, then EOF", got, err)
+	}
+}
