@@ -187,7 +187,7 @@ func (w *world) check(o outcome) (atLeastOnce int) {
 				atLeastOnce++
 				allowed = append(allowed, fmt.Sprintf("%s to %s: %s", n.MessageID, rc, allow[d]))
 			case c > 1:
-				twice = append(twice, fmt.Sprintf("%s to %s ×%d (queue id %s)", n.MessageID, rc, c, n.QueueID))
+				twice = append(twice, fmt.Sprintf("%s to %s ×%d (queue id %s, accepted at the helpdesk's try %d)", n.MessageID, rc, c, n.QueueID, n.Tries))
 			}
 		}
 	}
@@ -266,8 +266,9 @@ func (w *world) firstDeliveryAfter(o outcome, at, acceptedAfter time.Time) (time
 
 // assertResumed logs how long after healed tickets were created again
 // (if fetch) and notifications delivered again (if relay), and fails the
-// test when either took longer than resumeBound or never happened.
-func (w *world) assertResumed(what string, healed time.Time, o outcome, fetch, relay bool, acceptedAfter time.Time) {
+// test when either took longer than resumeBound or never happened. It
+// also logs when mailgate had caught up (drained, from drain).
+func (w *world) assertResumed(what string, healed time.Time, o outcome, drained time.Time, fetch, relay bool, acceptedAfter time.Time) {
 	t := w.t
 	t.Helper()
 	var figures []string
@@ -285,6 +286,7 @@ func (w *world) assertResumed(what string, healed time.Time, o outcome, fetch, r
 			t.Errorf("%s: no notification was delivered within %s of the fault healing (first: %s)", what, resumeBound, figure(d, ok))
 		}
 	}
+	figures = append(figures, "all caught up "+figure(drained.Sub(healed), !drained.IsZero()))
 	t.Logf("RESUME %s (Redis %s, IMAP %s): %s after the fault healed", what, w.topo, w.box.Name(), strings.Join(figures, ", "))
 }
 
