@@ -27,9 +27,9 @@ func TestRedisKilled(t *testing.T) {
 		healed := time.Now()
 		time.Sleep(5 * time.Second)
 		l.stop()
-		o, drained := w.drain()
+		o, _ := w.drain()
 		w.check(o)
-		w.assertResumed("Redis kill -9 and restart mid-import", healed, o, drained, true, false, time.Time{})
+		w.assertResumed("Redis kill -9 and restart mid-import", healed, o, true, false, time.Time{})
 	})
 	w.phase("mid-relay-burst", func(t *testing.T) {
 		l := w.startLoad(0, 50*time.Millisecond)
@@ -41,9 +41,9 @@ func TestRedisKilled(t *testing.T) {
 		healed := time.Now()
 		time.Sleep(5 * time.Second)
 		l.stop()
-		o, drained := w.drain()
+		o, _ := w.drain()
 		w.check(o)
-		w.assertResumed("Redis kill -9 and restart mid-relay-burst", healed, o, drained, false, true, healed)
+		w.assertResumed("Redis kill -9 and restart mid-relay-burst", healed, o, false, true, healed)
 	})
 }
 
@@ -65,9 +65,9 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	l := w.startLoad(0, 150*time.Millisecond)
 	time.Sleep(8 * time.Second)
 	l.stop()
-	o, drained := w.drain()
+	o, _ := w.drain()
 	w.check(o)
-	w.assertResumed("Redis restarted empty", healed, o, drained, false, true, healed)
+	w.assertResumed("Redis restarted empty", healed, o, false, true, healed)
 }
 
 // TestRedisFrozen freezes Redis (SIGSTOP) for longer than the relay waits
@@ -87,7 +87,7 @@ func TestRedisFrozen(t *testing.T) {
 	healed := time.Now()
 	time.Sleep(5 * time.Second)
 	l.stop()
-	o, drained := w.drain()
+	o, _ := w.drain()
 	w.check(o)
-	w.assertResumed("Redis frozen (SIGSTOP) for 8s", healed, o, drained, true, true, healed)
+	w.assertResumed("Redis frozen (SIGSTOP) for 8s", healed, o, true, true, healed)
 }
