@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/fakesmtp"
 	"github.com/mailgate/mailgate/internal/mgproc"
 	"github.com/mailgate/mailgate/internal/redistest"
 )
@@ -338,13 +339,7 @@ func submit(addr, from, to string, data []byte) (queueID string, replied bool, e
 }
 
 // messageID returns the Message-ID of raw, without brackets.
-func messageID(raw []byte) string {
-	m, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		return ""
-	}
-	return strings.Trim(m.Header.Get("Message-ID"), "<> ")
-}
+func messageID(raw []byte) string { return fakesmtp.MessageID(raw) }
 
 // header returns the named header of raw.
 func header(raw []byte, name string) string {
