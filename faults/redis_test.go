@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// outage is how long Redis stays down in the standalone scenarios: long
-// enough that every part of mailgate notices.
+// outage is how long Redis stays down when it is killed: longer than
+// go-redis's own retries (about a second), so that every part of mailgate
+// sees Redis gone, as after a real crash and restart.
 const outage = 5 * time.Second
 
 // TestRedisKilled kills Redis (-9) and restarts it on the same port with
