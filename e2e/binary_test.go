@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/mgproc"
 )
 
 // fakeCode matches what only the demo and the tests may link: the fakes,
@@ -37,7 +39,7 @@ func TestProductionBinaryHasNoFakes(t *testing.T) {
 	}
 
 	demo := filepath.Join(t.TempDir(), "mailgate-demo")
-	build := exec.Command(goTool(), "build", "-tags", "demo", "-o", demo, "./cmd/mailgate")
+	build := exec.Command(mgproc.GoTool(), "build", "-tags", "demo", "-o", demo, "./cmd/mailgate")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags demo ./cmd/mailgate: %v\n%s", err, out)
@@ -51,11 +53,11 @@ func TestProductionBinaryHasNoFakes(t *testing.T) {
 // linked returns what go tool nm and go version -m say of bin.
 func linked(t *testing.T, bin string) (symbols, modules string) {
 	t.Helper()
-	nm, err := exec.Command(goTool(), "tool", "nm", bin).Output()
+	nm, err := exec.Command(mgproc.GoTool(), "tool", "nm", bin).Output()
 	if err != nil {
 		t.Fatalf("go tool nm %s: %v", bin, err)
 	}
-	m, err := exec.Command(goTool(), "version", "-m", bin).Output()
+	m, err := exec.Command(mgproc.GoTool(), "version", "-m", bin).Output()
 	if err != nil {
 		t.Fatalf("go version -m %s: %v", bin, err)
 	}
@@ -72,8 +74,8 @@ func TestDemoFromProductionBuild(t *testing.T) {
 		t.Skip("set MG_INTEGRATION=1 to build mailgate and run its demo")
 	}
 	// The demo is built with the go on PATH: the toolchain running us.
-	path := filepath.Dir(goTool()) + string(os.PathListSeparator) + os.Getenv("PATH")
-	env := append(childEnv(), "PATH="+path)
+	path := filepath.Dir(mgproc.GoTool()) + string(os.PathListSeparator) + os.Getenv("PATH")
+	env := append(mgproc.Env(), "PATH="+path)
 
 	var out, errOut syncBuffer
 	cmd := exec.Command(binary, "--redis-url", "redis://127.0.0.1:1/0", "demo", "--keep-running")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/mgproc"
 )
 
 // TestServe runs `mailgate serve` as a separate process through a
@@ -170,7 +172,7 @@ func TestServe(t *testing.T) {
 // helpdesk submits 100 notifications on ticket, one of them hanging at
 // the smarthost, then restarts serve and checks that nothing was lost or
 // duplicated: mail exactly once, accepted notifications at least once.
-func crashBurst(t *testing.T, w *world, serve2 *Process, ticket int64) {
+func crashBurst(t *testing.T, w *world, serve2 *mgproc.Process, ticket int64) {
 	const mails, notifs = 500, 100
 	ctx, stop := context.WithCancel(w.ctx)
 	start := time.Now()
@@ -447,7 +449,7 @@ func (w *world) explainUndelivered(qids []string, msgIDs map[string]string) {
 			State    string `json:"state"`
 			Attempts int    `json:"attempts"`
 		}
-		out, _, err := Run(w.ctx, binary, w.config, "queue", "show", qid, "--json")
+		out, _, err := mgproc.Run(w.ctx, binary, w.config, "queue", "show", qid, "--json")
 		_ = json.Unmarshal([]byte(out), &m)
 		w.t.Errorf("accepted message %s (%s) was not delivered: queue state %q, %d attempts (%v); "+
 			"a delivery in flight when serve died stays pending for its dead consumer until the delivery group's claim idle time (10m) passes",

@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/mail"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +20,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/internal/fakesmtp"
+	"github.com/mailgate/mailgate/internal/mgproc"
 	"github.com/mailgate/mailgate/internal/redistest"
 )
 
@@ -38,15 +38,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "mailgate")
 	start := time.Now()
-	// The binary is built without -race even under `go test -race`: it is
-	// the program operators run, and the race detector would make the
-	// timings below meaningless.
-	cmd := exec.Command(goTool(), "build", "-o", binary, "./cmd/mailgate")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/mailgate: %v\n%s", err, out)
+	if binary, err = mgproc.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -54,15 +48,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// goTool is the go command of the toolchain running the test.
-func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return "go"
 }
 
 const (
@@ -119,7 +104,7 @@ func (w *world) mailgate(args ...string) string {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
-	out, _, err := Run(ctx, binary, w.config, args...)
+	out, _, err := mgproc.Run(ctx, binary, w.config, args...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -143,11 +128,11 @@ func (w *world) addAccount(email string) {
 
 // serve starts `mailgate serve`; its log is shown if the test fails, and
 // it is killed at the end if still running.
-func (w *world) serve(args ...string) *Process {
+func (w *world) serve(args ...string) *mgproc.Process {
 	w.t.Helper()
 	w.serves++
 	name := fmt.Sprintf("serve-%d", w.serves)
-	p, err := StartServe(binary, w.config, filepath.Join(w.fakes.Dir, name+".log"), args...)
+	p, err := mgproc.StartServe(binary, w.config, filepath.Join(w.fakes.Dir, name+".log"), args...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -354,13 +339,7 @@ func submit(addr, from, to string, data []byte) (queueID string, replied bool, e
 }
 
 // messageID returns the Message-ID of raw, without brackets.
-func messageID(raw []byte) string {
-	m, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		return ""
-	}
-	return strings.Trim(m.Header.Get("Message-ID"), "<> ")
-}
+func messageID(raw []byte) string { return fakesmtp.MessageID(raw) }
 
 // header returns the named header of raw.
 func header(raw []byte, name string) string {

@@ -1,7 +1,7 @@
 // Package e2e runs mailgate as an operator does: the built binary, as a
-// separate process, against a real redis-server and the fakes of Google
-// (OAuth, Gmail IMAP, Gmail SMTP) and of a recipient's mail server from
-// internal/fakeworld, which live in the calling process.
+// separate process (internal/mgproc), against a real redis-server and the
+// fakes of Google (OAuth, Gmail IMAP, Gmail SMTP) and of a recipient's mail
+// server from internal/fakeworld, which live in the calling process.
 //
 // The tests in this package need MG_INTEGRATION=1 (scripts/test sets
 // it): they build the binary and run for tens of seconds. cmd/rssbench,
@@ -11,16 +11,12 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mailgate/mailgate/config"
@@ -90,123 +86,6 @@ func (f *Fakes) WriteConfig(name string, c Config) (string, error) {
 // FreeAddr returns a loopback address with a port free at the time of
 // the call, for listeners the binary opens itself.
 func FreeAddr() (string, error) { return freeport.Addr() }
-
-// Run runs a mailgate command to completion and returns its output.
-func Run(ctx context.Context, bin, config string, args ...string) (stdout, stderr string, err error) {
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--config", config}, args...)...)
-	cmd.Env = childEnv()
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	if err != nil {
-		err = fmt.Errorf("mailgate %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
-	}
-	return out.String(), errOut.String(), err
-}
-
-// childEnv is this process's environment without MAILGATE_* variables,
-// so that the configuration file alone decides (and a stray variable,
-// which mailgate refuses when it does not know it, cannot break a run).
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MAILGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// Process is a running `mailgate serve`.
-type Process struct {
-	LogPath string
-	Started time.Time
-	cmd     *exec.Cmd
-	log     *os.File
-	done    chan struct{}
-	state   *os.ProcessState
-}
-
-// StartServe starts `mailgate --config config [args...] serve` with its
-// log (stdout and stderr) going to logPath.
-func StartServe(bin, config, logPath string, args ...string) (*Process, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	args = append([]string{"--config", config}, args...)
-	cmd := exec.Command(bin, append(args, "serve")...)
-	cmd.Env = childEnv()
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	p := &Process{LogPath: logPath, Started: time.Now(), cmd: cmd, log: lf, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		p.state = cmd.ProcessState
-		lf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// Pid is the process id.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Signal sends sig to the process.
-func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
-
-// Kill kills the process (SIGKILL) and waits for it.
-func (p *Process) Kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-// Wait waits up to timeout for the process to exit and returns its exit
-// status (-1 when killed by a signal).
-func (p *Process) Wait(timeout time.Duration) (int, error) {
-	select {
-	case <-p.done:
-		return p.state.ExitCode(), nil
-	case <-time.After(timeout):
-		return 0, fmt.Errorf("mailgate serve (pid %d) still running after %s", p.Pid(), timeout)
-	}
-}
-
-// Log returns the process's log so far.
-func (p *Process) Log() string {
-	b, _ := os.ReadFile(p.LogPath)
-	return string(b)
-}
-
-// WaitLog waits until the log contains s.
-func (p *Process) WaitLog(s string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if strings.Contains(p.Log(), s) {
-			return nil
-		}
-		if p.Exited() {
-			return fmt.Errorf("mailgate serve exited (%s) before logging %q", p.state, s)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mailgate serve did not log %q within %s", s, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // Memory is a process's resident memory in KiB, now and at its peak.
 type Memory struct{ RSS, Peak int64 }

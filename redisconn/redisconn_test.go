@@ -36,7 +36,7 @@ func TestString(t *testing.T) {
 // (nothing listens there) only carries the database number.
 func TestSentinel(t *testing.T) {
 	master := redistest.Start(t)
-	sentinel := redistest.StartSentinel(t, master, "helpdesk")
+	sentinel := redistest.WatchMaster(t, master, "helpdesk")
 	rdb, err := New(Options{URL: "redis://127.0.0.1:1/0", MasterName: "helpdesk", Addrs: []string{sentinel.Addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -54,8 +54,8 @@ func TestSentinel(t *testing.T) {
 // TestCluster writes keys that hash to every node of a real 3-master
 // Cluster through the seeds in Addrs.
 func TestCluster(t *testing.T) {
-	c := redistest.StartCluster(t, 3)
-	rdb, err := New(Options{URL: "redis://127.0.0.1:1/0", Addrs: c.Addrs[:1]})
+	c := redistest.StartCluster(t)
+	rdb, err := New(Options{URL: "redis://127.0.0.1:1/0", Addrs: c.Addrs()[:1]})
 	if err != nil {
 		t.Fatal(err)
 	}

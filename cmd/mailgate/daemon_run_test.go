@@ -233,7 +233,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // default host, which it does not contact.
 func TestStartupLineUnderSentinel(t *testing.T) {
 	e := newAccountsEnv(t)
-	sentinel := redistest.StartSentinel(t, e.redis, "helpdesk")
+	sentinel := redistest.WatchMaster(t, e.redis, "helpdesk")
 	r := startDaemon(t, e, "redis.url=redis://127.0.0.1:6379/0", "redis.master_name=helpdesk", "redis.addrs="+sentinel.Addr)
 	line := regexp.MustCompile(`msg="mailgate serving".*`).FindString(r.logs.String())
 	want := `redis="master \"helpdesk\" via sentinels ` + sentinel.Addr + `"`

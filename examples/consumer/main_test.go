@@ -91,19 +91,19 @@ func consumeAs(t *testing.T, argv ...string) string {
 // given the seeds as mailgate is, finds it, where a plain client would
 // be answered MOVED.
 func TestConsumerOnRedisCluster(t *testing.T) {
-	c := redistest.StartCluster(t, 3)
-	mailgate, err := redisconn.New(redisconn.Options{Addrs: c.Addrs})
+	c := redistest.StartCluster(t)
+	mailgate, err := redisconn.New(redisconn.Options{Addrs: c.Addrs()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mailgate.Close()
 	ingestTwo(t, mailgate)
 
-	out := consumeAs(t, "-redis-addrs", strings.Join(c.Addrs, ","))
+	out := consumeAs(t, "-redis-addrs", strings.Join(c.Addrs(), ","))
 	if !strings.Contains(out, "new ticket #1") || !strings.Contains(out, "comment 2 on #1") {
 		t.Fatalf("consumer on the cluster printed:\n%s\nwant the new ticket #1 and its comment", out)
 	}
-	if out := consumeAs(t, "-redis-addrs", c.Addrs[2]); out != "" {
+	if out := consumeAs(t, "-redis-addrs", c.Addrs()[2]); out != "" {
 		t.Errorf("a second run from another seed re-read events:\n%s", out)
 	}
 }
@@ -112,7 +112,7 @@ func TestConsumerOnRedisCluster(t *testing.T) {
 // the consumer reads the master's stream; redis.url's host is not used.
 func TestConsumerThroughSentinel(t *testing.T) {
 	master := redistest.Start(t)
-	sentinel := redistest.StartSentinel(t, master, "helpdesk-redis")
+	sentinel := redistest.WatchMaster(t, master, "helpdesk-redis")
 	ingestTwo(t, master.Client(t))
 
 	t.Setenv("MAILGATE_REDIS_ADDRS", sentinel.Addr)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -267,6 +268,10 @@ func TestMailFlow(t *testing.T) {
 	}
 	if got := unseen(); !slices.Equal(got, uids[1:]) {
 		t.Fatalf("UID SEARCH UNSEEN after STORE = %v, want %v", got, uids[1:])
+	}
+	want := map[imap.UID]bool{1: true, 2: false, 3: false, 4: true}
+	if got, err := dv.Flags(alice); err != nil || !maps.Equal(got, want) {
+		t.Fatalf("Flags = %v, %v; want %v", got, err, want)
 	}
 
 	// Without PEEK, reading sets \Seen (RFC 3501 section 6.4.5), which is

@@ -213,3 +213,32 @@ func hasFlag(flags []imap.Flag, f imap.Flag) bool {
 	}
 	return false
 }
+
+// Flags returns, for every message in user's INBOX, whether it has \Seen,
+// by UID: one FETCH, where IsSeen costs a search per message.
+func (s *Server) Flags(user string) (map[imap.UID]bool, error) {
+	ss, err := s.session(user)
+	if err != nil {
+		return nil, err
+	}
+	defer ss.close()
+	// EXAMINE: a read-only look leaves \Recent to the client under test.
+	sel, err := ss.c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("dovecottest: EXAMINE INBOX of %s: %w", user, err)
+	}
+	seen := make(map[imap.UID]bool, sel.NumMessages)
+	if sel.NumMessages == 0 {
+		return seen, nil
+	}
+	var all imap.UIDSet
+	all.AddRange(1, 0) // 1:*
+	msgs, err := ss.c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil {
+		return nil, fmt.Errorf("dovecottest: FETCH FLAGS in %s: %w", user, err)
+	}
+	for _, m := range msgs {
+		seen[m.UID] = hasFlag(m.Flags, imap.FlagSeen)
+	}
+	return seen, nil
+}

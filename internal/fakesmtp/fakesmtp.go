@@ -17,6 +17,7 @@
 package fakesmtp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/mail"
 	"slices"
 	"strings"
 	"sync"
@@ -175,6 +177,36 @@ func (s *Server) Received() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return cloneMessages(s.received)
+}
+
+// Delivery is one recipient's copy of a message, named by the message's
+// Message-ID (without angle brackets) and the recipient (lower case).
+type Delivery struct{ MessageID, Rcpt string }
+
+// Deliveries counts the copies accepted so far per recipient and
+// Message-ID, so that a test tells a lost message (no entry) from one
+// delivered twice to someone (2).
+func (s *Server) Deliveries() map[Delivery]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := map[Delivery]int{}
+	for _, m := range s.received {
+		id := MessageID(m.Data)
+		for _, rc := range m.To {
+			n[Delivery{id, strings.ToLower(rc)}]++
+		}
+	}
+	return n
+}
+
+// MessageID returns the Message-ID of a raw message, without angle
+// brackets; "" when it has none.
+func MessageID(raw []byte) string {
+	m, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		return ""
+	}
+	return strings.Trim(m.Header.Get("Message-ID"), "<> ")
 }
 
 // WaitFor waits until at least n messages have been accepted or timeout has

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
@@ -731,6 +732,16 @@ func TestMXDropNext(t *testing.T) {
 	}
 	if n := len(s.WaitFor(1, time.Second)); n != 1 {
 		t.Errorf("Received() = %d, want 1", n)
+	}
+
+	// The dropped try is no copy; a second send of the same message to
+	// two recipients is a second copy for one of them.
+	if step, err := send(c, "support@mailgate.test", []string{"Carol@example.net", "dave@example.net"}, testMsg("support@mailgate.test")); err != nil {
+		t.Fatalf("second send: %s: %v", step, err)
+	}
+	want := map[Delivery]int{{"42.1@mailgate.test", "carol@example.net"}: 2, {"42.1@mailgate.test", "dave@example.net"}: 1}
+	if got := s.Deliveries(); !maps.Equal(got, want) {
+		t.Errorf("Deliveries() = %v, want %v", got, want)
 	}
 }
 

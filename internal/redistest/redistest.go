@@ -1,7 +1,9 @@
-// Package redistest starts real Redis for tests: a redis-server, a
-// Sentinel, or a Cluster of them; private processes on free loopback ports,
-// in temporary directories, stopped when the test ends. Tests break it on purpose with Kill, Restart
-// (on the same port, with its data if it persists any), Pause and Resume.
+// Package redistest starts real Redis processes for tests: a standalone
+// redis-server, a Sentinel set (sentinel.go) or a Cluster (cluster.go),
+// each process on a free loopback port, in a temporary directory, and
+// stopped when the test ends. A server can be killed (-9), restarted on
+// the same port with its data or empty, and frozen (SIGSTOP), so that tests
+// can break Redis on purpose.
 package redistest
 
 import (
@@ -24,17 +26,20 @@ import (
 	"github.com/mailgate/mailgate/internal/freeport"
 )
 
-// Server is a running redis-server.
+// Server is a running redis-server (or a sentinel).
 type Server struct {
 	Addr   string // host:port
 	URL    string // redis://host:port/0
 	Socket string // the same server's unix socket
-	bin    string
-	conf   string   // its configuration file, kept for Restart
-	args   []string // after the configuration file: --sentinel
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the process has exited
+	Port   int
+
+	bin  string
+	dir  string
+	name string     // path prefix of its .conf and .log
+	args []string   // after the config file, e.g. --sentinel
+	mu   sync.Mutex // cmd and done change on restart, maybe from another goroutine
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
 }
 
 // Start runs a fresh redis-server for t, with extra config lines such as
@@ -54,13 +59,13 @@ func Start(t testing.TB, extra ...string) *Server {
 // keeps the server's files and log in dir, and the caller stops it with
 // Kill.
 func Run(dir string, extra ...string) (*Server, error) {
-	return run(dir, extra, nil)
+	return run(dir, nil, extra)
 }
 
-func run(dir string, extra, args []string) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
+func run(dir string, args, extra []string) (*Server, error) {
+	bin, err := serverBinary()
 	if err != nil {
-		return nil, errors.New("redis-server is not installed: the tests need a real Redis (apt-get install -y redis-server, or run ./scripts/test which installs it)")
+		return nil, err
 	}
 	var lastErr error
 	// The port is picked by binding :0 and releasing it; another process can
@@ -70,8 +75,11 @@ func run(dir string, extra, args []string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := start(bin, dir, port, extra, args)
-		if err == nil {
+		s := &Server{bin: bin, dir: dir, Port: port, args: args}
+		if err := s.configure(extra); err != nil {
+			return nil, err
+		}
+		if err = s.start(); err == nil {
 			return s, nil
 		}
 		lastErr = err
@@ -79,40 +87,54 @@ func run(dir string, extra, args []string) (*Server, error) {
 	return nil, fmt.Errorf("could not start redis-server: %w", lastErr)
 }
 
-func start(bin, dir string, port int, extra, args []string) (*Server, error) {
-	name := filepath.Join(dir, fmt.Sprintf("redis-%d", port))
-	conf := []string{
-		"bind 127.0.0.1",
-		"port " + strconv.Itoa(port),
-		"dir " + dir,
-		`save ""`,
-		"appendonly no",
-		"protected-mode yes",
-		"unixsocket " + name + ".sock",
-		"unixsocketperm 700",
+func serverBinary() (string, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", errors.New("redis-server is not installed: the tests need a real Redis (apt-get install -y redis-server, or run ./scripts/test which installs it)")
 	}
-	conf = append(conf, extra...)
-	if err := os.WriteFile(name+".conf", []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s := &Server{Addr: addr, URL: "redis://" + addr + "/0", Socket: name + ".sock", bin: bin, conf: name + ".conf", args: args}
-	if err := s.launch(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return bin, nil
 }
 
-// launch runs the server's process on its configuration and waits until
-// it answers.
-func (s *Server) launch() error {
-	name := strings.TrimSuffix(s.conf, ".conf")
-	logf, err := os.OpenFile(name+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// configure writes the server's config file. Its data files are named
+// after its port, so that several servers may share dir.
+func (s *Server) configure(extra []string) error {
+	port := strconv.Itoa(s.Port)
+	s.name = filepath.Join(s.dir, "redis-"+port)
+	s.Addr = net.JoinHostPort("127.0.0.1", port)
+	s.URL = "redis://" + s.Addr + "/0"
+	s.Socket = s.name + ".sock"
+	conf := []string{
+		"bind 127.0.0.1",
+		"port " + port,
+		"dir " + s.dir,
+		`save ""`,
+		"appendonly no",
+		"appenddirname appendonly-" + port,
+		"dbfilename dump-" + port + ".rdb",
+		"protected-mode yes",
+		"unixsocket " + s.Socket,
+		"unixsocketperm 700",
+	}
+	if len(s.args) > 0 { // a sentinel: no data, no socket of its own
+		conf = []string{"bind 127.0.0.1", "port " + port, "dir " + s.dir, "protected-mode no"}
+		s.Socket = ""
+	}
+	conf = append(conf, extra...)
+	return os.WriteFile(s.name+".conf", []byte(strings.Join(conf, "\n")+"\n"), 0o600)
+}
+
+// start runs the process on the config file written by configure and waits
+// until it answers PING.
+func (s *Server) start() error {
+	logf, err := os.OpenFile(s.name+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, append([]string{s.conf}, s.args...)...)
+	cmd := exec.Command(s.bin, append([]string{s.name + ".conf"}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Stop the server with the test binary, even one killed without its
+	// cleanups (go test's timeout).
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
@@ -127,7 +149,7 @@ func (s *Server) launch() error {
 		c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
 		err := c.Ping(context.Background()).Err()
 		c.Close()
-		if err == nil {
+		if err == nil { // while it replays its AOF, Redis answers LOADING
 			return nil
 		}
 		select {
@@ -137,8 +159,7 @@ func (s *Server) launch() error {
 		}
 	}
 	s.Kill()
-	log, _ := os.ReadFile(name + ".log")
-	return fmt.Errorf("redis-server on %s did not answer: %s", s.Addr, strings.ReplaceAll(strings.TrimSpace(string(log)), "\n", " | "))
+	return fmt.Errorf("redis-server on %s did not answer: %s", s.Addr, strings.ReplaceAll(s.LogTail(10), "\n", " | "))
 }
 
 // Client returns a go-redis client for the server, closed at test end.
@@ -157,95 +178,85 @@ func (s *Server) UnixClient(t testing.TB) *redis.Client {
 }
 
 // Kill stops the server at once (SIGKILL) and waits for it to exit, to
-// test behaviour when Redis dies; Start's cleanup calls it too.
+// test behaviour when Redis dies; Start's cleanup calls it too. Killing a
+// server that is not running does nothing.
 func (s *Server) Kill() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
+	cmd, done := s.proc()
+	if cmd == nil {
+		return
+	}
 	_ = cmd.Process.Kill()
 	<-done
 }
 
-// Restart kills the server (SIGKILL, as a crash would) and starts it again
-// on the same port and files: it comes back with what it had persisted
-// (its append-only file with "appendonly yes"), or empty without.
-func (s *Server) Restart() error {
-	s.Kill()
-	return s.launch()
-}
-
-// Pause freezes the server (SIGSTOP): connections stay open and commands
-// wait unanswered, as with a Redis stuck on a slow disk or a VM paused.
-// Resume ends it.
-func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
-
-// Resume thaws a paused server (SIGCONT): it then runs what it received
-// meanwhile.
-func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
-
-func (s *Server) signal(sig os.Signal) error {
+func (s *Server) proc() (*exec.Cmd, chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cmd.Process.Signal(sig)
+	return s.cmd, s.done
 }
 
-// StartSentinel runs a Sentinel (redis-server --sentinel) that watches
-// master under the name master, alone: a quorum of one.
-func StartSentinel(t testing.TB, master *Server, name string) *Server {
-	t.Helper()
-	host, port, _ := net.SplitHostPort(master.Addr)
-	s, err := run(t.TempDir(), []string{fmt.Sprintf("sentinel monitor %s %s %s 1", name, host, port)}, []string{"--sentinel"})
-	if err != nil {
-		t.Fatalf("redistest: sentinel: %v", err)
+// Running reports whether the process is up (it may be frozen).
+func (s *Server) Running() bool {
+	_, done := s.proc()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
 	}
-	t.Cleanup(s.Kill)
-	return s
 }
 
-// Cluster is a running Redis Cluster of masters without replicas.
-type Cluster struct {
-	Nodes []*Server
-	Addrs []string // the nodes' host:port, seeds for a ClusterClient
+// Restart kills the server (-9) if it runs and starts it again on the same
+// port and files: with "appendonly yes" it comes back with every write it
+// acknowledged (all of them with "appendfsync always"), as after a crash.
+// It returns an error rather than failing the test, so that a goroutine
+// may restart the server while the test watches.
+func (s *Server) Restart() error {
+	s.Kill()
+	if err := s.start(); err != nil {
+		return fmt.Errorf("redistest: restart %s: %w", s.Addr, err)
+	}
+	return nil
 }
 
-// StartCluster runs a Redis Cluster of n masters (1, or 3 and more, as
-// redis-cli --cluster create wants) sharing the 16384 slots, and waits
-// until every node says the cluster is ok. Keys then really live on
-// different nodes: a client that ignores MOVED fails on most of them.
-func StartCluster(t testing.TB, n int) *Cluster {
-	t.Helper()
-	if n == 2 {
-		t.Fatal("redistest: a cluster has 1 or at least 3 masters")
-	}
-	c := &Cluster{}
-	for range n {
-		s := Start(t, "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 2000")
-		c.Nodes, c.Addrs = append(c.Nodes, s), append(c.Addrs, s.Addr)
-	}
-	ctx := context.Background()
-	if n == 1 {
-		if err := c.Nodes[0].Client(t).Do(ctx, "CLUSTER", "ADDSLOTSRANGE", "0", "16383").Err(); err != nil {
-			t.Fatalf("redistest: cluster: %v", err)
-		}
-	} else {
-		cli, err := exec.LookPath("redis-cli")
-		if err != nil {
-			t.Fatal("redistest: redis-cli is not installed (it comes with redis-server; apt-get install -y redis-tools)")
-		}
-		args := append([]string{"--cluster", "create"}, c.Addrs...)
-		if out, err := exec.Command(cli, append(args, "--cluster-yes")...).CombinedOutput(); err != nil {
-			t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+// RestartEmpty kills the server (-9) and starts it again on the same port
+// without its data, as a Redis without persistence comes back (or one
+// whose disk was lost).
+func (s *Server) RestartEmpty() error {
+	s.Kill()
+	port := strconv.Itoa(s.Port)
+	for _, f := range []string{"appendonly-" + port, "dump-" + port + ".rdb"} {
+		if err := os.RemoveAll(filepath.Join(s.dir, f)); err != nil {
+			return fmt.Errorf("redistest: %w", err)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, s := range c.Nodes {
-		rdb := s.Client(t)
-		for !strings.Contains(rdb.ClusterInfo(ctx).Val(), "cluster_state:ok") {
-			if time.Now().After(deadline) {
-				t.Fatalf("redistest: the cluster on %s did not become ok", strings.Join(c.Addrs, ","))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := s.start(); err != nil {
+		return fmt.Errorf("redistest: restart %s empty: %w", s.Addr, err)
 	}
-	return c
+	return nil
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing is
+// answered, as when a host stalls. Resume thaws it.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume thaws a server frozen by Pause (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	cmd, _ := s.proc()
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("redistest: %s %s: %w", sig, s.Addr, err)
+	}
+	return nil
+}
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	b, _ := os.ReadFile(s.name + ".log")
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/e2e"
+	"github.com/mailgate/mailgate/internal/mgproc"
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/oauth"
 )
@@ -129,7 +130,7 @@ func measure(bin string, n int, settle time.Duration, keep bool) (res result, er
 		}
 	}
 
-	p, err := e2e.StartServe(bin, config, filepath.Join(dir, "serve.log"))
+	p, err := mgproc.StartServe(bin, config, filepath.Join(dir, "serve.log"))
 	if err != nil {
 		return res, err
 	}
