@@ -29,6 +29,10 @@ type Options struct {
 	DialTimeout time.Duration
 }
 
+// clusterReload bounds how stale a Cluster client's map of slots to
+// masters may get, hence how long a failover can go unnoticed.
+const clusterReload = 2 * time.Second
+
 // DefaultURL is mailgate's default redis.url: a Redis on this machine.
 const DefaultURL = "redis://127.0.0.1:6379/0"
 
@@ -55,6 +59,11 @@ func New(o Options) (redis.UniversalClient, error) {
 		}
 		co.Addrs = o.Addrs
 		co.DialTimeout = o.DialTimeout
+		// A dead master answers nothing, so no MOVED tells the client
+		// that its replica took over: only the periodic reload does.
+		// go-redis's default of a minute stalls mailgate that long after
+		// a failover; a CLUSTER SLOTS every few seconds costs nothing.
+		co.ClusterStateReloadInterval = clusterReload
 		return redis.NewClusterClient(co), nil
 	}
 	so, err := redis.ParseURL(o.URL)
