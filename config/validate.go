@@ -120,6 +120,7 @@ func (c *Config) Validate() error {
 			p.add(fmt.Sprintf("relay.allowed_networks[%d]", i), "invalid CIDR %q (want e.g. 10.0.0.0/8 or ::1/128)", n)
 		}
 	}
+	p.relayExposure(&r)
 	for i, s := range r.AllowedSenders {
 		key := fmt.Sprintf("relay.allowed_senders[%d]", i)
 		if strings.Contains(s, "@") {
