@@ -308,6 +308,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
 		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
+		Limits: serverLimits(cfg),
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
@@ -392,6 +393,14 @@ func relayTimeouts(cfg *config.Config) smtprelay.Timeouts {
 	r := cfg.Relay
 	return smtprelay.Timeouts{Connect: r.ConnectTimeout.Duration(), Command: r.CommandTimeout.Duration(),
 		Data: r.DataTimeout.Duration(), Quit: r.QuitTimeout.Duration()}
+}
+
+// serverLimits bound what the relay's clients may hold.
+func serverLimits(cfg *config.Config) smtprelay.Limits {
+	r := cfg.Relay
+	return smtprelay.Limits{MaxConnections: r.MaxConnections, MaxPerIP: r.MaxConnectionsPerIP,
+		CommandTimeout: r.ClientCommandTimeout.Duration(), DataTimeout: r.ClientDataTimeout.Duration(),
+		MaxDataInFlight: r.MaxDataInFlightBytes}
 }
 
 // relayAccess is who may use the relay, from the relay section.
