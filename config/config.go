@@ -179,6 +179,9 @@ type DKIMKey struct {
 // HTTP configures the web listener.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// Token, when set, is the Bearer token /status and /metrics require;
+	// a listener beyond loopback must have one.
+	Token string `yaml:"token" secret:"true"`
 }
 
 // Log configures log/slog output.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/mailgate/mailgate/tlsmode"
 )
@@ -69,6 +70,25 @@ func (p *problems) relayExposure(r *Relay) {
 		if !privateOnly(pfx) {
 			p.add(fmt.Sprintf("relay.allowed_networks[%d]", i), "%s covers public addresses and %s is beyond loopback: anyone there could relay without AUTH; list private ranges only (RFC 1918, RFC 4193, loopback) and give other hosts a relay.users login", n, exposed)
 		}
+	}
+}
+
+// minTokenLen is the shortest http.token accepted: 16 characters of
+// `openssl rand -hex 16` are 64 bits, beyond guessing over HTTP.
+const minTokenLen = 16
+
+// httpExposure: /status shows customers' addresses and the From and
+// Subject of quarantined mail, so beyond loopback it needs http.token. The
+// errors never echo the token.
+func (p *problems) httpExposure(h HTTP) {
+	if h.Token != "" && len(h.Token) < minTokenLen {
+		p.add("http.token", "must be at least %d characters (e.g. openssl rand -hex 32), got %d", minTokenLen, len(h.Token))
+	}
+	if strings.ContainsAny(h.Token, " \t\r\n") {
+		p.add("http.token", "must not contain spaces or line breaks")
+	}
+	if h.Listen != "" && !listensOnLoopback(h.Listen) && h.Token == "" {
+		p.add("http.listen", "%s is beyond loopback: /status shows customer addresses and quarantined mail, so set http.token (a Bearer token /status and /metrics then require), or listen on loopback", h.Listen)
 	}
 }
 

@@ -80,3 +80,43 @@ func TestRelayExposure(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPExposure: beyond loopback /status needs http.token; the refusal
+// names the key and never shows the token.
+func TestHTTPExposure(t *testing.T) {
+	const good = "s3cret-token-0123456789"
+	tests := []struct {
+		name, listen, token string
+		want                string // key named; "" accepted
+	}{
+		{name: "loopback default, no token", listen: "127.0.0.1:8025"},
+		{name: "localhost, no token", listen: "localhost:8025"},
+		{name: "loopback with token", listen: "[::1]:8025", token: good},
+		{name: "all interfaces without token", listen: "0.0.0.0:8025", want: "http.listen:"},
+		{name: "empty host without token", listen: ":8025", want: "http.listen:"},
+		{name: "LAN address without token", listen: "10.1.2.3:8025", want: "http.listen:"},
+		{name: "all interfaces with token", listen: "0.0.0.0:8025", token: good},
+		{name: "short token", listen: "0.0.0.0:8025", token: "s3cret", want: "http.token:"},
+		{name: "token with a space", listen: "0.0.0.0:8025", token: "s3cret token 0123456789", want: "http.token:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			c.HTTP.Listen, c.HTTP.Token = tt.listen, tt.token
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate() = %v, want a refusal naming %s", err, tt.want)
+			case err != nil && tt.token != "" && strings.Contains(err.Error(), tt.token):
+				t.Errorf("Validate() = %v: shows the token", err)
+			}
+		})
+	}
+	c := Defaults()
+	c.HTTP.Token = good
+	if y, _ := c.Masked().YAML(); strings.Contains(string(y), good) || !strings.Contains(string(y), "token: '********'") && !strings.Contains(string(y), `token: "********"`) {
+		t.Errorf("Masked() shows http.token or drops it:\n%s", y)
+	}
+}

@@ -208,6 +208,7 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen == "" {
 		p.add("http.listen", "must not be empty")
 	}
+	p.httpExposure(c.HTTP)
 	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	p.oneOf("log.format", c.Log.Format, "text", "json")
 	p.positiveDuration("shutdown_grace", c.ShutdownGrace)

@@ -22,3 +22,22 @@ func TestExposureRefusedByCheckAndServe(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPTokenInConfigCheckAndServe: an HTTP listener beyond loopback
+// without http.token is refused by both commands; with one, config check
+// passes and prints it masked.
+func TestHTTPTokenInConfigCheckAndServe(t *testing.T) {
+	t.Setenv("MAILGATE_HTTP_LISTEN", "0.0.0.0:8025")
+	for _, cmd := range []string{"config check", "serve"} {
+		code, _, stderr := mailgate(t, strings.Fields(cmd)...)
+		if code != 2 || !strings.Contains(stderr, "http.listen:") || !strings.Contains(stderr, "http.token") {
+			t.Errorf("%s with http.listen beyond loopback and no token = exit %d, %q; want 2 naming http.listen and http.token", cmd, code, stderr)
+		}
+	}
+	const token = "tok-0123456789abcdef-not-for-print"
+	t.Setenv("MAILGATE_HTTP_TOKEN", token)
+	code, out, stderr := mailgate(t, "config", "check")
+	if code != 0 || strings.Contains(out+stderr, token) || !strings.Contains(out, "token: '********'") {
+		t.Errorf("config check with http.token = exit %d, stdout %q, stderr %q; want 0 with the token masked", code, out, stderr)
+	}
+}

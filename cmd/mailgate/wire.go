@@ -268,13 +268,11 @@ func (d *daemon) buildWeb() error {
 		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
 		Registry: d.metrics.Registry(),
 		Logger:   d.log,
+		Token:    d.cfg.HTTP.Token,
 	})
 	var err error
 	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
 		return fmt.Errorf("http.listen: %w", err)
-	}
-	if ap, err := netip.ParseAddrPort(d.httpL.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
-		d.log.Warn("http.listen is not loopback: /status shows account addresses and errors without authentication; put it behind a proxy or firewall", "listen", d.cfg.HTTP.Listen)
 	}
 	return nil
 }
