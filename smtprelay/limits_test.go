@@ -1,7 +1,9 @@
 package smtprelay
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -9,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testcert"
 )
 
 // rawClient is a raw TCP SMTP client: it writes bytes as the test says, at
@@ -267,4 +271,73 @@ func TestDataMemoryBound(t *testing.T) {
 		t.Errorf("queue holds %d messages, want the %d answered 250", len(ms), queued)
 	}
 	t.Logf("%d of %d queued, peak %d of %d bytes", queued, n, st.PeakDataBytes, budget)
+}
+
+// TestSlowlorisDataDroppedAfterStartTLS: the DATA deadline holds under
+// TLS too, where go-smtp's connection is a tls.Conn over the counted one.
+func TestSlowlorisDataDroppedAfterStartTLS(t *testing.T) {
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startRelay(t, ServerOptions{AllowedNetworks: loopback, TLS: ca.ServerTLS("relay.test"),
+		Limits: Limits{DataTimeout: 700 * time.Millisecond}})
+	c := dialFrom(t, e.addr, "127.0.0.1")
+	c.reply()
+	c.cmd("EHLO client.test")
+	if got := c.cmd("STARTTLS"); !strings.HasPrefix(got, "220") {
+		t.Fatalf("STARTTLS = %q", got)
+	}
+	tc := tls.Client(c.conn, ca.ClientTLS("relay.test"))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	c.conn, c.text = tc, textproto.NewConn(tc)
+	c.startTransaction()
+	go func() {
+		for range 100 {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := tc.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	if got := c.reply(); !strings.HasPrefix(got, "421 4.4.2") {
+		t.Errorf("slow DATA over TLS = %q, want 421 4.4.2", got)
+	}
+	if !c.closed(5 * time.Second) {
+		t.Errorf("TLS connection left open after the DATA deadline")
+	}
+}
+
+// TestImplicitTLSCapClosesSilently: over the implicit-TLS listener a
+// connection past the cap is closed without a handshake.
+func TestImplicitTLSCapClosesSilently(t *testing.T) {
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startRelay(t, ServerOptions{AllowedNetworks: loopback, TLS: ca.ServerTLS("relay.test"), Limits: Limits{MaxConnections: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.server.ServeTLS(l)
+	first, err := tls.Dial("tcp", l.Addr().String(), ca.ClientTLS("relay.test"))
+	if err != nil {
+		t.Fatalf("first implicit-TLS connection: %v", err)
+	}
+	defer first.Close()
+	if line, err := textproto.NewReader(bufio.NewReader(first)).ReadLine(); err != nil || !strings.HasPrefix(line, "220 ") {
+		t.Fatalf("greeting = %q, %v", line, err)
+	}
+	second, err := tls.Dial("tcp", l.Addr().String(), ca.ClientTLS("relay.test"))
+	if err == nil {
+		second.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = second.Read(make([]byte, 1))
+		second.Close()
+	}
+	if err == nil {
+		t.Errorf("connection past the cap on the TLS listener was served")
+	}
 }
