@@ -327,13 +327,21 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	got, err := d.r.Read(p[:n])
 	d.l.mem.Release(n - int64(got))
 	d.held += int64(got)
-	now := d.l.held.Add(int64(got))
-	for peak := d.l.peak.Load(); now > peak && !d.l.peak.CompareAndSwap(peak, now); peak = d.l.peak.Load() {
-	}
+	d.l.notePeak(d.l.held.Add(int64(got)))
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return got, errDataTimeout
 	}
 	return got, err
+}
+
+// notePeak keeps the most bytes ever held.
+func (l *limiter) notePeak(now int64) {
+	for {
+		peak := l.peak.Load()
+		if now <= peak || l.peak.CompareAndSwap(peak, now) {
+			return
+		}
+	}
 }
 
 func (d *dataReader) done() {
