@@ -120,6 +120,15 @@ type Relay struct {
 	MaxRecipients   int         `yaml:"max_recipients"`
 	MaxMessageBytes int64       `yaml:"max_message_bytes"`
 
+	// What one client, and all of them, may hold: connections, the time
+	// to send one command line and one whole message, and the message
+	// bytes being received at once over all connections.
+	MaxConnections       int      `yaml:"max_connections"`
+	MaxConnectionsPerIP  int      `yaml:"max_connections_per_ip"`
+	ClientCommandTimeout Duration `yaml:"client_command_timeout"`
+	ClientDataTimeout    Duration `yaml:"client_data_timeout"`
+	MaxDataInFlightBytes int64    `yaml:"max_data_in_flight_bytes"`
+
 	Smarthost         string `yaml:"smarthost"`
 	SmarthostUser     string `yaml:"smarthost_user"`
 	SmarthostPassword string `yaml:"smarthost_password" secret:"true"`
@@ -170,6 +179,9 @@ type DKIMKey struct {
 // HTTP configures the web listener.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// Token, when set, is the Bearer token /status and /metrics require;
+	// a listener beyond loopback must have one.
+	Token string `yaml:"token" secret:"true"`
 }
 
 // Log configures log/slog output.
@@ -219,6 +231,11 @@ func Defaults() *Config {
 			AllowedNetworks:                  []string{"127.0.0.0/8", "::1/128"},
 			MaxRecipients:                    100,
 			MaxMessageBytes:                  25 << 20,
+			MaxConnections:                   100,
+			MaxConnectionsPerIP:              10,
+			ClientCommandTimeout:             Duration(5 * time.Minute),
+			ClientDataTimeout:                Duration(10 * time.Minute),
+			MaxDataInFlightBytes:             100 << 20,
 			QuotaWarnAt:                      0.9,
 			GmailDailyLimit:                  sendlimit.GmailMessages,
 			WorkspaceDailyLimit:              sendlimit.WorkspaceMessages,

@@ -231,6 +231,8 @@ relay:
   <<: {max_recipients: 50, workers: 8}
   workers: 2         # the mapping's own key beats the merged one
   listen: ":2525"
+  tls_cert: relay.pem  # beyond loopback, AUTH needs TLS
+  tls_key: relay.key
   allowed_networks: []
   allowed_senders: *support
   users:
@@ -265,6 +267,7 @@ shutdown_grace: 2m
 	want.Relay.MaxRecipients = 50
 	want.Relay.Workers = 2
 	want.Relay.Listen = ":2525"
+	want.Relay.TLSCert, want.Relay.TLSKey = "relay.pem", "relay.key"
 	want.Relay.AllowedNetworks = nil
 	want.Relay.AllowedSenders = []string{"support@example.com"}
 	want.Relay.Users = []RelayUser{{Name: "helpdesk", PasswordHash: "$2a$10$abc"}}

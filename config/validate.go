@@ -120,6 +120,7 @@ func (c *Config) Validate() error {
 			p.add(fmt.Sprintf("relay.allowed_networks[%d]", i), "invalid CIDR %q (want e.g. 10.0.0.0/8 or ::1/128)", n)
 		}
 	}
+	p.relayExposure(&r)
 	for i, s := range r.AllowedSenders {
 		key := fmt.Sprintf("relay.allowed_senders[%d]", i)
 		if strings.Contains(s, "@") {
@@ -130,6 +131,16 @@ func (c *Config) Validate() error {
 	}
 	p.positive("relay.max_recipients", int64(r.MaxRecipients))
 	p.positive("relay.max_message_bytes", r.MaxMessageBytes)
+	p.positive("relay.max_connections", int64(r.MaxConnections))
+	p.positive("relay.max_connections_per_ip", int64(r.MaxConnectionsPerIP))
+	if r.MaxConnectionsPerIP > r.MaxConnections {
+		p.add("relay.max_connections_per_ip", "must be at most relay.max_connections (%d), got %d", r.MaxConnections, r.MaxConnectionsPerIP)
+	}
+	p.positiveDuration("relay.client_command_timeout", r.ClientCommandTimeout)
+	p.positiveDuration("relay.client_data_timeout", r.ClientDataTimeout)
+	if r.MaxDataInFlightBytes < r.MaxMessageBytes {
+		p.add("relay.max_data_in_flight_bytes", "must be at least relay.max_message_bytes (%d), or a message of that size could never be received; got %d", r.MaxMessageBytes, r.MaxDataInFlightBytes)
+	}
 	p.hostPort("relay.smarthost", r.Smarthost, true)
 	if r.SmarthostUser != "" && r.Smarthost == "" {
 		p.add("relay.smarthost_user", "set without relay.smarthost")
@@ -197,6 +208,7 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen == "" {
 		p.add("http.listen", "must not be empty")
 	}
+	p.httpExposure(c.HTTP)
 	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	p.oneOf("log.format", c.Log.Format, "text", "json")
 	p.positiveDuration("shutdown_grace", c.ShutdownGrace)

@@ -46,6 +46,8 @@ type ServerOptions struct {
 	// AUTH and a refused recipient address count as refusals too. For
 	// metrics: it must not block.
 	OnAccept func(accepted bool, reason string)
+	// Limits bound connections, command and DATA time, and message memory.
+	Limits Limits
 }
 
 // Why the relay refused a message, as told to ServerOptions.OnAccept.
@@ -79,6 +81,7 @@ type Server struct {
 	// Support-address lookups read Redis: one line when it stops
 	// answering them and one when it is back, not one per MAIL.
 	lookups *health.Reporter
+	lim     *limiter
 }
 
 // NewServer returns an SMTP server that queues what it accepts on q.
@@ -96,10 +99,14 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	// AUTH over plaintext is refused per connection (loopback is fine)
 	// in Auth below; go-smtp's switch is all-or-nothing.
 	srv.AllowInsecureAuth = true
-	srv.ReadTimeout = 5 * time.Minute // RFC 5321 section 4.5.3.2.7
+	opts.Limits = opts.Limits.withDefaults(opts.MaxMessageBytes)
+	// go-smtp sets this deadline once before each command line: it bounds
+	// the whole line (limits.go).
+	srv.ReadTimeout = opts.Limits.CommandTimeout
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogLogger{opts.Logger}
 	s.srv = srv
+	s.lim = newLimiter(opts.Limits, opts.Hostname, opts.Logger, s.tell)
 	s.lookups = health.New(health.Options{Logger: opts.Logger, Part: "relay smtp", Dependency: "redis",
 		Paused: "senders cannot be checked, so MAIL FROM is answered 451 and the helpdesk retries later"})
 	return s
@@ -120,14 +127,14 @@ func (s *Server) currentAccess() Access {
 }
 
 // Serve accepts SMTP connections on l (STARTTLS offered when TLS is set).
-func (s *Server) Serve(l net.Listener) error { return s.srv.Serve(l) }
+func (s *Server) Serve(l net.Listener) error { return s.srv.Serve(s.lim.listener(l, true)) }
 
 // ServeTLS accepts implicit-TLS connections (RFC 8314 submissions) on l.
 func (s *Server) ServeTLS(l net.Listener) error {
 	if s.opts.TLS == nil {
 		return errors.New("relay.listen_tls needs relay.tls_cert and relay.tls_key")
 	}
-	return s.srv.Serve(tls.NewListener(l, s.opts.TLS))
+	return s.srv.Serve(tls.NewListener(s.lim.listener(l, false), s.opts.TLS))
 }
 
 // Shutdown stops accepting and waits for open sessions to end, until ctx
@@ -294,6 +301,8 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (x *session) Data(r io.Reader) error {
+	r, done := x.s.lim.startData(x.conn.Conn(), r)
+	defer done()
 	data, err := io.ReadAll(r)
 	if err != nil {
 		// go-smtp's ErrDataTooLarge is a 552 5.3.4 SMTPError: pass it on.

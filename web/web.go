@@ -8,17 +8,23 @@
 //	GET /status   JSON from Options.Status (package status)
 //
 // The listener is meant for operators and monitoring: it binds loopback by
-// default (http.listen) and has no authentication of its own.
+// default (http.listen). With Options.Token set, /metrics and /status
+// require it as a Bearer token (RFC 6750): /status shows customer
+// addresses and the From and Subject of quarantined mail. /healthz and
+// /readyz stay open for probes; they tell nothing about anyone's mail.
 package web
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +44,9 @@ type Options struct {
 	// Timeout bounds one Ready or Status call; default 5s.
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// Token, when set, must come as "Authorization: Bearer <Token>" on
+	// /metrics and /status. It is never logged.
+	Token string
 }
 
 // Server is the HTTP listener. Create it with New.
@@ -62,14 +71,14 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if opts.Registry != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
+		s.mux.Handle("GET /metrics", s.private(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
 			// A collector that fails (Redis slow) must not hide the others.
 			ErrorHandling: promhttp.ContinueOnError,
 			ErrorLog:      promLogger{s.log},
-		}))
+		})))
 	}
 	if opts.Status != nil {
-		s.mux.HandleFunc("GET /status", s.status)
+		s.mux.Handle("GET /status", s.private(http.HandlerFunc(s.status)))
 	}
 	s.srv = &http.Server{
 		Handler:           s.mux,
@@ -140,6 +149,27 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if err := enc.Encode(st); err != nil {
 		s.log.Warn("web: /status: write", "err", err)
 	}
+}
+
+// private lets a request through to h only with the Bearer token, when
+// one is configured. The comparison takes the same time whatever the
+// token sent, so timing does not reveal how much of it was right.
+func (s *Server) private(h http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(s.opts.Token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			// RFC 6750 section 3: say which scheme is wanted.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mailgate"`)
+			http.Error(w, "unauthorized: send Authorization: Bearer <http.token>", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // promLogger passes promhttp's errors to slog.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -24,7 +23,6 @@ import (
 	"github.com/mailgate/mailgate/smtprelay"
 	"github.com/mailgate/mailgate/status"
 	"github.com/mailgate/mailgate/tickets"
-	"github.com/mailgate/mailgate/tlsmode"
 	"github.com/mailgate/mailgate/web"
 )
 
@@ -118,7 +116,11 @@ func (d *daemon) reloadConfig() {
 	}
 	access, err := relayAccess(cfg)
 	if err == nil {
-		err = checkRelayExposure(d.cfg.Relay.Listen, d.cfg.Relay.TLSCert != "", len(access.Users) > 0, access.AllowedNetworks)
+		// The new access lists against the listeners and TLS still
+		// running: those change only with a restart.
+		r := cfg.Relay
+		r.Listen, r.ListenTLS, r.TLSCert, r.TLSKey = d.cfg.Relay.Listen, d.cfg.Relay.ListenTLS, d.cfg.Relay.TLSCert, d.cfg.Relay.TLSKey
+		err = r.CheckExposure()
 	}
 	if err != nil {
 		d.log.Error("reload: relay access refused, keeping the running one", "err", err)
@@ -127,28 +129,6 @@ func (d *daemon) reloadConfig() {
 	setLogLevel(cfg)
 	d.smtp.SetAccess(access)
 	d.log.Info("reload: applied log.level, relay.users, relay.allowed_networks and relay.allowed_senders; other changes need a restart")
-}
-
-// checkRelayExposure refuses to listen beyond loopback without TLS or
-// without AUTH: passwords would cross the network in clear, or anyone on
-// an allowed network could relay.
-func checkRelayExposure(listen string, hasTLS, hasUsers bool, nets []netip.Prefix) error {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return fmt.Errorf("relay.listen: %w", err)
-	}
-	if tlsmode.IsLoopback(host) {
-		return nil
-	}
-	if hasUsers && !hasTLS {
-		return errors.New("relay.listen: listening on " + listen + " with relay.users but no relay.tls_cert: passwords would travel in clear; add a certificate or listen on loopback")
-	}
-	for _, n := range nets {
-		if n.Bits() == 0 {
-			return errors.New("relay.allowed_networks: " + n.String() + " lets the whole Internet relay without AUTH: list the helpdesk's own addresses")
-		}
-	}
-	return nil
 }
 
 // warnFallbacks says at startup which accounts' fallback cannot pass DMARC.

@@ -268,13 +268,11 @@ func (d *daemon) buildWeb() error {
 		Status:   func(ctx context.Context) (any, error) { return d.state.Gather(ctx) },
 		Registry: d.metrics.Registry(),
 		Logger:   d.log,
+		Token:    d.cfg.HTTP.Token,
 	})
 	var err error
 	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
 		return fmt.Errorf("http.listen: %w", err)
-	}
-	if ap, err := netip.ParseAddrPort(d.httpL.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
-		d.log.Warn("http.listen is not loopback: /status shows account addresses and errors without authentication; put it behind a proxy or firewall", "listen", d.cfg.HTTP.Listen)
 	}
 	return nil
 }
@@ -298,7 +296,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		}
 		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if err := checkRelayExposure(cfg.Relay.Listen, serverTLS != nil, len(users) > 0, nets); err != nil {
+	// Validate applied this rule already; a configuration built in code
+	// (the demo, tests) meets it here.
+	if err := cfg.Relay.CheckExposure(); err != nil {
 		return err
 	}
 	st := d.tickets
@@ -306,6 +306,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
 		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
+		Limits: serverLimits(cfg),
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
@@ -390,6 +391,14 @@ func relayTimeouts(cfg *config.Config) smtprelay.Timeouts {
 	r := cfg.Relay
 	return smtprelay.Timeouts{Connect: r.ConnectTimeout.Duration(), Command: r.CommandTimeout.Duration(),
 		Data: r.DataTimeout.Duration(), Quit: r.QuitTimeout.Duration()}
+}
+
+// serverLimits bound what the relay's clients may hold.
+func serverLimits(cfg *config.Config) smtprelay.Limits {
+	r := cfg.Relay
+	return smtprelay.Limits{MaxConnections: r.MaxConnections, MaxPerIP: r.MaxConnectionsPerIP,
+		CommandTimeout: r.ClientCommandTimeout.Duration(), DataTimeout: r.ClientDataTimeout.Duration(),
+		MaxDataInFlight: r.MaxDataInFlightBytes}
 }
 
 // relayAccess is who may use the relay, from the relay section.
