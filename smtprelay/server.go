@@ -52,9 +52,11 @@ type ServerOptions struct {
 const (
 	RejectAuth   = "auth"   // no or failed AUTH, or AUTH without TLS
 	RejectSender = "sender" // envelope sender not ours to relay
-	RejectSize   = "size"   // over relay.max_message_bytes
-	RejectQueue  = "queue"  // Redis unavailable: a 451, the helpdesk retries
-	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
+	// RejectHeaderFrom: an address in the header From not ours to send from.
+	RejectHeaderFrom = "header_from"
+	RejectSize       = "size"  // over relay.max_message_bytes
+	RejectQueue      = "queue" // Redis unavailable: a 451, the helpdesk retries
+	RejectData       = "data"  // DATA unreadable (line too long, connection cut)
 
 	// RejectAddress: a MAIL FROM or RCPT TO address no route can deliver
 	// (quoted local part, control characters, no valid domain...).
@@ -257,28 +259,8 @@ func (x *session) senderAllowed(from string) (bool, error) {
 	if from == "" {
 		return false, nil // the helpdesk never sends bounces through us
 	}
-	_, domain, _ := strings.Cut(from, "@")
-	for _, a := range x.access.AllowedSenders {
-		a = strings.ToLower(a)
-		if a == from || !strings.Contains(a, "@") && a == domain {
-			return true, nil
-		}
-	}
-	if x.s.opts.SupportAddresses == nil {
-		return false, nil
-	}
-	start := time.Now()
-	support, err := x.s.opts.SupportAddresses(context.Background())
-	x.s.lookups.Report(context.Background(), start, err)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range support {
-		if a == from {
-			return true, nil
-		}
-	}
-	return false, nil
+	foreign, err := x.foreignAddress([]string{from})
+	return foreign == "", err
 }
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
@@ -312,6 +294,9 @@ func (x *session) Data(r io.Reader) error {
 			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
 		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
+	}
+	if err := x.checkHeaderFrom(data); err != nil {
+		return err
 	}
 	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
