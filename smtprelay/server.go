@@ -174,22 +174,28 @@ var (
 	errAuthNeeded = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
 		Message: "Authentication required: log in with a relay user, or send from an address in relay.allowed_networks"}
 	errEncryptionNeeded = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11},
-		Message: "Encryption required for requested authentication mechanism: use STARTTLS first"} // RFC 4954 section 6
+		Message: "Encryption required for requested authentication mechanism: this relay has no TLS certificate (relay.tls_cert), so it takes AUTH only from loopback"} // RFC 4954 section 6
+	errStartTLSFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Must issue a STARTTLS command first"} // RFC 3207 section 4
 	errQueueDown = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Requested action aborted: the queue is unavailable, try again later"}
 )
 
+// AuthMechanisms is asked for each EHLO reply: AUTH is advertised only
+// where a password may be sent (RFC 4954 section 4: a server should not
+// offer mechanisms it would refuse), so a client never sends one in clear.
 func (x *session) AuthMechanisms() []string {
-	if len(x.access.Users) == 0 {
+	if len(x.access.Users) == 0 || !x.authAllowed() {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
 }
 
 func (x *session) Auth(mech string) (sasl.Server, error) {
-	if _, isTLS := x.conn.TLSConnectionState(); !authAllowed(isTLS, x.loopback) {
-		x.s.tell(false, RejectAuth)
-		return nil, errEncryptionNeeded
+	if !x.authAllowed() {
+		// Refused before the first 334 challenge, so a client that did
+		// not put its credentials on the AUTH line never sends them.
+		return nil, x.refuse("AUTH", RejectAuth, x.s.encryptionNeeded())
 	}
 	check := func(user, pass string) error {
 		hash, ok := x.access.Users[user]
@@ -223,6 +229,21 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 // authAllowed: passwords travel only encrypted, or over loopback where
 // nobody can listen.
 func authAllowed(isTLS, loopback bool) bool { return isTLS || loopback }
+
+func (x *session) authAllowed() bool {
+	_, isTLS := x.conn.TLSConnectionState()
+	return authAllowed(isTLS, x.loopback)
+}
+
+// encryptionNeeded is the answer to AUTH before TLS: RFC 3207 section 4's
+// 530 when STARTTLS is offered, else RFC 4954 section 6's 538 (the
+// listener has no certificate: AUTH works only on loopback).
+func (s *Server) encryptionNeeded() *smtp.SMTPError {
+	if s.opts.TLS != nil {
+		return errStartTLSFirst
+	}
+	return errEncryptionNeeded
+}
 
 // dummyHash is a bcrypt hash of nothing useful, for constant-time refusal.
 var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
