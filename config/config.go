@@ -120,6 +120,17 @@ type Relay struct {
 	MaxRecipients   int         `yaml:"max_recipients"`
 	MaxMessageBytes int64       `yaml:"max_message_bytes"`
 
+	// Password guessing on AUTH: failures one connection may make before
+	// it is closed, the wait before each failure is answered, failures one
+	// client address (or user name) may make within auth_lockout before
+	// it is refused for that long, and bcrypt checks at once (0: half
+	// the CPUs).
+	AuthMaxFailures      int      `yaml:"auth_max_failures"`
+	AuthFailureDelay     Duration `yaml:"auth_failure_delay"`
+	AuthFailureBudget    int      `yaml:"auth_failure_budget"`
+	AuthLockout          Duration `yaml:"auth_lockout"`
+	AuthConcurrentChecks int      `yaml:"auth_concurrent_checks"`
+
 	Smarthost         string `yaml:"smarthost"`
 	SmarthostUser     string `yaml:"smarthost_user"`
 	SmarthostPassword string `yaml:"smarthost_password" secret:"true"`
@@ -219,6 +230,10 @@ func Defaults() *Config {
 			AllowedNetworks:                  []string{"127.0.0.0/8", "::1/128"},
 			MaxRecipients:                    100,
 			MaxMessageBytes:                  25 << 20,
+			AuthMaxFailures:                  3,
+			AuthFailureDelay:                 Duration(time.Second),
+			AuthFailureBudget:                10,
+			AuthLockout:                      Duration(15 * time.Minute),
 			QuotaWarnAt:                      0.9,
 			GmailDailyLimit:                  sendlimit.GmailMessages,
 			WorkspaceDailyLimit:              sendlimit.WorkspaceMessages,

@@ -130,6 +130,13 @@ func (c *Config) Validate() error {
 	}
 	p.positive("relay.max_recipients", int64(r.MaxRecipients))
 	p.positive("relay.max_message_bytes", r.MaxMessageBytes)
+	p.positive("relay.auth_max_failures", int64(r.AuthMaxFailures))
+	p.positiveDuration("relay.auth_failure_delay", r.AuthFailureDelay)
+	p.positive("relay.auth_failure_budget", int64(r.AuthFailureBudget))
+	p.positiveDuration("relay.auth_lockout", r.AuthLockout)
+	if r.AuthConcurrentChecks < 0 {
+		p.add("relay.auth_concurrent_checks", "must be 0 (half the CPUs) or positive, got %d", r.AuthConcurrentChecks)
+	}
 	p.hostPort("relay.smarthost", r.Smarthost, true)
 	if r.SmarthostUser != "" && r.Smarthost == "" {
 		p.add("relay.smarthost_user", "set without relay.smarthost")

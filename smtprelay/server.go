@@ -15,7 +15,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mailgate/mailgate/internal/health"
 )
@@ -41,6 +40,8 @@ type ServerOptions struct {
 	// Message-ID with the ticket store; its failure does not fail the
 	// transaction.
 	Accepted func(ctx context.Context, m *Message)
+	// AuthLimits bound password guessing; zero fields take defaults.
+	AuthLimits AuthLimits
 	// OnAccept, if set, is told of each message queued (accepted, "") and
 	// of each refusal with its reason, one of the Reject* values; a failed
 	// AUTH and a refused recipient address count as refusals too. For
@@ -81,6 +82,8 @@ type Server struct {
 	// Support-address lookups read Redis: one line when it stops
 	// answering them and one when it is back, not one per MAIL.
 	lookups *health.Reporter
+	guard   *authGuard  // failed-login counts and the bcrypt slots
+	logged  *logLimiter // refusal lines per client address
 }
 
 // NewServer returns an SMTP server that queues what it accepts on q.
@@ -102,6 +105,8 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogLogger{opts.Logger}
 	s.srv = srv
+	s.guard = newAuthGuard(opts.AuthLimits)
+	s.logged = newLogLimiter()
 	s.lookups = health.New(health.Options{Logger: opts.Logger, Part: "relay smtp", Dependency: "redis",
 		Paused: "senders cannot be checked, so MAIL FROM is answered 451 and the helpdesk retries later"})
 	return s
@@ -147,6 +152,9 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 			sess.trusted = true
 		}
 	}
+	if err := s.lockedOut(c, ip, sess.trusted); err != nil {
+		return nil, err
+	}
 	return sess, nil
 }
 
@@ -168,6 +176,8 @@ type session struct {
 	user     string // authenticated relay user
 	from     string
 	to       []string
+	// authFailures counts failed AUTH on this connection.
+	authFailures int
 }
 
 var (
@@ -197,31 +207,16 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 		// not put its credentials on the AUTH line never sends them.
 		return nil, x.refuse("AUTH", RejectAuth, x.s.encryptionNeeded())
 	}
-	check := func(user, pass string) error {
-		hash, ok := x.access.Users[user]
-		// Compare against a dummy hash for unknown users, so timing does
-		// not tell which user names exist.
-		if !ok {
-			hash = dummyHash
-		}
-		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)) != nil || !ok {
-			x.s.log.Warn("relay AUTH failed", "user", user, "remote", x.ip.String())
-			x.s.tell(false, RejectAuth)
-			return smtp.ErrAuthFailed
-		}
-		x.user = user
-		return nil
-	}
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
-				return smtp.ErrAuthFailed
+				return x.refuse("AUTH", RejectAuth, smtp.ErrAuthFailed, "user", user, "authzid", identity)
 			}
-			return check(user, pass)
+			return x.checkPassword(user, pass)
 		}), nil
 	case sasl.Login:
-		return newLoginServer(check), nil
+		return newLoginServer(x.checkPassword), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -244,9 +239,6 @@ func (s *Server) encryptionNeeded() *smtp.SMTPError {
 	}
 	return errEncryptionNeeded
 }
-
-// dummyHash is a bcrypt hash of nothing useful, for constant-time refusal.
-var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
 
 func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
