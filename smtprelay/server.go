@@ -242,27 +242,23 @@ func (s *Server) encryptionNeeded() *smtp.SMTPError {
 
 func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
-		x.s.tell(false, RejectAuth)
-		return errAuthNeeded
+		return x.refuse("MAIL", RejectAuth, errAuthNeeded)
 	}
 	// Syntax before policy: a malformed address is 553 5.1.7 whoever
 	// sends it, and is never worth a look-up. The null reverse path is
 	// well-formed; the policy below refuses it.
 	if from != "" {
 		if bad := checkSender(from); bad != nil {
-			x.s.tell(false, RejectAddress)
-			return bad.reply()
+			return x.refuse("MAIL", RejectAddress, bad.reply())
 		}
 	}
 	ok, err := x.senderAllowed(strings.ToLower(from))
 	if err != nil { // logged by x.s.lookups
-		x.s.tell(false, RejectQueue)
-		return errQueueDown
+		return x.refuse("MAIL", RejectQueue, errQueueDown)
 	}
 	if !ok {
-		x.s.tell(false, RejectSender)
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)}
+		return x.refuse("MAIL", RejectSender, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)})
 	}
 	x.from = from
 	return nil
@@ -281,8 +277,7 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	}
 	if bad := checkRecipient(to); bad != nil {
-		x.s.tell(false, RejectAddress)
-		return bad.reply()
+		return x.refuse("RCPT", RejectAddress, bad.reply())
 	}
 	x.to = append(x.to, to)
 	return nil
@@ -298,15 +293,13 @@ func (x *session) Data(r io.Reader) error {
 			if se.Code == smtp.ErrDataTooLarge.Code {
 				reason = RejectSize
 			}
-			x.s.tell(false, reason)
-			return se
+			return x.refuse("DATA", reason, se)
 		}
-		x.s.tell(false, RejectData)
 		if errors.Is(err, smtp.ErrTooLongLine) {
 			// RFC 5321 section 4.5.3.1.6: 1000 octets per line at most.
-			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
+			return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"})
 		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
+		return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()})
 	}
 	if err := x.checkHeaderFrom(data); err != nil {
 		return err
@@ -324,9 +317,7 @@ func (x *session) Data(r io.Reader) error {
 	if err != nil {
 		// Temporary: the helpdesk keeps the message and tries again. A
 		// 5xx would make it drop a message we never stored.
-		x.s.log.Error("relay: cannot queue message", "from", x.from, "queue_id", m.ID, "err", err)
-		x.s.tell(false, RejectQueue)
-		return errQueueDown
+		return x.refuse("DATA", RejectQueue, errQueueDown, "queue_id", m.ID, "err", err.Error())
 	}
 	x.s.tell(true, "")
 	x.s.log.Info("relay: queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.To), "size", m.Size, "ticket", m.Ticket)
