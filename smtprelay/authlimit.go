@@ -73,11 +73,12 @@ const checkWait = 30 * time.Second
 type authGuard struct {
 	lim     AuthLimits
 	slots   chan struct{} // one token per bcrypt comparison running
-	compare func(hash, pass []byte) error
+	suspect chan struct{} // one token: the check of a client that failed before
 	now     func() time.Time
 
-	mu    sync.Mutex
-	fails map[string]*failures // by failureKey
+	mu      sync.Mutex
+	compare func(hash, pass []byte) error // bcrypt's; tests count the calls
+	fails   map[string]*failures          // by clientKey and userKey
 }
 
 // failures counts the failed logins of one client address or user name
@@ -90,7 +91,7 @@ type failures struct {
 
 func newAuthGuard(lim AuthLimits) *authGuard {
 	lim = lim.orDefault()
-	return &authGuard{lim: lim, slots: make(chan struct{}, lim.Checks),
+	return &authGuard{lim: lim, slots: make(chan struct{}, lim.Checks), suspect: make(chan struct{}, 1),
 		compare: bcrypt.CompareHashAndPassword, now: time.Now, fails: map[string]*failures{}}
 }
 
@@ -172,17 +173,38 @@ func (g *authGuard) prune(now time.Time) {
 	}
 }
 
-// check compares pass with hash, waiting for a free slot first.
-func (g *authGuard) check(hash, pass string) (bool, error) {
+// check compares pass with hash, waiting for a free slot first. A
+// suspect client (one that failed before) first waits for the one suspect
+// slot: however many guess at once, a client with a clean record waits
+// for at most one of their checks, not for all of them.
+func (g *authGuard) check(hash, pass string, suspect bool) (bool, error) {
 	t := time.NewTimer(checkWait)
 	defer t.Stop()
+	if suspect {
+		select {
+		case g.suspect <- struct{}{}:
+		case <-t.C:
+			return false, errAuthBusy
+		}
+		defer func() { <-g.suspect }()
+	}
 	select {
 	case g.slots <- struct{}{}:
 	case <-t.C:
 		return false, errAuthBusy
 	}
 	defer func() { <-g.slots }()
-	return g.compare([]byte(hash), []byte(pass)) == nil, nil
+	g.mu.Lock()
+	compare := g.compare
+	g.mu.Unlock()
+	return compare([]byte(hash), []byte(pass)) == nil, nil
+}
+
+// failedBefore reports whether client has failed logins on record.
+func (g *authGuard) failedBefore(client string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.current(client, g.now()) != nil
 }
 
 // checkPassword is the AUTH PLAIN and LOGIN password check of x.
@@ -199,7 +221,7 @@ func (x *session) checkPassword(user, pass string) error {
 	if !known {
 		hash = dummyHash
 	}
-	ok, err := g.check(hash, pass)
+	ok, err := g.check(hash, pass, x.authFailures > 0 || g.failedBefore(client))
 	if err != nil {
 		return x.refuse("AUTH", RejectAuth, errAuthBusy, "user", user)
 	}
@@ -242,8 +264,13 @@ func (x *session) closeAfterReply() { closeAfterReply(x.conn) }
 // reads the next command, finds the end of input and closes.
 func closeAfterReply(c *smtp.Conn) {
 	nc := c.Conn()
-	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		nc = tc.NetConn()
+	for {
+		// The TCP connection under TLS (and under any other wrapper).
+		w, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = w.NetConn()
 	}
 	if cr, ok := nc.(interface{ CloseRead() error }); ok && cr.CloseRead() == nil {
 		return

@@ -154,8 +154,10 @@ func TestRealLoginDuringGuessing(t *testing.T) {
 func TestBcryptChecksBounded(t *testing.T) {
 	e := startRelay(t, ServerOptions{Users: relayUsers(t), AuthLimits: AuthLimits{Checks: 2, FailureDelay: time.Millisecond, Budget: 1000}})
 	var running, most atomic.Int32
-	compare := e.server.guard.compare
-	e.server.guard.compare = func(hash, pass []byte) error {
+	g := e.server.guard
+	g.mu.Lock()
+	compare := g.compare
+	g.compare = func(hash, pass []byte) error {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for {
@@ -167,6 +169,7 @@ func TestBcryptChecksBounded(t *testing.T) {
 		time.Sleep(30 * time.Millisecond)
 		return compare(hash, pass)
 	}
+	g.mu.Unlock()
 	var wg sync.WaitGroup
 	for range 8 {
 		c := dialRaw(t, e.addr)
@@ -180,5 +183,53 @@ func TestBcryptChecksBounded(t *testing.T) {
 	wg.Wait()
 	if m := most.Load(); m != 2 {
 		t.Errorf("at most %d bcrypt comparisons ran at once, want exactly the bound 2", m)
+	}
+}
+
+// TestCleanLoginWaitsForOneGuess: while 8 connections guess as fast as
+// they may, a login from a client with a clean record waits for at most
+// a couple of their bcrypt checks, not for all 8.
+func TestCleanLoginWaitsForOneGuess(t *testing.T) {
+	e := startRelay(t, ServerOptions{Users: relayUsers(t),
+		AuthLimits: AuthLimits{Checks: 1, FailureDelay: time.Nanosecond, Budget: 1 << 30, MaxFailures: 1 << 30}})
+	var started atomic.Int32 // compares begun
+	var atReal atomic.Int32  // started when the real login's compare began
+	g := e.server.guard
+	g.mu.Lock()
+	compare := g.compare
+	g.compare = func(hash, pass []byte) error {
+		n := started.Add(1)
+		if string(pass) == "s3cret" {
+			atReal.Store(n)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return compare(hash, pass)
+	}
+	g.mu.Unlock()
+
+	guess := serveFrom(t, e, "127.0.0.5")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 8 {
+		c := dialRaw(t, guess)
+		c.cmd("EHLO guesser.test")
+		wg.Go(func() {
+			for !stop.Load() {
+				c.cmd("AUTH PLAIN " + plainIR("helpdesk", "wrong"))
+			}
+		})
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+	for started.Load() < 20 { // the guessers are all suspects by now
+		time.Sleep(10 * time.Millisecond)
+	}
+	real := dialRaw(t, e.addr)
+	real.cmd("EHLO helpdesk.test")
+	before := started.Load()
+	if got := real.cmd("AUTH PLAIN " + plainIR("helpdesk", "s3cret")); !strings.HasPrefix(got, "235") {
+		t.Fatalf("real login: %q", got)
+	}
+	if waited := atReal.Load() - before - 1; waited > 2 {
+		t.Errorf("the clean login waited for %d guessing checks, want at most 2", waited)
 	}
 }

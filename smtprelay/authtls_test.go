@@ -41,6 +41,9 @@ type peerConn struct {
 
 func (c peerConn) RemoteAddr() net.Addr { return c.remote }
 
+// NetConn lets the relay reach the TCP connection, as under TLS.
+func (c peerConn) NetConn() net.Conn { return c.Conn }
+
 func plainIR(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
 }
