@@ -129,6 +129,17 @@ type Relay struct {
 	ClientDataTimeout    Duration `yaml:"client_data_timeout"`
 	MaxDataInFlightBytes int64    `yaml:"max_data_in_flight_bytes"`
 
+	// Password guessing on AUTH: failures one connection may make before
+	// it is closed, the wait before each failure is answered, failures one
+	// client address (or user name) may make within auth_lockout before
+	// it is refused for that long, and bcrypt checks at once (0: half
+	// the CPUs).
+	AuthMaxFailures      int      `yaml:"auth_max_failures"`
+	AuthFailureDelay     Duration `yaml:"auth_failure_delay"`
+	AuthFailureBudget    int      `yaml:"auth_failure_budget"`
+	AuthLockout          Duration `yaml:"auth_lockout"`
+	AuthConcurrentChecks int      `yaml:"auth_concurrent_checks"`
+
 	Smarthost         string `yaml:"smarthost"`
 	SmarthostUser     string `yaml:"smarthost_user"`
 	SmarthostPassword string `yaml:"smarthost_password" secret:"true"`
@@ -236,6 +247,10 @@ func Defaults() *Config {
 			ClientCommandTimeout:             Duration(5 * time.Minute),
 			ClientDataTimeout:                Duration(10 * time.Minute),
 			MaxDataInFlightBytes:             100 << 20,
+			AuthMaxFailures:                  3,
+			AuthFailureDelay:                 Duration(time.Second),
+			AuthFailureBudget:                10,
+			AuthLockout:                      Duration(15 * time.Minute),
 			QuotaWarnAt:                      0.9,
 			GmailDailyLimit:                  sendlimit.GmailMessages,
 			WorkspaceDailyLimit:              sendlimit.WorkspaceMessages,

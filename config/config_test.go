@@ -146,6 +146,8 @@ func TestLoadErrors(t *testing.T) {
 		{name: "relay timeouts beyond RFC 5321", yaml: "relay:\n  connect_timeout: 6m\n  command_timeout: 0s\n  data_timeout: 11m\n  quit_timeout: 1h\n",
 			want: []string{"relay.connect_timeout: must be at most 5m", "relay.command_timeout: must be a positive duration",
 				"relay.data_timeout: must be at most 10m, what RFC 5321 asks a client to wait for the reply to the final dot", "relay.quit_timeout: must be at most 5m"}},
+		{name: "auth limits off", yaml: "relay:\n  auth_max_failures: 0\n  auth_lockout: 0s\n  auth_concurrent_checks: -1\n",
+			want: []string{"relay.auth_max_failures: must be positive", "relay.auth_lockout: must be a positive duration", "relay.auth_concurrent_checks: must be 0"}},
 		{name: "quota_warn_at above 1", yaml: "relay:\n  quota_warn_at: 1.5\n", want: []string{"relay.quota_warn_at"}},
 		{name: "quota_warn_at zero", yaml: "relay:\n  quota_warn_at: 0\n", want: []string{"relay.quota_warn_at"}},
 		{name: "cert without key", yaml: "relay:\n  tls_cert: cert.pem\n", want: []string{"relay.tls_key: relay.tls_cert and relay.tls_key must be set together"}},

@@ -141,6 +141,13 @@ func (c *Config) Validate() error {
 	if r.MaxDataInFlightBytes < r.MaxMessageBytes {
 		p.add("relay.max_data_in_flight_bytes", "must be at least relay.max_message_bytes (%d), or a message of that size could never be received; got %d", r.MaxMessageBytes, r.MaxDataInFlightBytes)
 	}
+	p.positive("relay.auth_max_failures", int64(r.AuthMaxFailures))
+	p.positiveDuration("relay.auth_failure_delay", r.AuthFailureDelay)
+	p.positive("relay.auth_failure_budget", int64(r.AuthFailureBudget))
+	p.positiveDuration("relay.auth_lockout", r.AuthLockout)
+	if r.AuthConcurrentChecks < 0 {
+		p.add("relay.auth_concurrent_checks", "must be 0 (half the CPUs) or positive, got %d", r.AuthConcurrentChecks)
+	}
 	p.hostPort("relay.smarthost", r.Smarthost, true)
 	if r.SmarthostUser != "" && r.Smarthost == "" {
 		p.add("relay.smarthost_user", "set without relay.smarthost")

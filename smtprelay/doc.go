@@ -5,6 +5,12 @@
 // smarthost — retrying with backoff and bouncing (RFC 3464) what cannot be
 // delivered. It is never an open relay.
 //
+// The listener (server.go) lets only the helpdesk's own addresses send,
+// in the envelope and in the header From (senders.go, envelope.go), takes
+// passwords only over TLS or loopback, limits password guessing
+// (authlimit.go) and logs each refusal, rate-limited per client
+// (lograte.go).
+//
 // Each delivery try (Relay.Process) decides once how the message goes (a
 // Route, and a typed reason when not via Gmail), delivers it through that
 // route's courier, and records what became of each recipient. A Gmail

@@ -15,7 +15,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mailgate/mailgate/internal/health"
 )
@@ -41,6 +40,8 @@ type ServerOptions struct {
 	// Message-ID with the ticket store; its failure does not fail the
 	// transaction.
 	Accepted func(ctx context.Context, m *Message)
+	// AuthLimits bound password guessing; zero fields take defaults.
+	AuthLimits AuthLimits
 	// OnAccept, if set, is told of each message queued (accepted, "") and
 	// of each refusal with its reason, one of the Reject* values; a failed
 	// AUTH and a refused recipient address count as refusals too. For
@@ -54,9 +55,11 @@ type ServerOptions struct {
 const (
 	RejectAuth   = "auth"   // no or failed AUTH, or AUTH without TLS
 	RejectSender = "sender" // envelope sender not ours to relay
-	RejectSize   = "size"   // over relay.max_message_bytes
-	RejectQueue  = "queue"  // Redis unavailable: a 451, the helpdesk retries
-	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
+	// RejectHeaderFrom: an address in the header From not ours to send from.
+	RejectHeaderFrom = "header_from"
+	RejectSize       = "size"  // over relay.max_message_bytes
+	RejectQueue      = "queue" // Redis unavailable: a 451, the helpdesk retries
+	RejectData       = "data"  // DATA unreadable (line too long, connection cut)
 
 	// RejectAddress: a MAIL FROM or RCPT TO address no route can deliver
 	// (quoted local part, control characters, no valid domain...).
@@ -82,6 +85,8 @@ type Server struct {
 	// answering them and one when it is back, not one per MAIL.
 	lookups *health.Reporter
 	lim     *limiter
+	guard   *authGuard  // failed-login counts and the bcrypt slots
+	logged  *logLimiter // refusal lines per client address
 }
 
 // NewServer returns an SMTP server that queues what it accepts on q.
@@ -107,6 +112,8 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.ErrorLog = slogLogger{opts.Logger}
 	s.srv = srv
 	s.lim = newLimiter(opts.Limits, opts.Hostname, opts.Logger, s.tell)
+	s.guard = newAuthGuard(opts.AuthLimits)
+	s.logged = newLogLimiter()
 	s.lookups = health.New(health.Options{Logger: opts.Logger, Part: "relay smtp", Dependency: "redis",
 		Paused: "senders cannot be checked, so MAIL FROM is answered 451 and the helpdesk retries later"})
 	return s
@@ -152,6 +159,9 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 			sess.trusted = true
 		}
 	}
+	if err := s.lockedOut(c, ip, sess.trusted); err != nil {
+		return nil, err
+	}
 	return sess, nil
 }
 
@@ -173,54 +183,47 @@ type session struct {
 	user     string // authenticated relay user
 	from     string
 	to       []string
+	// authFailures counts failed AUTH on this connection.
+	authFailures int
 }
 
 var (
 	errAuthNeeded = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
 		Message: "Authentication required: log in with a relay user, or send from an address in relay.allowed_networks"}
 	errEncryptionNeeded = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11},
-		Message: "Encryption required for requested authentication mechanism: use STARTTLS first"} // RFC 4954 section 6
+		Message: "Encryption required for requested authentication mechanism: this relay has no TLS certificate (relay.tls_cert), so it takes AUTH only from loopback"} // RFC 4954 section 6
+	errStartTLSFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Must issue a STARTTLS command first"} // RFC 3207 section 4
 	errQueueDown = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Requested action aborted: the queue is unavailable, try again later"}
 )
 
+// AuthMechanisms is asked for each EHLO reply: AUTH is advertised only
+// where a password may be sent (RFC 4954 section 4: a server should not
+// offer mechanisms it would refuse), so a client never sends one in clear.
 func (x *session) AuthMechanisms() []string {
-	if len(x.access.Users) == 0 {
+	if len(x.access.Users) == 0 || !x.authAllowed() {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
 }
 
 func (x *session) Auth(mech string) (sasl.Server, error) {
-	if _, isTLS := x.conn.TLSConnectionState(); !authAllowed(isTLS, x.loopback) {
-		x.s.tell(false, RejectAuth)
-		return nil, errEncryptionNeeded
-	}
-	check := func(user, pass string) error {
-		hash, ok := x.access.Users[user]
-		// Compare against a dummy hash for unknown users, so timing does
-		// not tell which user names exist.
-		if !ok {
-			hash = dummyHash
-		}
-		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)) != nil || !ok {
-			x.s.log.Warn("relay AUTH failed", "user", user, "remote", x.ip.String())
-			x.s.tell(false, RejectAuth)
-			return smtp.ErrAuthFailed
-		}
-		x.user = user
-		return nil
+	if !x.authAllowed() {
+		// Refused before the first 334 challenge, so a client that did
+		// not put its credentials on the AUTH line never sends them.
+		return nil, x.refuse("AUTH", RejectAuth, x.s.encryptionNeeded())
 	}
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
-				return smtp.ErrAuthFailed
+				return x.refuse("AUTH", RejectAuth, smtp.ErrAuthFailed, "user", user, "authzid", identity)
 			}
-			return check(user, pass)
+			return x.checkPassword(user, pass)
 		}), nil
 	case sasl.Login:
-		return newLoginServer(check), nil
+		return newLoginServer(x.checkPassword), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -229,32 +232,40 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 // nobody can listen.
 func authAllowed(isTLS, loopback bool) bool { return isTLS || loopback }
 
-// dummyHash is a bcrypt hash of nothing useful, for constant-time refusal.
-var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
+func (x *session) authAllowed() bool {
+	_, isTLS := x.conn.TLSConnectionState()
+	return authAllowed(isTLS, x.loopback)
+}
+
+// encryptionNeeded is the answer to AUTH before TLS: RFC 3207 section 4's
+// 530 when STARTTLS is offered, else RFC 4954 section 6's 538 (the
+// listener has no certificate: AUTH works only on loopback).
+func (s *Server) encryptionNeeded() *smtp.SMTPError {
+	if s.opts.TLS != nil {
+		return errStartTLSFirst
+	}
+	return errEncryptionNeeded
+}
 
 func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
-		x.s.tell(false, RejectAuth)
-		return errAuthNeeded
+		return x.refuse("MAIL", RejectAuth, errAuthNeeded)
 	}
 	// Syntax before policy: a malformed address is 553 5.1.7 whoever
 	// sends it, and is never worth a look-up. The null reverse path is
 	// well-formed; the policy below refuses it.
 	if from != "" {
 		if bad := checkSender(from); bad != nil {
-			x.s.tell(false, RejectAddress)
-			return bad.reply()
+			return x.refuse("MAIL", RejectAddress, bad.reply())
 		}
 	}
 	ok, err := x.senderAllowed(strings.ToLower(from))
 	if err != nil { // logged by x.s.lookups
-		x.s.tell(false, RejectQueue)
-		return errQueueDown
+		return x.refuse("MAIL", RejectQueue, errQueueDown)
 	}
 	if !ok {
-		x.s.tell(false, RejectSender)
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)}
+		return x.refuse("MAIL", RejectSender, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sender <%s> refused: not a support address nor in relay.allowed_senders (mailgate only relays the helpdesk's own mail)", from)})
 	}
 	x.from = from
 	return nil
@@ -264,28 +275,8 @@ func (x *session) senderAllowed(from string) (bool, error) {
 	if from == "" {
 		return false, nil // the helpdesk never sends bounces through us
 	}
-	_, domain, _ := strings.Cut(from, "@")
-	for _, a := range x.access.AllowedSenders {
-		a = strings.ToLower(a)
-		if a == from || !strings.Contains(a, "@") && a == domain {
-			return true, nil
-		}
-	}
-	if x.s.opts.SupportAddresses == nil {
-		return false, nil
-	}
-	start := time.Now()
-	support, err := x.s.opts.SupportAddresses(context.Background())
-	x.s.lookups.Report(context.Background(), start, err)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range support {
-		if a == from {
-			return true, nil
-		}
-	}
-	return false, nil
+	foreign, err := x.foreignAddress([]string{from})
+	return foreign == "", err
 }
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
@@ -293,8 +284,7 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	}
 	if bad := checkRecipient(to); bad != nil {
-		x.s.tell(false, RejectAddress)
-		return bad.reply()
+		return x.refuse("RCPT", RejectAddress, bad.reply())
 	}
 	x.to = append(x.to, to)
 	return nil
@@ -312,15 +302,16 @@ func (x *session) Data(r io.Reader) error {
 			if se.Code == smtp.ErrDataTooLarge.Code {
 				reason = RejectSize
 			}
-			x.s.tell(false, reason)
-			return se
+			return x.refuse("DATA", reason, se)
 		}
-		x.s.tell(false, RejectData)
 		if errors.Is(err, smtp.ErrTooLongLine) {
 			// RFC 5321 section 4.5.3.1.6: 1000 octets per line at most.
-			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
+			return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"})
 		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
+		return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()})
+	}
+	if err := x.checkHeaderFrom(data); err != nil {
+		return err
 	}
 	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
@@ -335,9 +326,7 @@ func (x *session) Data(r io.Reader) error {
 	if err != nil {
 		// Temporary: the helpdesk keeps the message and tries again. A
 		// 5xx would make it drop a message we never stored.
-		x.s.log.Error("relay: cannot queue message", "from", x.from, "queue_id", m.ID, "err", err)
-		x.s.tell(false, RejectQueue)
-		return errQueueDown
+		return x.refuse("DATA", RejectQueue, errQueueDown, "queue_id", m.ID, "err", err.Error())
 	}
 	x.s.tell(true, "")
 	x.s.log.Info("relay: queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.To), "size", m.Size, "ticket", m.Ticket)

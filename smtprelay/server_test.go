@@ -25,6 +25,13 @@ type relayEnv struct {
 
 func startRelay(t *testing.T, opts ServerOptions) *relayEnv {
 	t.Helper()
+	return startRelayOn(t, opts, nil)
+}
+
+// startRelayOn is startRelay with the listener passed through wrap (nil:
+// as it is), e.g. to make clients appear from another address.
+func startRelayOn(t *testing.T, opts ServerOptions, wrap func(net.Listener) net.Listener) *relayEnv {
+	t.Helper()
 	srv := redistest.Start(t)
 	q := NewQueue(srv.Client(t), QueueOptions{})
 	if opts.SupportAddresses == nil {
@@ -39,9 +46,13 @@ func startRelay(t *testing.T, opts ServerOptions) *relayEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := l.Addr().String()
+	if wrap != nil {
+		l = wrap(l)
+	}
 	go s.Serve(l)
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	return &relayEnv{server: s, q: q, addr: l.Addr().String(), srv: srv}
+	return &relayEnv{server: s, q: q, addr: addr, srv: srv}
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -161,8 +172,8 @@ func TestRelayRefusesWhatAnOpenRelayWouldTake(t *testing.T) {
 	})
 }
 
-// TestAuthNeedsTLSOffLoopback checks the policy for a client off loopback:
-// tests can only connect from loopback, so the rule is tested directly.
+// TestAuthNeedsTLSOffLoopback checks the rule itself; authtls_test.go
+// checks what a client off loopback sees.
 func TestAuthNeedsTLSOffLoopback(t *testing.T) {
 	if authAllowed(false, false) {
 		t.Error("AUTH allowed without TLS from a remote client")

@@ -306,7 +306,8 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
 		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
-		Limits: serverLimits(cfg),
+		Limits:     serverLimits(cfg),
+		AuthLimits: relayAuthLimits(cfg.Relay),
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
@@ -449,4 +450,10 @@ func newTokens(cfg *config.Config, acc *accounts.Store, log *slog.Logger, m *met
 		opts.OnRefresh = m.TokenRefresh
 	}
 	return oauth.NewRegistry(googleOAuth(cfg), opts), nil
+}
+
+// relayAuthLimits are the relay's limits on password guessing.
+func relayAuthLimits(r config.Relay) smtprelay.AuthLimits {
+	return smtprelay.AuthLimits{MaxFailures: r.AuthMaxFailures, FailureDelay: r.AuthFailureDelay.Duration(),
+		Budget: r.AuthFailureBudget, Lockout: r.AuthLockout.Duration(), Checks: r.AuthConcurrentChecks}
 }

@@ -36,6 +36,19 @@ func TestRelayLimits(t *testing.T) {
 	}
 }
 
+// The relay.auth_* keys reach the relay's limits on password guessing.
+func TestRelayAuthLimits(t *testing.T) {
+	cfg := config.Defaults()
+	if got, want := relayAuthLimits(cfg.Relay), (smtprelay.AuthLimits{MaxFailures: 3, FailureDelay: time.Second, Budget: 10, Lockout: 15 * time.Minute}); got != want {
+		t.Errorf("default auth limits = %+v, want %+v", got, want)
+	}
+	cfg.Relay.AuthLockout = config.Duration(time.Hour)
+	cfg.Relay.AuthConcurrentChecks = 4
+	if got := relayAuthLimits(cfg.Relay); got.Lockout != time.Hour || got.Checks != 4 {
+		t.Errorf("relay.auth_lockout=1h, auth_concurrent_checks=4 give %+v", got)
+	}
+}
+
 // A refused refresh reaches Google once: with the auth style left to
 // x/oauth2's guess, an invalid_grant answer to Basic auth is retried with
 // the credentials in the form, which doubles every failing request.
