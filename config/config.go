@@ -119,6 +119,9 @@ type Relay struct {
 	AllowedSenders  []string    `yaml:"allowed_senders"`
 	MaxRecipients   int         `yaml:"max_recipients"`
 	MaxMessageBytes int64       `yaml:"max_message_bytes"`
+	// StripReceived removes the Received fields mail arrives with (the
+	// helpdesk's internal hops) before the relay adds its own.
+	StripReceived bool `yaml:"strip_received"`
 
 	Smarthost         string `yaml:"smarthost"`
 	SmarthostUser     string `yaml:"smarthost_user"`

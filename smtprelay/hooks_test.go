@@ -158,7 +158,7 @@ func TestOnDeliveryExpired(t *testing.T) {
 	w := newRelayWorld(t, 500)
 	var c calls
 	relayWithHooks(w, &c, nil)
-	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer, "bob@customer.example"}, "relay.test", w.clock.t)
+	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer, "bob@customer.example"}, "relay.test", w.clock.t, nil)
 	if err := w.q.Put(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}

@@ -24,9 +24,14 @@ const TicketHeader = "X-Mailgate-Ticket"
 // prepare turns accepted DATA into a queue message: it adds Date and
 // Message-ID when the helpdesk left them out (RFC 6409 section 8 lets a
 // submission server do so), reads and strips mailgate's own headers, and
-// keeps the body bytes as they came.
-func prepare(data []byte, from string, to []string, hostname string, now time.Time) *Message {
+// keeps the body bytes as they came. With a trace (mail taken over SMTP),
+// the message gets its queue id and the relay's Received field here, before
+// anything signs it.
+func prepare(data []byte, from string, to []string, hostname string, now time.Time, tr *trace) *Message {
 	m := &Message{From: from, To: append([]string(nil), to...)}
+	if tr != nil {
+		m.ID = newID(now)
+	}
 	br := bufio.NewReader(bytes.NewReader(data))
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
@@ -55,6 +60,9 @@ func prepare(data []byte, from string, to []string, hostname string, now time.Ti
 	} else {
 		m.MessageID = newMessageID(hostname, from)
 		h.Set("Message-Id", "<"+m.MessageID+">")
+	}
+	if tr != nil {
+		tr.stamp(&h, m.ID, to, now)
 	}
 	var out bytes.Buffer
 	out.Grow(len(data) + 200)

@@ -46,6 +46,13 @@ type ServerOptions struct {
 	// AUTH and a refused recipient address count as refusals too. For
 	// metrics: it must not block.
 	OnAccept func(accepted bool, reason string)
+	// StripReceived removes the Received fields a message arrives with
+	// (the helpdesk's internal hops, with their host names and addresses)
+	// before the relay adds its own.
+	StripReceived bool
+	// LookupAddr finds the client's reverse DNS name for the Received
+	// field; nil uses the system resolver.
+	LookupAddr func(ctx context.Context, addr string) ([]string, error)
 }
 
 // Why the relay refused a message, as told to ServerOptions.OnAccept.
@@ -166,6 +173,8 @@ type session struct {
 	user     string // authenticated relay user
 	from     string
 	to       []string
+	utf8     bool // the client said SMTPUTF8 on MAIL (RFC 6531)
+	rdns     *string
 }
 
 var (
@@ -313,7 +322,7 @@ func (x *session) Data(r io.Reader) error {
 		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
 	}
-	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
+	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now(), x.trace())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
 	defer cancel()
 	// Stored tentative, confirmed as the last step before the 250: after

@@ -306,6 +306,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
 		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
+		StripReceived: cfg.Relay.StripReceived,
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
