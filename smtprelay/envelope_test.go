@@ -117,7 +117,7 @@ func TestEnvelopeCheckedAtMailAndRcpt(t *testing.T) {
 		{"RCPT TO:<bob@customer.test> A=B=C", 501, "5.5.4"},
 		{"RCPT TO:<bob@customer.test>", 250, ""},
 		{"DATA", 354, ""},
-		{"Subject: hi\r\n\r\nhello\r\n.", 250, "queued as"},
+		{"From: support@acme.test\r\nSubject: hi\r\n\r\nhello\r\n.", 250, "queued as"},
 		{"QUIT", 221, ""},
 	})
 	want := []string{RejectAddress, RejectAddress, RejectAddress, RejectAddress, RejectAddress, RejectSender, RejectSender,

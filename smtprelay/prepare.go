@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -88,4 +89,26 @@ func newMessageID(hostname, from string) string {
 		host = "mailgate.invalid"
 	}
 	return hex.EncodeToString(b[:]) + "@" + host
+}
+
+// checkFrom refuses a message without an author: RFC 5322 section 3.6
+// requires exactly one From field with at least one address, DKIM signs
+// it and DMARC judges the mail by its domain. Mail without one is refused
+// at the end of DATA, not fixed up: only the helpdesk knows who wrote it.
+func checkFrom(data []byte) *smtp.SMTPError {
+	refuse := func(why string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: " + why + "; RFC 5322 section 3.6 requires a From header field naming the author (add From: to the message)"}
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return refuse("its header cannot be read, so it has no From header field")
+	}
+	switch {
+	case !h.Has("From"):
+		return refuse("the From header field is missing")
+	case strings.TrimSpace(h.Get("From")) == "":
+		return refuse("the From header field is empty")
+	}
+	return nil
 }

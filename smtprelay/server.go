@@ -62,6 +62,7 @@ const (
 	RejectSize   = "size"   // over relay.max_message_bytes
 	RejectQueue  = "queue"  // Redis unavailable: a 451, the helpdesk retries
 	RejectData   = "data"   // DATA unreadable (line too long, connection cut)
+	RejectHeader = "header" // the message's header lacks what mail needs (a From field)
 
 	// RejectAddress: a MAIL FROM or RCPT TO address no route can deliver
 	// (quoted local part, control characters, no valid domain...).
@@ -321,6 +322,10 @@ func (x *session) Data(r io.Reader) error {
 			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long: wrap lines or use quoted-printable/base64"}
 		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()}
+	}
+	if bad := checkFrom(data); bad != nil {
+		x.s.tell(false, RejectHeader)
+		return bad
 	}
 	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now(), x.trace())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
