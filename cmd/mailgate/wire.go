@@ -281,9 +281,9 @@ func (d *daemon) buildWeb() error {
 
 func (d *daemon) buildRelay(ctx context.Context) error {
 	cfg, log, q := d.cfg, d.log, d.queue
-	hostname := cfg.Relay.Hostname
-	if hostname == "" {
-		hostname, _ = os.Hostname()
+	hostname, warning := cfg.RelayHostname(d.opts.names)
+	if warning != "" {
+		log.Warn(warning)
 	}
 	access, err := relayAccess(cfg)
 	if err != nil {
