@@ -27,9 +27,9 @@ func TestRelayHostname(t *testing.T) {
 		configured, host, want string
 		warn                   bool
 	}{
-		{"", "vm", "vm.corp.example", false},       // the canonical name of the short one
-		{"", "box", "box", true},                   // no FQDN anywhere: warned
-		{"", "lonely", "lonely", true},             // not resolvable: warned
+		{"", "vm", "vm.corp.example", false}, // the canonical name of the short one
+		{"", "box", "box", true},             // no FQDN anywhere: warned
+		{"", "lonely", "lonely", true},       // not resolvable: warned
 		{"", "mx1.example.org", "mx1.example.org", false},
 		{"mail.acme.example", "vm", "mail.acme.example", false}, // configured wins
 		{"relay", "vm", "relay", true},                          // configured, but short
