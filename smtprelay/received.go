@@ -66,7 +66,7 @@ func (t *trace) field(id string, rcpts []string, now time.Time) string {
 	}
 	b.WriteString(" by " + host + " (mailgate) with " + t.protocol() + " id " + id)
 	if len(rcpts) == 1 {
-		b.WriteString(" for <" + traceToken(rcpts[0]) + ">")
+		b.WriteString(" for <" + forPath(rcpts[0]) + ">")
 	}
 	b.WriteString("; " + now.Format(time.RFC1123Z))
 	return b.String()
@@ -83,18 +83,26 @@ func (t *trace) stamp(h *textproto.Header, id string, rcpts []string, now time.T
 }
 
 // traceToken keeps a client-given name from breaking the field's syntax:
-// whitespace, parentheses, angle brackets, semicolons and control bytes
-// become "_"; what the client names stays readable.
+// whitespace, parentheses, angle brackets, semicolons, control bytes and
+// non-ASCII become "_"; what the client names stays readable.
 func traceToken(s string) string {
 	if s == "" {
 		return "unknown"
 	}
 	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f || strings.ContainsRune("()<>;\\\"", r) {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>;\\\"", r) {
 			return '_'
 		}
 		return r
 	}, s)
+}
+
+// forPath is the recipient as the "for" clause names it: an IDN domain
+// as its A-label, so that the field stays ASCII unless the local part is
+// not (the envelope checks have refused anything else odd in it).
+func forPath(rcpt string) string {
+	at := strings.LastIndexByte(rcpt, '@')
+	return rcpt[:at+1] + asciiDomain(rcpt[at+1:])
 }
 
 // reverseName returns the first name ip's PTR records give, without its

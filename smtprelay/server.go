@@ -101,6 +101,7 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.MaxRecipients = opts.MaxRecipients
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.TLSConfig = opts.TLS
+	srv.EnableSMTPUTF8 = true // RFC 6531; see utf8.go for delivery
 	// AUTH over plaintext is refused per connection (loopback is fine)
 	// in Auth below; go-smtp's switch is all-or-nothing.
 	srv.AllowInsecureAuth = true
@@ -235,7 +236,7 @@ func authAllowed(isTLS, loopback bool) bool { return isTLS || loopback }
 // dummyHash is a bcrypt hash of nothing useful, for constant-time refusal.
 var dummyHash = "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z5m8o1LU6gTT2h8k1M0nKf6e"
 
-func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+func (x *session) Mail(from string, opts *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
 		x.s.tell(false, RejectAuth)
 		return errAuthNeeded
@@ -243,8 +244,9 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	// Syntax before policy: a malformed address is 553 5.1.7 whoever
 	// sends it, and is never worth a look-up. The null reverse path is
 	// well-formed; the policy below refuses it.
+	x.utf8 = opts != nil && opts.UTF8
 	if from != "" {
-		if bad := checkSender(from); bad != nil {
+		if bad := checkSubmitted(from, true, x.utf8); bad != nil {
 			x.s.tell(false, RejectAddress)
 			return bad.reply()
 		}
@@ -295,7 +297,7 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if x.from == "" {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	}
-	if bad := checkRecipient(to); bad != nil {
+	if bad := checkSubmitted(to, false, x.utf8); bad != nil {
 		x.s.tell(false, RejectAddress)
 		return bad.reply()
 	}
