@@ -235,7 +235,9 @@ func writeData(c *smtp.Client, data []byte) error {
 	if err != nil {
 		return during("DATA", err)
 	}
-	if _, err := bytes.NewReader(data).WriteTo(w); err != nil {
+	// Accepted mail is normalised already; this covers mail queued
+	// before, so that no lone CR ever leaves the relay.
+	if _, err := bytes.NewReader(normalizeCR(data)).WriteTo(w); err != nil {
 		w.Close()
 		return during("sending the message", err)
 	}

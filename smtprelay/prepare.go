@@ -25,11 +25,13 @@ const TicketHeader = "X-Mailgate-Ticket"
 // prepare turns accepted DATA into a queue message: it adds Date and
 // Message-ID when the helpdesk left them out (RFC 6409 section 8 lets a
 // submission server do so), reads and strips mailgate's own headers, and
-// keeps the body bytes as they came. With a trace (mail taken over SMTP),
+// keeps the body bytes as they came (a lone CR made CRLF, see
+// normalizeCR). With a trace (mail taken over SMTP),
 // the message gets its queue id and the relay's Received field here, before
 // anything signs it.
 func prepare(data []byte, from string, to []string, hostname string, now time.Time, tr *trace) *Message {
 	m := &Message{From: from, To: append([]string(nil), to...)}
+	data = normalizeCR(data) // before anything signs it
 	if tr != nil {
 		m.ID = newID(now)
 	}
@@ -111,4 +113,32 @@ func checkFrom(data []byte) *smtp.SMTPError {
 		return refuse("the From header field is empty")
 	}
 	return nil
+}
+
+// normalizeCR turns every CR that is not followed by LF into CRLF. RFC
+// 5322 section 2.3 allows CR only as part of CRLF, and servers differ on
+// what a lone CR is: one that takes it for a line end would read "\r.\r"
+// as the end of the data and the rest as new SMTP commands (SMTP
+// smuggling). As CRLF, the line is a real line, which the SMTP client then
+// dot-stuffs (RFC 5321 section 4.5.2), so no server can end the data
+// there. CRLF rather than dropping the CR: a lone CR was a line break to
+// whoever wrote it (old Mac line ends), and dropping it would join lines.
+func normalizeCR(data []byte) []byte {
+	n := 0
+	for i, c := range data {
+		if c == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			n++
+		}
+	}
+	if n == 0 {
+		return data
+	}
+	out := make([]byte, 0, len(data)+n)
+	for i, c := range data {
+		out = append(out, c)
+		if c == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			out = append(out, '\n')
+		}
+	}
+	return out
 }
