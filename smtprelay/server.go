@@ -176,7 +176,7 @@ type session struct {
 	from     string
 	to       []string
 	utf8     bool // the client said SMTPUTF8 on MAIL (RFC 6531)
-	rdns     *string
+	rdns     *string // the client's reverse DNS name, looked up once (trace)
 }
 
 var (
