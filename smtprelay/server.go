@@ -175,7 +175,7 @@ type session struct {
 	user     string // authenticated relay user
 	from     string
 	to       []string
-	utf8     bool // the client said SMTPUTF8 on MAIL (RFC 6531)
+	utf8     bool    // the client said SMTPUTF8 on MAIL (RFC 6531)
 	rdns     *string // the client's reverse DNS name, looked up once (trace)
 }
 
