@@ -119,6 +119,9 @@ type Relay struct {
 	AllowedSenders  []string    `yaml:"allowed_senders"`
 	MaxRecipients   int         `yaml:"max_recipients"`
 	MaxMessageBytes int64       `yaml:"max_message_bytes"`
+	// StripReceived removes the Received fields mail arrives with (the
+	// helpdesk's internal hops) before the relay adds its own.
+	StripReceived bool `yaml:"strip_received"`
 
 	// What one client, and all of them, may hold: connections, the time
 	// to send one command line and one whole message, and the message

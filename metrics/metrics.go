@@ -121,7 +121,7 @@ func New(opts Options) *Metrics {
 	)
 	// Series with fixed labels exist from the start at 0, so a rate or an
 	// alert on them works before the first event.
-	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectHeaderFrom, smtprelay.RejectAddress, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData, smtprelay.RejectBusy} {
+	for _, r := range []string{smtprelay.RejectAuth, smtprelay.RejectSender, smtprelay.RejectHeaderFrom, smtprelay.RejectAddress, smtprelay.RejectSize, smtprelay.RejectQueue, smtprelay.RejectData, smtprelay.RejectBusy, smtprelay.RejectHeader} {
 		m.relayRejected.WithLabelValues(r)
 	}
 	for _, route := range []smtprelay.Route{smtprelay.RouteGmail, smtprelay.RouteDirect, smtprelay.RouteSmarthost} {

@@ -39,6 +39,9 @@ type dialOptions struct {
 	hostname string // our EHLO name
 	auth     sasl.Client
 	timeouts Timeouts
+	// sign signs a message again after it was downgraded for a server
+	// without SMTPUTF8; nil leaves it as downgraded.
+	sign func([]byte) []byte
 }
 
 // dial connects, says EHLO as o.hostname, sets up TLS and authenticates.
@@ -177,16 +180,31 @@ func deliverTo(ctx context.Context, o dialOptions, from string, rcpts []string, 
 	if err != nil {
 		return failAllBy(rcpts, fmt.Errorf("%s: %w", o.addr, err))
 	}
-	res := send(c, from, rcpts, data)
+	res := send(c, from, rcpts, data, o.sign)
 	quit(c, o.timeouts)
 	return res
 }
 
-// send runs MAIL, RCPT for each recipient and DATA on c. Recipients
+// send runs MAIL, RCPT for each recipient and DATA on c. Mail with
+// non-ASCII addresses or header says SMTPUTF8 on MAIL FROM when c's server
+// offers it, and is downgraded when it does not (sendDowngraded; sign
+// signs it again).
+func send(c *smtp.Client, from string, rcpts []string, data []byte, sign func([]byte) []byte) Result {
+	var opts *smtp.MailOptions
+	if needsSMTPUTF8(from, rcpts, data) {
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			return sendDowngraded(c, from, rcpts, data, sign)
+		}
+		opts = &smtp.MailOptions{UTF8: true}
+	}
+	return sendAs(c, from, rcpts, data, opts)
+}
+
+// sendAs runs the transaction with the MAIL parameters opts. Recipients
 // refused at RCPT get their own result; a DATA failure applies to all the
 // accepted ones.
-func send(c *smtp.Client, from string, rcpts []string, data []byte) Result {
-	if err := c.Mail(from, nil); err != nil {
+func sendAs(c *smtp.Client, from string, rcpts []string, data []byte, opts *smtp.MailOptions) Result {
+	if err := c.Mail(from, opts); err != nil {
 		return failAllBy(rcpts, during("MAIL FROM", err))
 	}
 	res := failAll(rcpts, nil, Delivered)
@@ -217,7 +235,9 @@ func writeData(c *smtp.Client, data []byte) error {
 	if err != nil {
 		return during("DATA", err)
 	}
-	if _, err := bytes.NewReader(data).WriteTo(w); err != nil {
+	// Accepted mail is normalised already; this covers mail queued
+	// before, so that no lone CR ever leaves the relay.
+	if _, err := bytes.NewReader(normalizeCR(data)).WriteTo(w); err != nil {
 		w.Close()
 		return during("sending the message", err)
 	}

@@ -39,11 +39,12 @@ type DirectOptions struct {
 
 // ownRoute returns how the relay sends mail itself: through the
 // smarthost when one is configured, else to the recipients' MX hosts.
-func ownRoute(o DirectOptions, hostname string, t Timeouts) (Route, courier) {
+// sign signs mail again that had to be downgraded to ASCII.
+func ownRoute(o DirectOptions, hostname string, t Timeouts, sign func([]byte) []byte) (Route, courier) {
 	if o.Smarthost != "" {
-		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeouts: t}
+		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeouts: t, sign: sign}
 	}
-	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeouts: t}
+	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeouts: t, sign: sign}
 }
 
 // smarthostRoute hands all mail to one relay host (relay.smarthost).
@@ -51,6 +52,7 @@ type smarthostRoute struct {
 	opts     DirectOptions
 	hostname string
 	timeouts Timeouts
+	sign     func([]byte) []byte
 }
 
 // Deliver sends data (already signed) to the smarthost in one transaction.
@@ -64,7 +66,7 @@ func (s *smarthostRoute) Deliver(ctx context.Context, from string, rcpts []strin
 		mode = tlsmode.StartTLS
 	}
 	return deliverTo(ctx, dialOptions{addr: s.opts.Smarthost, tlsMode: mode, tls: s.opts.TLS,
-		hostname: s.hostname, auth: auth, timeouts: s.timeouts}, from, rcpts, data)
+		hostname: s.hostname, auth: auth, timeouts: s.timeouts, sign: s.sign}, from, rcpts, data)
 }
 
 // mxRoute delivers to the recipients' MX hosts.
@@ -72,6 +74,7 @@ type mxRoute struct {
 	opts     DirectOptions
 	hostname string
 	timeouts Timeouts
+	sign     func([]byte) []byte
 }
 
 // Deliver sends data (already signed) to every recipient, one SMTP
@@ -94,7 +97,7 @@ func (d *mxRoute) toDomain(ctx context.Context, domain, from string, rcpts []str
 	var res Result
 	for i, h := range hosts {
 		o := dialOptions{addr: net.JoinHostPort(h, strconv.Itoa(d.port())), tlsMode: tlsmode.Opportunistic,
-			tls: d.opts.TLS, hostname: d.hostname, timeouts: d.timeouts}
+			tls: d.opts.TLS, hostname: d.hostname, timeouts: d.timeouts, sign: d.sign}
 		got := deliverTo(ctx, o, from, rcpts, data)
 		waiting := got.rcpts(Deferred)
 		if len(waiting) == 0 || i == len(hosts)-1 {
@@ -121,7 +124,7 @@ func (d *mxRoute) mxHosts(ctx context.Context, domain string) ([]string, error) 
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	mxs, err := r.LookupMX(ctx, domain)
+	mxs, err := r.LookupMX(ctx, asciiDomain(domain)) // DNS knows IDNs by their A-labels
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
 		return []string{domain}, nil

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"unicode/utf8"
+
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailgate/mailgate/accounts"
@@ -32,6 +34,7 @@ type addressError struct {
 	addr   string
 	sender bool   // MAIL FROM rather than RCPT TO
 	why    string // what is wrong, in words
+	code   smtp.EnhancedCode
 }
 
 func (e *addressError) Error() string {
@@ -43,8 +46,11 @@ func (e *addressError) Error() string {
 }
 
 // status is the RFC 3463 code: 5.1.7 bad sender mailbox address syntax,
-// 5.1.3 bad destination mailbox address syntax.
+// 5.1.3 bad destination mailbox address syntax; or the one it was given.
 func (e *addressError) status() smtp.EnhancedCode {
+	if e.code != (smtp.EnhancedCode{}) {
+		return e.code
+	}
 	if e.sender {
 		return smtp.EnhancedCode{5, 1, 7}
 	}
@@ -76,19 +82,21 @@ func checkRecipient(addr string) *addressError { return checkAddress(addr, false
 // need to quote it again, Gmail accounts never have one, and the account
 // store refuses them. A quoted local part that needs no quotes ("john"@x)
 // is the same mailbox as john@x and arrives as such, so it is accepted.
-// Address literals (user@[192.0.2.1]) and non-ASCII addresses (which need
-// SMTPUTF8, RFC 6531, not offered here) are refused for the same reason.
+// Address literals (user@[192.0.2.1]) are refused for the same reason.
+// UTF-8 addresses (RFC 6531) are accepted when they are valid UTF-8 and
+// their domain converts to an ASCII one (IDNA); that the client said
+// SMTPUTF8 for them is checked by checkUTF8Declared.
 func checkAddress(addr string, sender bool) *addressError {
 	bad := func(format string, args ...any) *addressError {
 		return &addressError{addr: addr, sender: sender, why: fmt.Sprintf(format, args...)}
 	}
 	for i := 0; i < len(addr); i++ {
-		switch c := addr[i]; {
-		case c < 0x20 || c == 0x7f:
+		if c := addr[i]; c < 0x20 || c == 0x7f {
 			return bad("it contains the control character %#02x", c)
-		case c >= 0x80:
-			return bad("it contains non-ASCII characters, which need SMTPUTF8 (RFC 6531); mailgate does not offer it")
 		}
+	}
+	if !utf8.ValidString(addr) {
+		return bad("it contains bytes that are not UTF-8")
 	}
 	if len(addr) > maxAddress {
 		return bad("%d characters, more than the %d an address may have (RFC 5321 section 4.5.3.1.3)", len(addr), maxAddress)
@@ -107,8 +115,8 @@ func checkAddress(addr string, sender bool) *addressError {
 		return bad("the local part %s needs quoting; mailgate relays only unquoted local parts: letters, digits and !#$%%&'*+-/=?^_`{|}~, with single dots between them (RFC 5321 section 4.1.2 Dot-string)", strconv.Quote(local))
 	case strings.HasPrefix(domain, "["):
 		return bad("address literals such as %s are not relayed; use a domain name", domain)
-	case !dnsname.Valid(domain):
-		return bad("%q is not a valid domain name (letters, digits and hyphens between dots; IDNs as xn--)", domain)
+	case !dnsname.Valid(asciiDomain(domain)):
+		return bad("%q is not a valid domain name (letters, digits and hyphens between dots, or an IDN)", domain)
 	}
 	// The account store reads senders with net/mail: what it could not
 	// read would fail the route decision on every try.
@@ -116,6 +124,26 @@ func checkAddress(addr string, sender bool) *addressError {
 		return bad("it cannot be read as a plain address user@domain")
 	}
 	return nil
+}
+
+// checkSubmitted checks an address given at MAIL FROM or RCPT TO, in a
+// transaction whose MAIL FROM said SMTPUTF8 or not (utf8).
+func checkSubmitted(addr string, sender, utf8 bool) *addressError {
+	if bad := checkUTF8Declared(addr, sender, utf8); bad != nil {
+		return bad
+	}
+	return checkAddress(addr, sender)
+}
+
+// checkUTF8Declared refuses a non-ASCII address from a client that did
+// not say SMTPUTF8 on MAIL FROM: 553 5.6.7, as RFC 6531 section 3.7.4.1
+// asks, telling it what to do.
+func checkUTF8Declared(addr string, sender, declared bool) *addressError {
+	if declared || isASCII(addr) {
+		return nil
+	}
+	return &addressError{addr: addr, sender: sender, code: smtp.EnhancedCode{5, 6, 7},
+		why: "it contains non-ASCII characters: say SMTPUTF8 on MAIL FROM to send them (RFC 6531)"}
 }
 
 // dotString reports whether s is a Dot-string of RFC 5321 section 4.1.2:
@@ -134,8 +162,9 @@ func dotString(s string) bool {
 	return true
 }
 
+// isAtext: RFC 6532 section 3.2 adds UTF-8 beyond ASCII to atext.
 func isAtext(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+	return c >= 0x80 || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
 }
 

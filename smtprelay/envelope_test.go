@@ -17,6 +17,9 @@ func TestCheckAddress(t *testing.T) {
 		"first.last+tag@sub.acme.test",
 		"a!#$%&'*+-/=?^_`{|}~z@acme.test",
 		"x@xn--bcher-kva.example",
+		"jöhn@helpdesk.test", // UTF-8 (RFC 6531): MAIL must say SMTPUTF8, see TestSMTPUTF8Announced
+		"x@bücher.example",   // an IDN, delivered as xn--bcher-kva.example
+		"用户@例子.广告",
 		strings.Repeat("l", 64) + "@acme.test",
 	}
 	for _, a := range ok {
@@ -28,7 +31,8 @@ func TestCheckAddress(t *testing.T) {
 		"john doe@helpdesk.test":               `local part "john doe" needs quoting`,
 		"jo\x00hn@helpdesk.test":               "control character 0x00",
 		"tab\there@helpdesk.test":              "control character 0x09",
-		"jöhn@helpdesk.test":                   "non-ASCII",
+		"j\xf6hn@helpdesk.test":                "not UTF-8",
+		"x@bü_cher.example":                    "not a valid domain",
 		"a..b@helpdesk.test":                   "needs quoting",
 		".a@helpdesk.test":                     "needs quoting",
 		"a@b@helpdesk.test":                    `local part "a@b" needs quoting`,
@@ -117,7 +121,7 @@ func TestEnvelopeCheckedAtMailAndRcpt(t *testing.T) {
 		{"RCPT TO:<bob@customer.test> A=B=C", 501, "5.5.4"},
 		{"RCPT TO:<bob@customer.test>", 250, ""},
 		{"DATA", 354, ""},
-		{"Subject: hi\r\n\r\nhello\r\n.", 250, "queued as"},
+		{"From: support@acme.test\r\nSubject: hi\r\n\r\nhello\r\n.", 250, "queued as"},
 		{"QUIT", 221, ""},
 	})
 	want := []string{RejectAddress, RejectAddress, RejectAddress, RejectAddress, RejectAddress, RejectSender, RejectSender,

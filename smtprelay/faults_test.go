@@ -140,7 +140,7 @@ func TestRecordLostAfterDeliveryDeliversOnce(t *testing.T) {
 			})
 		}
 	})
-	m := prepare([]byte(withSubject("record lost")), wsAcct, []string{customer}, "relay.test", w.clock.t)
+	m := prepare([]byte(withSubject("record lost")), wsAcct, []string{customer}, "relay.test", w.clock.t, nil)
 	if err := w.q.Put(ctx, m); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestRecordLostAfterDeliveryDeliversOnce(t *testing.T) {
 func TestTakenOverTryIsCountedAndLogged(t *testing.T) {
 	w := newRelayWorld(t, 500)
 	ctx := context.Background()
-	m := prepare([]byte(withSubject("taken over")), wsAcct, []string{customer}, "relay.test", w.clock.t)
+	m := prepare([]byte(withSubject("taken over")), wsAcct, []string{customer}, "relay.test", w.clock.t, nil)
 	if err := w.q.Put(ctx, m); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestPartialDeliveryRetriesOnlyThePending(t *testing.T) {
 	ctx := context.Background()
 	const bob = "bob@customer.example"
 	w.gmail.FailRcpt(bob, &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"})
-	m := prepare([]byte(notif(wsAcct, "n")), wsAcct, []string{customer, bob}, "relay.acme.example", w.clock.t)
+	m := prepare([]byte(notif(wsAcct, "n")), wsAcct, []string{customer, bob}, "relay.acme.example", w.clock.t, nil)
 	if err := w.q.Put(ctx, m); err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (s gmailSender) Deliver(ctx context.Context, from string, rcpts []string, d
 		// Gmail's trouble, not the recipients': none of them bounces.
 		return failAll(rcpts, err, Deferred)
 	}
-	res := send(c, from, rcpts, data)
+	res := send(c, from, rcpts, data, nil) // Google signs what Gmail sends
 	for i, rr := range res {
 		if rr.Err != nil && isDailyLimit(rr.Err) {
 			res[i].Outcome, res[i].Err = Deferred, fmt.Errorf("%w: %w", errGmailQuota, rr.Err)

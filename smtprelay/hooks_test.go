@@ -40,7 +40,7 @@ func (c *calls) take() []string {
 func TestOnAcceptTellsAcceptedAndRefused(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	users := map[string]string{"helpdesk": string(hash)}
-	const body = "Subject: x\r\n\r\nx\r\n"
+	const body = "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n"
 	tests := []struct {
 		name    string
 		opts    ServerOptions
@@ -56,7 +56,7 @@ func TestOnAcceptTellsAcceptedAndRefused(t *testing.T) {
 		{"no auth", ServerOptions{Users: users}, nil, "support@acme.test", body, true, "refused " + RejectAuth},
 		{"bad password", ServerOptions{Users: users}, sasl.NewPlainClient("", "helpdesk", "wrong"), "support@acme.test", body, true, "refused " + RejectAuth},
 		{"oversized", ServerOptions{AllowedNetworks: loopback, MaxMessageBytes: 1000}, nil, "support@acme.test",
-			"Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30), true, "refused " + RejectSize},
+			"From: support@acme.test\r\nSubject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30), true, "refused " + RejectSize},
 		{"redis down", ServerOptions{AllowedNetworks: loopback}, nil, "support@acme.test", body, false, "refused " + RejectQueue},
 	}
 	for _, tc := range tests {
@@ -158,7 +158,7 @@ func TestOnDeliveryExpired(t *testing.T) {
 	w := newRelayWorld(t, 500)
 	var c calls
 	relayWithHooks(w, &c, nil)
-	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer, "bob@customer.example"}, "relay.test", w.clock.t)
+	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer, "bob@customer.example"}, "relay.test", w.clock.t, nil)
 	if err := w.q.Put(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}

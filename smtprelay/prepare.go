@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -24,9 +25,16 @@ const TicketHeader = "X-Mailgate-Ticket"
 // prepare turns accepted DATA into a queue message: it adds Date and
 // Message-ID when the helpdesk left them out (RFC 6409 section 8 lets a
 // submission server do so), reads and strips mailgate's own headers, and
-// keeps the body bytes as they came.
-func prepare(data []byte, from string, to []string, hostname string, now time.Time) *Message {
+// keeps the body bytes as they came (a lone CR made CRLF, see
+// normalizeCR). With a trace (mail taken over SMTP),
+// the message gets its queue id and the relay's Received field here, before
+// anything signs it.
+func prepare(data []byte, from string, to []string, hostname string, now time.Time, tr *trace) *Message {
 	m := &Message{From: from, To: append([]string(nil), to...)}
+	data = normalizeCR(data) // before anything signs it
+	if tr != nil {
+		m.ID = newID(now)
+	}
 	br := bufio.NewReader(bytes.NewReader(data))
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
@@ -56,6 +64,9 @@ func prepare(data []byte, from string, to []string, hostname string, now time.Ti
 		m.MessageID = newMessageID(hostname, from)
 		h.Set("Message-Id", "<"+m.MessageID+">")
 	}
+	if tr != nil {
+		tr.stamp(&h, m.ID, to, now)
+	}
 	var out bytes.Buffer
 	out.Grow(len(data) + 200)
 	if err := textproto.WriteHeader(&out, h); err != nil {
@@ -80,4 +91,54 @@ func newMessageID(hostname, from string) string {
 		host = "mailgate.invalid"
 	}
 	return hex.EncodeToString(b[:]) + "@" + host
+}
+
+// checkFrom refuses a message without an author: RFC 5322 section 3.6
+// requires exactly one From field with at least one address, DKIM signs
+// it and DMARC judges the mail by its domain. Mail without one is refused
+// at the end of DATA, not fixed up: only the helpdesk knows who wrote it.
+func checkFrom(data []byte) *smtp.SMTPError {
+	refuse := func(why string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: " + why + "; RFC 5322 section 3.6 requires a From header field naming the author (add From: to the message)"}
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return refuse("its header cannot be read, so it has no From header field")
+	}
+	switch {
+	case !h.Has("From"):
+		return refuse("the From header field is missing")
+	case strings.TrimSpace(h.Get("From")) == "":
+		return refuse("the From header field is empty")
+	}
+	return nil
+}
+
+// normalizeCR turns every CR that is not followed by LF into CRLF. RFC
+// 5322 section 2.3 allows CR only as part of CRLF, and servers differ on
+// what a lone CR is: one that takes it for a line end would read "\r.\r"
+// as the end of the data and the rest as new SMTP commands (SMTP
+// smuggling). As CRLF, the line is a real line, which the SMTP client then
+// dot-stuffs (RFC 5321 section 4.5.2), so no server can end the data
+// there. CRLF rather than dropping the CR: a lone CR was a line break to
+// whoever wrote it (old Mac line ends), and dropping it would join lines.
+func normalizeCR(data []byte) []byte {
+	n := 0
+	for i, c := range data {
+		if c == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			n++
+		}
+	}
+	if n == 0 {
+		return data
+	}
+	out := make([]byte, 0, len(data)+n)
+	for i, c := range data {
+		out = append(out, c)
+		if c == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			out = append(out, '\n')
+		}
+	}
+	return out
 }

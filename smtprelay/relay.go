@@ -124,7 +124,7 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
 		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeouts: opts.Timeouts},
 	}
-	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeouts)
+	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeouts, r.resign)
 	r.readHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay delivery", Dependency: "redis",
 		Paused: "delivery is paused; accepted mail waits in the queue"})
 	r.houseHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay housekeeping", Dependency: "redis",

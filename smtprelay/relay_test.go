@@ -161,7 +161,7 @@ func (w *relayWorld) eventsOf(typ tickets.EventType) []event {
 // worker would.
 func (w *relayWorld) queueAndTry(from, data string) *Message {
 	w.t.Helper()
-	m := prepare([]byte(data), from, []string{customer}, "relay.acme.example", w.clock.t)
+	m := prepare([]byte(data), from, []string{customer}, "relay.acme.example", w.clock.t, nil)
 	if err := w.q.Put(context.Background(), m); err != nil {
 		w.t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestPermanentFailureBouncesWithDSN(t *testing.T) {
 // before recording anything; another reclaims it and delivers it once.
 func TestKilledWorkerMessageDeliveredOnce(t *testing.T) {
 	w := newRelayWorld(t, 500)
-	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer}, "relay.test", w.clock.t)
+	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer}, "relay.test", w.clock.t, nil)
 	w.q.Put(context.Background(), m)
 	if dead, _ := w.q.Next(context.Background(), "dead-worker", 1, time.Second); len(dead) != 1 {
 		t.Fatal("no message for the first worker")

@@ -99,7 +99,7 @@ func TestGmailRefusesOneRecipient(t *testing.T) {
 	ctx := context.Background()
 	const bob = "bob@customer.example"
 	w.gmail.FailRcpt(bob, fakesmtp.ErrDailyLimit)
-	m := prepare([]byte(notif(wsAcct, "n")), wsAcct, []string{customer, bob}, "relay.acme.example", w.clock.t)
+	m := prepare([]byte(notif(wsAcct, "n")), wsAcct, []string{customer, bob}, "relay.acme.example", w.clock.t, nil)
 	if err := w.q.Put(ctx, m); err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,13 @@ type ServerOptions struct {
 	OnAccept func(accepted bool, reason string)
 	// Limits bound connections, command and DATA time, and message memory.
 	Limits Limits
+	// StripReceived removes the Received fields a message arrives with
+	// (the helpdesk's internal hops, with their host names and addresses)
+	// before the relay adds its own.
+	StripReceived bool
+	// LookupAddr finds the client's reverse DNS name for the Received
+	// field; nil uses the system resolver.
+	LookupAddr func(ctx context.Context, addr string) ([]string, error)
 }
 
 // Why the relay refused a message, as told to ServerOptions.OnAccept.
@@ -57,9 +64,10 @@ const (
 	RejectSender = "sender" // envelope sender not ours to relay
 	// RejectHeaderFrom: an address in the header From not ours to send from.
 	RejectHeaderFrom = "header_from"
-	RejectSize       = "size"  // over relay.max_message_bytes
-	RejectQueue      = "queue" // Redis unavailable: a 451, the helpdesk retries
-	RejectData       = "data"  // DATA unreadable (line too long, connection cut)
+	RejectHeader     = "header" // the message's header lacks what mail needs (a From field)
+	RejectSize       = "size"   // over relay.max_message_bytes
+	RejectQueue      = "queue"  // Redis unavailable: a 451, the helpdesk retries
+	RejectData       = "data"   // DATA unreadable (line too long, connection cut)
 
 	// RejectAddress: a MAIL FROM or RCPT TO address no route can deliver
 	// (quoted local part, control characters, no valid domain...).
@@ -101,6 +109,7 @@ func NewServer(q *Queue, opts ServerOptions) *Server {
 	srv.MaxRecipients = opts.MaxRecipients
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.TLSConfig = opts.TLS
+	srv.EnableSMTPUTF8 = true // RFC 6531; see utf8.go for delivery
 	// AUTH over plaintext is refused per connection (loopback is fine)
 	// in Auth below; go-smtp's switch is all-or-nothing.
 	srv.AllowInsecureAuth = true
@@ -185,6 +194,8 @@ type session struct {
 	to       []string
 	// authFailures counts failed AUTH on this connection.
 	authFailures int
+	utf8         bool    // the client said SMTPUTF8 on MAIL (RFC 6531)
+	rdns         *string // the client's reverse DNS name, looked up once (trace)
 }
 
 var (
@@ -247,15 +258,16 @@ func (s *Server) encryptionNeeded() *smtp.SMTPError {
 	return errEncryptionNeeded
 }
 
-func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+func (x *session) Mail(from string, opts *smtp.MailOptions) error {
 	if x.user == "" && !x.trusted {
 		return x.refuse("MAIL", RejectAuth, errAuthNeeded)
 	}
 	// Syntax before policy: a malformed address is 553 5.1.7 whoever
 	// sends it, and is never worth a look-up. The null reverse path is
 	// well-formed; the policy below refuses it.
+	x.utf8 = opts != nil && opts.UTF8
 	if from != "" {
-		if bad := checkSender(from); bad != nil {
+		if bad := checkSubmitted(from, true, x.utf8); bad != nil {
 			return x.refuse("MAIL", RejectAddress, bad.reply())
 		}
 	}
@@ -283,7 +295,7 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if x.from == "" {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	}
-	if bad := checkRecipient(to); bad != nil {
+	if bad := checkSubmitted(to, false, x.utf8); bad != nil {
 		return x.refuse("RCPT", RejectAddress, bad.reply())
 	}
 	x.to = append(x.to, to)
@@ -310,10 +322,14 @@ func (x *session) Data(r io.Reader) error {
 		}
 		return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()})
 	}
+	// A From field first (RFC 5322 section 3.6), then whose it is.
+	if bad := checkFrom(data); bad != nil {
+		return x.refuse("DATA", RejectHeader, bad)
+	}
 	if err := x.checkHeaderFrom(data); err != nil {
 		return err
 	}
-	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now())
+	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now(), x.trace())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
 	defer cancel()
 	// Stored tentative, confirmed as the last step before the 250: after

@@ -130,14 +130,14 @@ func TestRelayRefusesWhatAnOpenRelayWouldTake(t *testing.T) {
 	users := map[string]string{"helpdesk": string(hash)}
 	t.Run("unknown sender", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
-		_, err := submit(t, e.addr, nil, "spammer@elsewhere.test", []string{"victim@x.test"}, "Subject: x\r\n\r\nx\r\n")
+		_, err := submit(t, e.addr, nil, "spammer@elsewhere.test", []string{"victim@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n")
 		if code(err) != 550 || !strings.Contains(err.Error(), "not a support address") {
 			t.Errorf("unknown sender: %v, want 550 with a clear text", err)
 		}
 	})
 	t.Run("no auth from a network not allowed", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{Users: users})
-		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
+		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n")
 		if code(err) != 530 {
 			t.Errorf("no AUTH: %v, want 530", err)
 		}
@@ -152,20 +152,20 @@ func TestRelayRefusesWhatAnOpenRelayWouldTake(t *testing.T) {
 	t.Run("auth ok", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{Users: users})
 		for _, auth := range []sasl.Client{sasl.NewPlainClient("", "helpdesk", "s3cret"), sasl.NewLoginClient("helpdesk", "s3cret")} {
-			if _, err := submit(t, e.addr, auth, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+			if _, err := submit(t, e.addr, auth, "support@acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n"); err != nil {
 				t.Errorf("AUTH %T: %v", auth, err)
 			}
 		}
 	})
 	t.Run("allowed sender domain", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback, AllowedSenders: []string{"billing.acme.test"}})
-		if _, err := submit(t, e.addr, nil, "invoices@billing.acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+		if _, err := submit(t, e.addr, nil, "invoices@billing.acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n"); err != nil {
 			t.Errorf("allowed domain: %v", err)
 		}
 	})
 	t.Run("oversized", func(t *testing.T) {
 		e := startRelay(t, ServerOptions{AllowedNetworks: loopback, MaxMessageBytes: 1000})
-		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30))
+		_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 76)+"\r\n", 30))
 		if code(err) != 552 {
 			t.Errorf("oversized: %v, want 552", err)
 		}
@@ -186,7 +186,7 @@ func TestAuthNeedsTLSOffLoopback(t *testing.T) {
 func TestRedisDownIs451NotA5xx(t *testing.T) {
 	e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
 	e.srv.Kill()
-	_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n")
+	_, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n")
 	if code(err) != 451 {
 		t.Fatalf("with Redis down: %v, want 451 4.3.0 so the helpdesk retries", err)
 	}
@@ -198,11 +198,11 @@ func TestSetAccessTakesEffect(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	e := startRelay(t, ServerOptions{AllowedNetworks: loopback})
 	e.server.SetAccess(Access{AllowedNetworks: loopback, AllowedSenders: []string{"new.example"}, Users: map[string]string{"u": string(hash)}})
-	if _, err := submit(t, e.addr, nil, "x@new.example", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); err != nil {
+	if _, err := submit(t, e.addr, nil, "x@new.example", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n"); err != nil {
 		t.Errorf("sender allowed by the reload refused: %v", err)
 	}
 	e.server.SetAccess(Access{Users: map[string]string{"u": string(hash)}})
-	if _, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "Subject: x\r\n\r\nx\r\n"); code(err) != 530 {
+	if _, err := submit(t, e.addr, nil, "support@acme.test", []string{"a@x.test"}, "From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n"); code(err) != 530 {
 		t.Errorf("after removing the allowed network: %v, want 530", err)
 	}
 }
@@ -227,7 +227,7 @@ func TestStartTLSThenAuth(t *testing.T) {
 	if err := c.Auth(sasl.NewPlainClient("", "helpdesk", "s3cret")); err != nil {
 		t.Fatalf("AUTH over TLS: %v", err)
 	}
-	if err := c.SendMail("support@acme.test", []string{"a@x.test"}, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+	if err := c.SendMail("support@acme.test", []string{"a@x.test"}, strings.NewReader("From: support@acme.test\r\nSubject: x\r\n\r\nx\r\n")); err != nil {
 		t.Fatalf("send over TLS: %v", err)
 	}
 	if depth, _, _ := e.q.Stats(context.Background()); depth != 1 {

@@ -156,7 +156,7 @@ func TestStalledSmarthostFreesTheWorker(t *testing.T) {
 		stopped := make(chan struct{})
 		go func() { defer close(stopped); relay.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-stopped })
-		m := prepare([]byte("Subject: [#5] hello\r\n\r\nHello\r\n"), "support@acme.example", []string{"customer@example.org"}, "relay.test", time.Now())
+		m := prepare([]byte("Subject: [#5] hello\r\n\r\nHello\r\n"), "support@acme.example", []string{"customer@example.org"}, "relay.test", time.Now(), nil)
 		if err := q.Put(ctx, m); err != nil {
 			t.Fatal(err)
 		}

@@ -145,7 +145,7 @@ func TestInvalidGrantSeenByBothDirectionsWarnsOnce(t *testing.T) {
 	f := w.withFetcher(tokens)
 	w.google.RevokeAll(gmailAcct) // the user removed mailgate in their Google account
 
-	m := prepare([]byte(notif(gmailAcct, "n")), gmailAcct, []string{customer}, "relay.acme.example", w.clock.t)
+	m := prepare([]byte(notif(gmailAcct, "n")), gmailAcct, []string{customer}, "relay.acme.example", w.clock.t, nil)
 	if err := w.q.Put(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}

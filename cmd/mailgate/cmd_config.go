@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mailgate/mailgate/config"
 )
 
 func configCommand() *cli.Command {
@@ -28,6 +30,9 @@ func configCommand() *cli.Command {
 					src = "built-in defaults (no --config)"
 				}
 				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n%s", src, out)
+				if _, warning := cfg.RelayHostname(config.SystemNames{}); warning != "" {
+					fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", warning)
+				}
 				return nil
 			},
 		}},

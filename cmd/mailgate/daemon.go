@@ -53,6 +53,7 @@ type daemon struct {
 type daemonOptions struct {
 	resolver smtprelay.Resolver // nil: the system's DNS
 	mxPort   int                // 0: 25
+	names    config.SystemNames // how the machine's name is found; zero: the system's
 	// reload reads the configuration again, for SIGHUP; nil: no reload.
 	reload func() (*config.Config, error)
 }

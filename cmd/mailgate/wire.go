@@ -279,9 +279,9 @@ func (d *daemon) buildWeb() error {
 
 func (d *daemon) buildRelay(ctx context.Context) error {
 	cfg, log, q := d.cfg, d.log, d.queue
-	hostname := cfg.Relay.Hostname
-	if hostname == "" {
-		hostname, _ = os.Hostname()
+	hostname, warning := cfg.RelayHostname(d.opts.names)
+	if warning != "" {
+		log.Warn(warning)
 	}
 	access, err := relayAccess(cfg)
 	if err != nil {
@@ -306,8 +306,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		Hostname: hostname, Users: users, AllowedNetworks: nets, AllowedSenders: cfg.Relay.AllowedSenders,
 		SupportAddresses: d.acc.SupportAddresses, MaxRecipients: cfg.Relay.MaxRecipients,
 		MaxMessageBytes: cfg.Relay.MaxMessageBytes, TLS: serverTLS, Logger: log, OnAccept: d.metrics.RelayAccept,
-		Limits:     serverLimits(cfg),
-		AuthLimits: relayAuthLimits(cfg.Relay),
+		Limits:        serverLimits(cfg),
+		AuthLimits:    relayAuthLimits(cfg.Relay),
+		StripReceived: cfg.Relay.StripReceived,
 		// The customer's reply to this notification must thread onto its
 		// ticket: register its Message-ID as soon as it is accepted.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {

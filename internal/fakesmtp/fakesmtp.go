@@ -50,6 +50,8 @@ type Message struct {
 	TLS bool
 	// Helo is the name the client gave in EHLO/HELO.
 	Helo string
+	// UTF8 reports whether the client said SMTPUTF8 on MAIL FROM.
+	UTF8 bool
 	// ID is the id in the final 250 reply: Gmail's "<conn>.<n>" token or the
 	// MX's queue id.
 	ID string

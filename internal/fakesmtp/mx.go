@@ -54,6 +54,10 @@ type MXOptions struct {
 	// MAIL. When TLS is set, AUTH is offered only after STARTTLS (like
 	// Postfix's smtpd_tls_auth_only).
 	Users map[string]string
+	// SMTPUTF8 makes the server offer SMTPUTF8 (RFC 6531), as Postfix
+	// 3 does; without it, it answers MAIL ... SMTPUTF8 with 504, and mail
+	// to it must be downgraded to ASCII.
+	SMTPUTF8 bool
 	// Hostname is the name in the greeting; default "mx.test".
 	Hostname string
 	// Logger receives go-smtp's connection errors. Nil discards them.
@@ -77,5 +81,6 @@ func NewMX(opts MXOptions) (*Server, error) {
 		s.domains[strings.ToLower(strings.TrimSuffix(d, "."))] = true
 	}
 	s.users = maps.Clone(opts.Users)
+	s.srv.EnableSMTPUTF8 = opts.SMTPUTF8
 	return s, nil
 }

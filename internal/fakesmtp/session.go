@@ -32,6 +32,7 @@ type session struct {
 	authUser string
 	from     string
 	to       []string
+	utf8     bool // MAIL FROM said SMTPUTF8
 
 	// hangUp is set when a 421 was sent at the end of DATA: Reset, which
 	// go-smtp calls right after writing that reply, closes the connection.
@@ -122,7 +123,7 @@ func (ss *session) Reset() {
 
 func (ss *session) Logout() error { return nil }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.logf("C: MAIL FROM:<%s>", from)
 	switch {
 	case ss.gmail() && !ss.tls:
@@ -133,6 +134,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return ss.reply(errMXAuthRequired)
 	}
 	ss.from = from
+	ss.utf8 = opts != nil && opts.UTF8
 	ss.logf("S: 250 2.0.0 Roger, accepting mail from <%s>", from)
 	return nil
 }
@@ -205,6 +207,7 @@ func (ss *session) Data(r io.Reader) error {
 		AuthUser: ss.authUser,
 		TLS:      ss.tls,
 		Helo:     ss.c.Hostname(),
+		UTF8:     ss.utf8,
 		At:       time.Now(),
 	}
 	// go-smtp sends a plain nil as "250 2.0.0 OK: queued"; an SMTPError
