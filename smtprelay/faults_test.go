@@ -424,3 +424,52 @@ func TestClientRetryAfter451IsDeliveredOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleCopyIsNotSent: a worker holds a copy of a message read before
+// an outcome was recorded for it elsewhere (housekeeping saving an outcome
+// this process kept in memory, between the worker's read and its try).
+// The copy still lists the delivered recipient as pending: Begin sees the
+// newer record and nothing is sent from the copy, nor counted as a try
+// taken over.
+func TestStaleCopyIsNotSent(t *testing.T) {
+	w := newRelayWorld(t, 500)
+	ctx := context.Background()
+	m := prepare([]byte(withPDF(wsAcct)), wsAcct, []string{customer}, "relay.test", w.clock.t, nil)
+	if err := w.q.Put(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	held, err := w.q.Next(ctx, "worker-0", 1, time.Second)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("Next = %v, %v", held, err)
+	}
+	saved, err := w.q.Get(ctx, m.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved.apply(RouteDirect, Result{{Rcpt: customer, Outcome: Delivered}})
+	saved.State = StateSent
+	if err := w.q.Finish(ctx, saved, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logBuffer
+	var interrupted atomic.Int32
+	opts := w.relay.opts
+	opts.Logger, opts.OnInterrupted = logs.logger(), func() { interrupted.Add(1) }
+	w.relay = NewRelay(w.q, w.acc, opts)
+	if err := w.relay.Process(ctx, held[0]); err != nil {
+		t.Fatalf("Process(stale copy) = %v", err)
+	}
+	if n := len(w.mx.Received()) + len(w.gmail.Received()); n != 0 {
+		t.Errorf("%d messages sent from a stale copy, want 0", n)
+	}
+	if n := interrupted.Load(); n != 0 {
+		t.Errorf("%d interrupted tries counted for a stale copy, want 0", n)
+	}
+	if !strings.Contains(logs.String(), "record changed since it was read") {
+		t.Errorf("the stale copy is not logged:\n%s", logs.String())
+	}
+	if got, _ := w.q.Get(ctx, m.ID, false); got.State != StateSent {
+		t.Errorf("record after the stale copy = %+v, want sent", got)
+	}
+}

@@ -249,12 +249,22 @@ func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, er
 	return m, nil
 }
 
-// beginScript marks a message as being tried, unless it was deleted.
+// beginScript marks a message as being tried, unless it was deleted, or
+// its record changed since the worker read it (rev).
 // KEYS: the message's hash. ARGV: meta JSON, rev.
+// Returns 1 (marked), 0 (deleted) or 2 (the record is newer).
 var beginScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') >= tonumber(ARGV[2]) then return 2 end
 redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'rev', ARGV[2])
 return 1`)
+
+// ErrStale: the message's record was saved again after the worker read it
+// (an outcome this process kept in memory, recorded by housekeeping in
+// between), so the copy in hand may list as pending recipients that were
+// delivered. It is not tried; if its stream entry is still pending, the
+// worker reads it again with the record as it now is.
+var ErrStale = errors.New("queued message changed since it was read")
 
 // Begin records, before a try sends anything, that m is being tried and
 // by whom (StateSending). A try that never records its outcome (its
@@ -271,10 +281,13 @@ func (q *Queue) Begin(ctx context.Context, m *Message) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", m.ID, err)
 	}
-	if n == 0 {
+	switch n {
+	case 0:
 		q.ack(ctx, m.entry)
 		q.release(m.ID)
 		return fmt.Errorf("%w: %s", ErrNotFound, m.ID)
+	case 2:
+		return fmt.Errorf("%w: %s", ErrStale, m.ID)
 	}
 	m.rev++
 	return nil

@@ -290,10 +290,15 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 	if done, err := r.settle(ctx, m); done || err != nil {
 		return err
 	}
+	// A copy read as sending whose try never recorded an outcome: told
+	// once Begin confirms the copy is current (not an outcome recorded
+	// here meanwhile).
+	var taken *Message // the copy as read, naming the try's worker
 	if m.State == StateSending && !r.wasUnsent(m.ID) {
-		r.interrupted(m)
+		c := *m
+		taken = &c
 	}
-	err := r.try(ctx, m)
+	err := r.try(ctx, m, taken)
 	if m.outcome && (err != nil || len(m.unbounced) > 0) {
 		r.keep(m)
 	}
@@ -301,7 +306,7 @@ func (r *Relay) Process(ctx context.Context, m *Message) error {
 }
 
 // try is Process once the message's past is settled.
-func (r *Relay) try(ctx context.Context, m *Message) error {
+func (r *Relay) try(ctx context.Context, m *Message, taken *Message) error {
 	if len(m.Pending()) == 0 {
 		// An outcome recorded twice left an entry behind: nothing to send.
 		m.outcome = true
@@ -330,9 +335,15 @@ func (r *Relay) try(ctx context.Context, m *Message) error {
 	} else if err := r.q.Begin(ctx, m); errors.Is(err, ErrNotFound) {
 		r.log.Info("relay: deleted before its try, not sent", "queue_id", m.ID)
 		return nil
+	} else if errors.Is(err, ErrStale) {
+		r.log.Info("relay: its record changed since it was read (an outcome recorded meanwhile), not sent from this copy", "queue_id", m.ID)
+		return nil
 	} else if err != nil {
 		r.markUnsent(m.ID) // the mark may have been written: nothing was sent
 		return err
+	}
+	if taken != nil {
+		r.interrupted(taken)
 	}
 	m.outcome = true
 	m.apply(RouteNone, r.told(RouteNone, bad))
