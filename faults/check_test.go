@@ -307,6 +307,19 @@ func (w *world) firstDeliveryAfter(o outcome, at, acceptedAfter time.Time) (time
 	return best.Sub(at), true
 }
 
+// endLoad is how a scenario ends: the load l goes on for runOn after the
+// fault healed, then stops; once every mail is ticketed and every
+// notification delivered, the run is checked (nothing lost, nothing
+// doubled) and the time to resume asserted and logged.
+func (w *world) endLoad(l *load, runOn time.Duration, what string, healed time.Time, fetch, relay bool, acceptedAfter time.Time) {
+	w.t.Helper()
+	time.Sleep(runOn)
+	l.stop()
+	o, _ := w.drain()
+	w.check(o)
+	w.assertResumed(what, healed, o, fetch, relay, acceptedAfter)
+}
+
 // assertResumed logs how long after healed tickets were created again
 // (if fetch) and notifications delivered again (if relay), and fails the
 // test when either took longer than resumeBound or never happened. It

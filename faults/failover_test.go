@@ -33,9 +33,5 @@ func failover(t *testing.T, topo topology) {
 		healed = w.cluster.WaitFailover(t, slot, old, 30*time.Second)
 	}
 	t.Logf("%s: the master was killed; a new one serves %s later", topo, healed.Sub(killed).Round(10*time.Millisecond))
-	time.Sleep(6 * time.Second)
-	l.stop()
-	o, _ := w.drain()
-	w.check(o)
-	w.assertResumed(topo.String()+" master killed", healed, o, true, true, healed)
+	w.endLoad(l, 6*time.Second, topo.String()+" master killed", healed, true, true, healed)
 }

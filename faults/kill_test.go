@@ -30,11 +30,7 @@ func TestServeKilled(t *testing.T) {
 		time.Sleep(time.Second)
 		p = w.serve()
 		healed := p.Started
-		time.Sleep(5 * time.Second)
-		l.stop()
-		o, _ := w.drain()
-		w.check(o)
-		w.assertResumed("serve kill -9 mid-import, then restarted", healed, o, true, false, time.Time{})
+		w.endLoad(l, 5*time.Second, "serve kill -9 mid-import, then restarted", healed, true, false, time.Time{})
 	})
 	w.phase("after a burst of 250s", func(t *testing.T) {
 		w.burst(40)

@@ -26,11 +26,7 @@ func TestRedisKilled(t *testing.T) {
 		time.Sleep(outage)
 		must(t, w.redis.Restart())
 		healed := time.Now()
-		time.Sleep(5 * time.Second)
-		l.stop()
-		o, _ := w.drain()
-		w.check(o)
-		w.assertResumed("Redis kill -9 and restart mid-import", healed, o, true, false, time.Time{})
+		w.endLoad(l, 5*time.Second, "Redis kill -9 and restart mid-import", healed, true, false, time.Time{})
 	})
 	w.phase("mid-relay-burst", func(t *testing.T) {
 		l := w.startLoad(0, 50*time.Millisecond)
@@ -40,11 +36,7 @@ func TestRedisKilled(t *testing.T) {
 		time.Sleep(outage)
 		must(t, w.redis.Restart())
 		healed := time.Now()
-		time.Sleep(5 * time.Second)
-		l.stop()
-		o, _ := w.drain()
-		w.check(o)
-		w.assertResumed("Redis kill -9 and restart mid-relay-burst", healed, o, false, true, healed)
+		w.endLoad(l, 5*time.Second, "Redis kill -9 and restart mid-relay-burst", healed, false, true, healed)
 	})
 }
 
@@ -64,11 +56,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	must(t, w.redis.RestartEmpty())
 	healed := time.Now()
 	l := w.startLoad(0, 150*time.Millisecond)
-	time.Sleep(8 * time.Second)
-	l.stop()
-	o, _ := w.drain()
-	w.check(o)
-	w.assertResumed("Redis restarted empty", healed, o, false, true, healed)
+	w.endLoad(l, 8*time.Second, "Redis restarted empty", healed, false, true, healed)
 }
 
 // TestRedisFrozen freezes Redis (SIGSTOP) for longer than the relay waits
@@ -86,11 +74,7 @@ func TestRedisFrozen(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	must(t, w.redis.Resume())
 	healed := time.Now()
-	time.Sleep(5 * time.Second)
-	l.stop()
-	o, _ := w.drain()
-	w.check(o)
-	w.assertResumed("Redis frozen (SIGSTOP) for 8s", healed, o, true, true, healed)
+	w.endLoad(l, 5*time.Second, "Redis frozen (SIGSTOP) for 8s", healed, true, true, healed)
 }
 
 // must fails the test on err, for the break-Redis helpers that return
