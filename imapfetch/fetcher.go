@@ -229,6 +229,7 @@ type Fetcher struct {
 	// leases, the account list) and one when it is back, not one per
 	// account and retry.
 	redis *health.Reporter
+	share *share // set by Run when the store can share accounts; nil limits nothing
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
@@ -281,6 +282,7 @@ func (f *Fetcher) Run(ctx context.Context) error {
 				want[a.Email] = true
 			}
 		}
+		f.share.setTotal(len(want))
 		for email, h := range workers {
 			if !want[email] && !h.stopping {
 				f.log.Info("imapfetch: stopping worker", "account", email)
@@ -308,12 +310,17 @@ func (f *Fetcher) Run(ctx context.Context) error {
 		}
 	}
 
+	if st, ok := f.acc.(sharer); ok {
+		f.share = newShare(st, f)
+	}
 	reconcile()
+	shared := f.runShare(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			f.log.Info("imapfetch: shutting down, finishing in-flight mail", "workers", len(workers))
 			wg.Wait()
+			shared()
 			return nil
 		case _, ok := <-changed:
 			if !ok {

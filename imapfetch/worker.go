@@ -81,6 +81,7 @@ func (w *worker) run(ctx context.Context) {
 	sbo := backoff{min: storeRetry / 2, max: storeBackoffMax}
 	w.log.Info("imapfetch: worker started")
 	defer w.log.Info("imapfetch: worker stopped")
+	defer w.f.share.drop(w.email)
 	for ctx.Err() == nil {
 		if !w.acquireLease(ctx) {
 			return
@@ -106,6 +107,8 @@ func (w *worker) run(ctx context.Context) {
 			// changes the account and the supervisor starts a new worker.
 			w.log.Info("imapfetch: account needs to be reconnected; stopping until it is", "err", err)
 			return
+		case errors.Is(context.Cause(lctx), errLeaseYield):
+			continue // handed to another process; acquireLease waits for this one's turn
 		case leaseLost:
 			continue // holdLease said why; acquireLease waits for it
 		case errors.As(err, &se):
@@ -142,6 +145,9 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 	o := &w.f.opts
 	var held accounts.Lease // someone else's, last seen
 	for {
+		if !w.f.share.await(ctx, w.email) {
+			return false
+		}
 		start := time.Now()
 		l, err := w.f.acc.AcquireLease(ctx, w.email, w.f.me, o.LeaseTTL)
 		w.f.redis.Report(ctx, start, err)
@@ -167,6 +173,9 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 			w.log.Info("imapfetch: lease held by "+l.String()+"; standing by", "holder", l.Holder.String())
 		}
 		held = l
+		if w.f.share.standBy(w.email) {
+			continue // the share looks at the lease and wakes this worker when it is free
+		}
 		// Ask again soon after it runs out; perturbed, so that standby
 		// processes do not all ask at once.
 		wait := jitter(o.LeaseTTL / 3)
@@ -189,6 +198,7 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 	o := &w.f.opts
 	lctx, cancel := context.WithCancelCause(ctx)
+	w.f.share.holding(w.email, cancel)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -227,6 +237,7 @@ func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
 		}
 	}()
 	return lctx, func() {
+		w.f.share.released(w.email)
 		cancel(nil)
 		<-done
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

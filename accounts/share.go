@@ -1,0 +1,113 @@
+package accounts
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed share.lua
+	shareLua    string
+	shareScript = redis.NewScript(shareLua)
+)
+
+// Peer is a fetcher process sharing the accounts, as its last heartbeat
+// told: who it is and how many account leases it held.
+type Peer struct {
+	Holder Holder
+	Held   int
+}
+
+func (s *Store) fetchersKey() string { return s.p + "fetchers" }
+
+// Heartbeat tells the other fetcher processes on this Redis that me is
+// alive and holds held leases, for ttl, and returns the processes alive
+// now (me included) with what they hold. A process that stops calling it
+// drops out of the list ttl later; Leave takes it out at once. It is one
+// script call, whatever the number of accounts.
+func (s *Store) Heartbeat(ctx context.Context, me Holder, held int, ttl time.Duration) ([]Peer, error) {
+	if _, err := leaseArgs("heartbeat@fetchers.invalid", me, ttl); err != nil {
+		return nil, err
+	}
+	res, err := shareScript.Run(ctx, s.rdb, []string{s.fetchersKey()}, me.String(), ttl.Milliseconds(), max(held, 0)).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("fetcher heartbeat: %w", err)
+	}
+	if len(res)%2 != 0 {
+		return nil, errors.New("fetcher heartbeat: script returned an odd list")
+	}
+	peers := make([]Peer, 0, len(res)/2)
+	for i := 0; i < len(res); i += 2 {
+		n, _ := strconv.Atoi(res[i+1])
+		peers = append(peers, Peer{Holder: parseHolder(res[i]), Held: n})
+	}
+	return peers, nil
+}
+
+// Leave takes me out of the fetcher processes at once, on a clean stop, so
+// the others take their share of its accounts without waiting for its
+// heartbeat to run out.
+func (s *Store) Leave(ctx context.Context, me Holder) error {
+	if err := s.rdb.HDel(ctx, s.fetchersKey(), me.String()).Err(); err != nil {
+		return fmt.Errorf("fetcher leave: %w", err)
+	}
+	return nil
+}
+
+// LeaseState is an account's polling lease as PeekLeases saw it: the zero
+// Holder when nobody holds it.
+type LeaseState struct {
+	Holder Holder
+	// Left is how long it runs unless renewed; zero when free, negative
+	// for a lease without expiry.
+	Left time.Duration
+}
+
+// Free says whether me may take the lease now: nobody holds it, me does,
+// or its holder was a process on this host that is gone.
+func (l LeaseState) Free(me Holder) bool {
+	return l.Holder == (Holder{}) || l.Holder == me || l.Holder.Liveness() == Gone
+}
+
+// peekChunk bounds one pipeline of PeekLeases, so a look at 10,000 leases
+// is ten round trips of a thousand small reads, not one huge reply.
+const peekChunk = 1000
+
+// PeekLeases reads the leases of emails (normalised addresses, as List
+// returns them) without taking any: a fetcher looking for leases it may
+// take, in a few pipelined round trips instead of one call per account.
+func (s *Store) PeekLeases(ctx context.Context, emails []string) ([]LeaseState, error) {
+	out := make([]LeaseState, 0, len(emails))
+	for start := 0; start < len(emails); start += peekChunk {
+		chunk := emails[start:min(start+peekChunk, len(emails))]
+		pipe := s.rdb.Pipeline()
+		gets := make([]*redis.StringCmd, len(chunk))
+		ttls := make([]*redis.DurationCmd, len(chunk))
+		for i, e := range chunk {
+			gets[i] = pipe.Get(ctx, s.leaseKey(e))
+			ttls[i] = pipe.PTTL(ctx, s.leaseKey(e))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("peek leases: %w", err)
+		}
+		for i := range chunk {
+			v, err := gets[i].Result()
+			if errors.Is(err, redis.Nil) {
+				out = append(out, LeaseState{})
+				continue
+			}
+			l := LeaseState{Holder: parseHolder(v), Left: ttls[i].Val()}
+			if l.Left < 0 {
+				l.Left = -1
+			}
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
