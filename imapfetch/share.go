@@ -213,9 +213,15 @@ func (s *share) grant(m *member) {
 	}
 }
 
-// pump grants free slots to new workers in order, as many as there are
-// leases nobody alive holds; the others wait for a look at their lease.
+// pump grants free slots to new workers in order, when every waiting
+// worker's lease may be free (nobody alive holds as many leases as there
+// are accounts without one, as when the first process starts, or an
+// account is added): a try costs no more than a look then. Otherwise the
+// workers wait for a look to find which leases are free.
 func (s *share) pump() {
+	if s.blind < len(s.members)-s.slots {
+		return
+	}
 	for s.target >= 0 && s.slots < s.target && s.blind > 0 && len(s.queue) > 0 {
 		m := s.queue[0]
 		s.queue = s.queue[1:]

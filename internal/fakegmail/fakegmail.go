@@ -76,6 +76,8 @@ type account struct {
 	clientID  *imap.IDData
 	sessions  map[*session]struct{}      // logged-in connections
 	idlers    map[*session]chan struct{} // sessions in IDLE, woken on changes
+
+	mostSessions int // the most logged-in connections at once
 }
 
 // New returns a server that is not yet listening; call Listen or Start.
@@ -388,6 +390,18 @@ func (s *Server) Logins(email string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return a.logins
+}
+
+// MostSessions returns the most logged-in connections the account had at
+// once: more than one means two readers of one mailbox.
+func (s *Server) MostSessions(email string) int {
+	a, err := s.account(email)
+	if err != nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return a.mostSessions
 }
 
 // Connections returns how many connections the server has accepted.

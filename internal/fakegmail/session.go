@@ -103,6 +103,7 @@ func (sess *session) authenticate(user, token string) error {
 	srv.mu.Lock()
 	acct.logins++
 	acct.sessions[sess] = struct{}{}
+	acct.mostSessions = max(acct.mostSessions, len(acct.sessions))
 	srv.mu.Unlock()
 	sess.acct = acct
 	sess.UserSession = imapmemserver.NewUserSession(acct.user)
