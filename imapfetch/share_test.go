@@ -15,6 +15,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
 	"github.com/mailgate/mailgate/internal/faultproxy"
+	"github.com/mailgate/mailgate/internal/proctest"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 )
@@ -225,4 +226,29 @@ func TestProcessesShareMailboxes(t *testing.T) {
 			t.Errorf("%s had %d sessions at once: two readers of one mailbox", e, n)
 		}
 	}
+}
+
+// A process on this host killed with -9 leaves its heartbeat and half the
+// leases behind, valid for another minute: the survivor sees that no
+// process has its pid any more, counts it out of the share, and takes its
+// mailboxes at once instead of when they run out.
+func TestKilledProcessOnThisHostTakenOverAtOnce(t *testing.T) {
+	w := newShareWorld(t, 20)
+	dead := accounts.Holder{Host: accounts.NewHolder("").Host, PID: proctest.GonePID(t), Token: "dead"}
+	for _, e := range w.emails[:10] {
+		w.holdFor(e, dead, time.Minute)
+	}
+	if _, err := w.acc.Heartbeat(context.Background(), dead, 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range w.emails {
+		w.deliver(e, i, false)
+	}
+	start := time.Now()
+	w.start("a")
+	took := w.rebalance("a starts beside a killed process's leases", start, "a")
+	if took > 10*time.Second {
+		t.Errorf("the killed process's leases were taken after %v: waited for them to run out", took)
+	}
+	waitFor(t, 10*time.Second, "every mail to become a ticket", func() bool { return w.ticketCount() == int64(len(w.emails)) })
 }
