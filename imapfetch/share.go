@@ -91,7 +91,6 @@ func (s *share) await(ctx context.Context, email string) bool {
 	if m.yielding {
 		// Back from the session that handed its lease over: the lease is
 		// released, the slot goes back, and the worker stands by.
-		m.yielding = false
 		s.unslot(m)
 		m.parked = true
 		s.pump()
@@ -197,7 +196,9 @@ func (s *share) pokeLocked() {
 	}
 }
 
+// unslot gives m's slot back; a hand-over asked of it is moot then.
 func (s *share) unslot(m *member) {
+	m.yielding = false
 	if m.slot {
 		m.slot = false
 		s.slots--
