@@ -252,3 +252,74 @@ func TestKilledProcessOnThisHostTakenOverAtOnce(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "every mail to become a ticket", func() bool { return w.ticketCount() == int64(len(w.emails)) })
 }
+
+// countingStore counts what a fetcher asks Redis about leases.
+type countingStore struct {
+	*accounts.Store
+	mu       sync.Mutex
+	acquires map[string]int
+	peeks    int
+}
+
+func (c *countingStore) AcquireLease(ctx context.Context, email string, me accounts.Holder, ttl time.Duration) (accounts.Lease, error) {
+	c.mu.Lock()
+	c.acquires[email]++
+	c.mu.Unlock()
+	return c.Store.AcquireLease(ctx, email, me, ttl)
+}
+
+func (c *countingStore) PeekLeases(ctx context.Context, emails []string) ([]accounts.LeaseState, error) {
+	c.mu.Lock()
+	c.peeks++
+	c.mu.Unlock()
+	return c.Store.PeekLeases(ctx, emails)
+}
+
+func (c *countingStore) reset() (acquires map[string]int, peeks int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	acquires, peeks = c.acquires, c.peeks
+	c.acquires, c.peeks = map[string]int{}, 0
+	return acquires, peeks
+}
+
+// Once the split is even, a process asks Redis nothing about the mailboxes
+// the others read: it renews its own leases and sends its heartbeat, and
+// no standby worker polls a lease, so the cost does not grow with the
+// mailboxes other processes hold.
+func TestStandbyPollsNoLeases(t *testing.T) {
+	w := newShareWorld(t, 40)
+	w.start("a")
+	cs := &countingStore{Store: w.acc, acquires: map[string]int{}}
+	w.stops["b"] = w.env.start(New(cs, w.st, w.options("b")))
+	w.rebalance("a and b start", time.Now(), "a", "b")
+
+	mine := map[string]bool{}
+	for _, e := range w.emails {
+		if strings.HasSuffix(w.rdb.Get(context.Background(), "mailgate:lease:"+e).Val(), ":b") {
+			mine[e] = true
+		}
+	}
+	cs.reset()
+	const window = 3 * time.Second // six renewal periods
+	time.Sleep(window)
+	acquires, peeks := cs.reset()
+	if s := w.split(); s["b"] != len(mine) || !balanced(s, "a", "b") {
+		t.Fatalf("the split moved during the window: %s", show(s))
+	}
+	renewals, others := 0, 0
+	for e, n := range acquires {
+		if mine[e] {
+			renewals += n
+		} else {
+			others += n
+		}
+	}
+	t.Logf("in %v: %d renewals of its %d leases, %d tries of the others' %d, %d looks", window, renewals, len(mine), others, len(w.emails)-len(mine), peeks)
+	if others != 0 || peeks != 0 {
+		t.Errorf("b polled the leases a holds: %d tries, %d looks in %v", others, peeks, window)
+	}
+	if renewals < len(mine)*3 {
+		t.Errorf("%d renewals of %d leases in %v: b does not renew its own", renewals, len(mine), window)
+	}
+}
