@@ -75,10 +75,18 @@
 // While Redis does not answer, a worker asks it again every second rather
 // than backing off as from a failing IMAP server.
 //
+// Processes on one Redis split the accounts (share.go): each sends a
+// heartbeat every LeaseTTL/3 saying how many leases it holds, takes at
+// most accounts / live processes (rounded up), hands the excess over
+// (the session finishes the mail in hand, then releases its lease) and,
+// below its share while some leases are held by nobody alive, reads its
+// waiting workers' leases in one pipelined look and lets those that are
+// free try. Standby workers do not poll leases themselves.
+//
 // # Files
 //
 // fetcher.go (options, the supervisor, PollOnce), worker.go (one account:
-// lease, backoff), and one file per part of an IMAP session, as go-imap's
+// lease, backoff), share.go (the split across processes), and one file per part of an IMAP session, as go-imap's
 // imapclient has one per command: session.go (dial, log in, select, wait
 // with IDLE), poll.go (search, fetch, cursor), ingest.go (ingest, \Seen,
 // quarantine).
