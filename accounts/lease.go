@@ -51,6 +51,15 @@ func NewHolder(token string) Holder {
 	return Holder{Host: localHost(), PID: os.Getpid(), Token: token}
 }
 
+// valid says whether h can be stored and read back: host:pid:token with a
+// host without colons, a pid and a token.
+func (h Holder) valid() error {
+	if h.Token == "" || h.PID <= 0 || strings.Contains(h.Host, ":") {
+		return fmt.Errorf("holder %q is not host:pid:token", h)
+	}
+	return nil
+}
+
 // String is the stored value, host:pid:token.
 func (h Holder) String() string {
 	return h.Host + ":" + strconv.Itoa(h.PID) + ":" + h.Token
@@ -227,8 +236,8 @@ func leaseArgs(email string, me Holder, ttl time.Duration) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if me.Token == "" || me.PID <= 0 || strings.Contains(me.Host, ":") {
-		return "", fmt.Errorf("lease of %s: holder %q is not host:pid:token", e, me)
+	if err := me.valid(); err != nil {
+		return "", fmt.Errorf("lease of %s: %w", e, err)
 	}
 	if ttl < time.Millisecond {
 		return "", fmt.Errorf("lease of %s: ttl %s is under a millisecond", e, ttl)

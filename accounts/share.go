@@ -32,8 +32,11 @@ func (s *Store) fetchersKey() string { return s.p + "fetchers" }
 // drops out of the list ttl later; Leave takes it out at once. It is one
 // script call, whatever the number of accounts.
 func (s *Store) Heartbeat(ctx context.Context, me Holder, held int, ttl time.Duration) ([]Peer, error) {
-	if _, err := leaseArgs("heartbeat@fetchers.invalid", me, ttl); err != nil {
-		return nil, err
+	if err := me.valid(); err != nil {
+		return nil, fmt.Errorf("fetcher heartbeat: %w", err)
+	}
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("fetcher heartbeat: ttl %s is under a millisecond", ttl)
 	}
 	res, err := shareScript.Run(ctx, s.rdb, []string{s.fetchersKey()}, me.String(), ttl.Milliseconds(), max(held, 0)).StringSlice()
 	if err != nil {
