@@ -78,35 +78,47 @@ func (l LeaseState) Free(me Holder) bool {
 	return l.Holder == (Holder{}) || l.Holder == me || l.Holder.Liveness() == Gone
 }
 
-// peekChunk bounds one pipeline of PeekLeases, so a look at 10,000 leases
-// is ten round trips of a thousand small reads, not one huge reply.
+// peekChunk bounds one call of PeekLeases, so a look at 10,000 leases is
+// ten short script runs, not one long one that holds Redis up.
 const peekChunk = 1000
+
+// peekScript returns each key's value (false when missing) and PTTL, in
+// one round trip for the whole chunk.
+var peekScript = redis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  out[2 * i - 1] = redis.call('GET', k)
+  out[2 * i] = redis.call('PTTL', k)
+end
+return out`)
 
 // PeekLeases reads the leases of emails (normalised addresses, as List
 // returns them) without taking any: a fetcher looking for leases it may
-// take, in a few pipelined round trips instead of one call per account.
+// take, in one call per thousand accounts instead of one per account.
 func (s *Store) PeekLeases(ctx context.Context, emails []string) ([]LeaseState, error) {
 	out := make([]LeaseState, 0, len(emails))
+	keys := make([]string, 0, min(len(emails), peekChunk))
 	for start := 0; start < len(emails); start += peekChunk {
-		chunk := emails[start:min(start+peekChunk, len(emails))]
-		pipe := s.rdb.Pipeline()
-		gets := make([]*redis.StringCmd, len(chunk))
-		ttls := make([]*redis.DurationCmd, len(chunk))
-		for i, e := range chunk {
-			gets[i] = pipe.Get(ctx, s.leaseKey(e))
-			ttls[i] = pipe.PTTL(ctx, s.leaseKey(e))
+		keys = keys[:0]
+		for _, e := range emails[start:min(start+peekChunk, len(emails))] {
+			keys = append(keys, s.leaseKey(e))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		res, err := peekScript.Run(ctx, s.rdb, keys).Slice()
+		if err != nil {
 			return nil, fmt.Errorf("peek leases: %w", err)
 		}
-		for i := range chunk {
-			v, err := gets[i].Result()
-			if errors.Is(err, redis.Nil) {
-				out = append(out, LeaseState{})
+		if len(res) != 2*len(keys) {
+			return nil, fmt.Errorf("peek leases: script returned %d values for %d keys", len(res), len(keys))
+		}
+		for i := 0; i < len(res); i += 2 {
+			v, ok := res[i].(string)
+			if !ok {
+				out = append(out, LeaseState{}) // nobody holds it
 				continue
 			}
-			l := LeaseState{Holder: parseHolder(v), Left: ttls[i].Val()}
-			if l.Left < 0 {
+			ms, _ := res[i+1].(int64)
+			l := LeaseState{Holder: parseHolder(v), Left: time.Duration(ms) * time.Millisecond}
+			if ms < 0 {
 				l.Left = -1
 			}
 			out = append(out, l)
