@@ -60,6 +60,10 @@ func (s *Store) IngestBatch(ctx context.Context, mails []BatchMail) []BatchResul
 	return out
 }
 
+// afterLook, when set (by tests only), runs between a batch's look-up and
+// its first script call: where another process may change what was seen.
+var afterLook func()
+
 // pending is one mail of a batch, ready for the script.
 type pending struct {
 	out    *BatchResult
@@ -115,6 +119,9 @@ func (s *Store) ingestBatch(ctx context.Context, mails []BatchMail, out []BatchR
 		look, refs = s.lookUp(ctx, pipe, todo)
 		return nil
 	})
+	if err == nil && afterLook != nil {
+		afterLook()
+	}
 	stamp := now.Format(time.RFC3339Nano)
 	for attempt := 1; err == nil && len(todo) > 0; attempt++ {
 		var done []Result
