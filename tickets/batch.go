@@ -75,7 +75,8 @@ type pending struct {
 	refs   []string
 	dedupe string
 	tjson  []byte // the ticket it would open; none for noise
-	cjson  []byte
+	chead  []byte // its comment's members but the body (commentMembers)
+	cbody  []byte // and its body's
 }
 
 // ingestBatch ingests mails, answering in out, and returns the error of
@@ -184,7 +185,7 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 			return nil, err
 		}
 	}
-	if p.cjson, err = jsonTail(p.c); err != nil {
+	if p.chead, p.cbody, err = commentMembers(p.c); err != nil {
 		return nil, err
 	}
 	p.args = s.newMailArgs(m, bm.Source, support, noise, p.refs, kinds)

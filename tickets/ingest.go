@@ -174,7 +174,7 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		tk := s.ticketKeys(id)
 		keys = append(keys, tk.hash, tk.comments, tk.people, tk.threaded)
 	}
-	argv := make([]any, 1, 1+2*len(todo))
+	argv := make([]any, 1, 1+3*len(todo))
 	for i, p := range todo {
 		p.args.K = len(keys)
 		keys = append(keys, s.seenKey(p.dedupe), s.unusedKey(), s.unusedKey())
@@ -188,7 +188,7 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 			keys = append(keys, s.msgKey(r))
 		}
 		a.Mails[i] = p.args
-		argv = append(argv, p.tjson, p.cjson)
+		argv = append(argv, p.tjson, p.chead, p.cbody)
 	}
 	var err error
 	if argv[0], err = gojson.Marshal(&a); err != nil {

@@ -43,11 +43,15 @@
 --                     event type that reports it; "" for a normal mail
 --     rate            {limit, window_ms}: limit 0 when none applies
 --                     (no limit set, no sender, or the initial import)
--- ARGV[2i] the ticket JSON of mail i without its opening "{" and its id
--- ARGV[2i+1] the comment JSON of mail i without its opening "{", stored as
---         is: read.go puts back "{" and the ids. It is mail-sized, so the
---         script never decodes it.
---
+-- ARGV[3i-1] the ticket JSON of mail i without its opening "{" and its id
+--         ("" for noise)
+-- ARGV[3i]   the members of its comment JSON but its body, without braces
+-- ARGV[3i+1] the members of its body (text, html), without braces
+-- A comment is stored once, whole, with its ticket, index and rule, in its
+-- ticket's comments list: a ticket event carries it without its body
+-- (mail-sized), which a consumer reads from the list. Noise is stored
+-- nowhere, so its event carries the whole mail. The script never decodes
+-- these: each is copied into what is stored in one concatenation.
 -- Returns one reply per mail, in order: {'duplicate', '<ticket>:<comment>'},
 -- {'suppressed', ..., reason, event id} or {event type, '<ticket>:<comment>',
 -- rule, event id}; the last is {'stale'} when a mail needed the keys of a
@@ -83,9 +87,9 @@ for i, id in ipairs(a.ids) do
   given[id] = {hash = KEYS[k + 1], comments = KEYS[k + 2], people = KEYS[k + 3], threaded = KEYS[k + 4]}
 end
 
--- ingest one mail m, its ticket JSON tdata and comment JSON cdata; nil
--- when stale, before writing anything.
-local function ingest(m, tdata, cdata)
+-- ingest one mail m, its ticket JSON tdata and its comment's head and
+-- body members; nil when stale, before writing anything.
+local function ingest(m, tdata, head, body)
   local k = m.k
   local seen = redis.call('GET', KEYS[k + 1])
   if seen then
@@ -103,7 +107,7 @@ local function ingest(m, tdata, cdata)
     end
     redis.call('SET', KEYS[k + 1], tid .. ':0')
     local eid = publish({'type', m.noise_event, 'ticket', tid, 'reason', m.noise, 'suppress_triggers', 'true',
-      'message_id', m.message_id, 'data', '{' .. cdata})
+      'message_id', m.message_id, 'data', '{' .. head .. ',' .. body .. '}'})
     return {'suppressed', tid .. ':0', m.noise, eid}
   end
 
@@ -149,7 +153,7 @@ local function ingest(m, tdata, cdata)
           'suppress_triggers', 'true', 'message_id', '', 'data', cjson.encode({sender = m.sender, limit = limit})})
       end
       local eid = publish({'type', a.events.suppressed, 'ticket', '0', 'reason', a.rate_reason, 'suppress_triggers', 'true',
-        'message_id', m.message_id, 'data', '{' .. cdata})
+        'message_id', m.message_id, 'data', '{' .. head .. ',' .. body .. '}'})
       return {'suppressed', '0:0', a.rate_reason, eid}
     end
   end
@@ -157,8 +161,9 @@ local function ingest(m, tdata, cdata)
   local typ, idx, data
   if target then
     idx = redis.call('HINCRBY', tk.hash, 'comment_count', 1)
-    data = '{' .. fields('ticket', tonumber(id), 'index', idx, 'threaded_by', rule) .. ',' .. cdata
-    redis.call('RPUSH', tk.comments, cdata)
+    local ids = '{' .. fields('ticket', tonumber(id), 'index', idx, 'threaded_by', rule) .. ',' .. head
+    redis.call('RPUSH', tk.comments, ids .. ',' .. body .. '}')
+    data = ids .. '}'
     redis.call('HSET', tk.threaded, idx, rule)
     -- A customer writing again reopens a solved ticket.
     if redis.call('HGET', tk.hash, 'status') == 'solved' then
@@ -172,11 +177,12 @@ local function ingest(m, tdata, cdata)
     idx = 1
     local ticket = '{' .. fields('id', tonumber(id)) .. ',' .. tdata
     redis.call('HSET', tk.hash, 'data', ticket, 'status', 'new', 'updated_at', a.now, 'comment_count', 1)
-    redis.call('RPUSH', tk.comments, cdata)
+    local ids = '{' .. fields('ticket', tonumber(id), 'index', 1) .. ',' .. head
+    redis.call('RPUSH', tk.comments, ids .. ',' .. body .. '}')
     redis.call('ZADD', KEYS[2], id, id)
     -- The event is the ticket with its first comment: the ticket's object,
     -- its closing brace replaced by the comments array.
-    data = string.sub(ticket, 1, -2) .. ',"comments":[{' .. fields('ticket', tonumber(id), 'index', 1) .. ',' .. cdata .. ']}'
+    data = string.sub(ticket, 1, -2) .. ',"comments":[' .. ids .. '}]}'
     typ = a.events.created
   end
   if #m.participants > 0 then
@@ -195,7 +201,7 @@ end
 
 local out = {}
 for i, m in ipairs(a.mails) do
-  local r = ingest(m, ARGV[2 * i], ARGV[2 * i + 1])
+  local r = ingest(m, ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1])
   if not r then
     out[#out + 1] = {'stale'}
     break
