@@ -36,10 +36,10 @@ const (
 // IngestBatch ingests mails in order, each exactly once as Ingest does,
 // and answers for each in the same order: mails later in the batch thread
 // onto tickets opened earlier in it, and a mail given twice is a duplicate
-// the second time. It costs two round trips for the whole batch (the raw
-// bytes and a look at the tickets the mails name, then one script call
-// that ingests them all), so with appendfsync always Redis writes and
-// syncs the batch at once.
+// the second time. It costs two round trips for the whole batch (a look at
+// the tickets the mails name, then the raw bytes and one script call that
+// ingests them all), so with appendfsync always Redis writes and syncs the
+// batch at once.
 func (s *Store) IngestBatch(ctx context.Context, mails []BatchMail) []BatchResult {
 	out := make([]BatchResult, len(mails))
 	for start := 0; start < len(mails); {
@@ -105,29 +105,29 @@ func (s *Store) ingestBatch(ctx context.Context, mails []BatchMail, out []BatchR
 		return nil
 	}
 
-	// First round trip: the raw mails and attachment bytes (content-
-	// addressed, so writing them twice is harmless), and what the script's
-	// ticket keys depend on (see ingest.lua).
-	var look *redis.SliceCmd
-	var refs []string
-	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	// First round trip, a read: what the script's ticket keys depend on
+	// (see ingest.lua). The second writes the raw mails and attachment
+	// bytes (content-addressed, so writing them twice is harmless) and
+	// runs the script after them: one write, and one fsync, per batch.
+	look, refs := s.lookUp(ctx, s.rdb, todo)
+	err = look.Err()
+	if err == nil && afterLook != nil {
+		afterLook()
+	}
+	stamp := now.Format(time.RFC3339Nano)
+	writeBytes := func(pipe redis.Pipeliner) {
 		for _, p := range todo {
 			pipe.SetNX(ctx, s.Key(rawRef(p.rawSHA)), p.keep, 0)
 			for i, part := range p.m.Parts {
 				pipe.SetNX(ctx, s.Key(blobRef(p.c.Attachments[i].SHA256)), part.Data, 0)
 			}
 		}
-		look, refs = s.lookUp(ctx, pipe, todo)
-		return nil
-	})
-	if err == nil && afterLook != nil {
-		afterLook()
 	}
-	stamp := now.Format(time.RFC3339Nano)
 	for attempt := 1; err == nil && len(todo) > 0; attempt++ {
 		var done []Result
 		var stale bool
-		done, stale, err = s.runScript(ctx, todo, readLook(look, refs), stamp)
+		done, stale, err = s.runScript(ctx, todo, readLook(look, refs), stamp, writeBytes)
+		writeBytes = nil
 		for i, r := range done {
 			todo[i].out.Result = r
 		}

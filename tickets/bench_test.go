@@ -85,7 +85,7 @@ func BenchmarkIngest10KB(b *testing.B) {
 // BenchmarkIngestBatch10KB measures the store's side of a FETCH batch: the
 // 10 KB mail, parsed once (imapfetch parses on all cores before the
 // store), each copy with its own Message-ID and bytes, handed to
-// IngestBatch in batches of 100. It reports the CPU each mail costs in
+// IngestBatch in batches of 1 (as Ingest), 10 and 100. It reports the CPU each mail costs in
 // this process (go-µs/mail: building, encoding, the client) and in
 // redis-server (redis-µs/mail, from /proc/<pid>/stat), which do not
 // depend on how loaded the machine is, as wall rates do. "always" runs
@@ -95,14 +95,18 @@ func BenchmarkIngest10KB(b *testing.B) {
 func BenchmarkIngestBatch10KB(b *testing.B) {
 	raw := benchMail(b)
 	parsed := mailparse.Parse(raw)
-	const batch = 100
 	for _, cfg := range []struct {
 		name  string
+		batch int
 		extra []string
 	}{
-		{"noaof", nil},
-		{"always", []string{"appendonly yes", "appendfsync always"}},
+		{"noaof-1", 1, nil},
+		{"noaof-10", 10, nil},
+		{"noaof-100", 100, nil},
+		{"always-1", 1, []string{"appendonly yes", "appendfsync always"}},
+		{"always-100", 100, []string{"appendonly yes", "appendfsync always"}},
 	} {
+		batch := cfg.batch
 		b.Run(cfg.name, func(b *testing.B) {
 			srv := redistest.Start(b, cfg.extra...)
 			rdb := srv.Client(b)

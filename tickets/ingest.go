@@ -118,8 +118,10 @@ const spareIDs = 2
 // keys of the tickets look found, and returns the results of the mails it
 // ingested, in order: all of them, or those before the first that needed
 // a ticket's keys that were not given (stale: Go looks again and runs the
-// rest).
-func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult, now string) ([]Result, bool, error) {
+// rest). before, unless nil, queues writes sent in the same round trip,
+// ahead of the script: Redis then runs (and with appendfsync always,
+// syncs) them with it at once.
+func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult, now string, before func(redis.Pipeliner)) ([]Result, bool, error) {
 	select {
 	case s.turns <- struct{}{}:
 		defer func() { <-s.turns }()
@@ -196,7 +198,27 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 	}
 	// Run sends EVALSHA, and EVAL when the server lost its script cache
 	// (restart, failover).
-	replies, err := ingestScript.Run(ctx, s.rdb, keys, argv...).Slice()
+	var cmd *redis.Cmd
+	if before == nil {
+		cmd = ingestScript.Run(ctx, s.rdb, keys, argv...)
+	} else {
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			before(p)
+			cmd = ingestScript.EvalSha(ctx, p, keys, argv...)
+			return nil
+		})
+		for _, c := range cmds[:len(cmds)-1] {
+			// A write refused before the script: its mails are failed
+			// and fetched again, which writes it again.
+			if c.Err() != nil {
+				return nil, false, c.Err()
+			}
+		}
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = ingestScript.Run(ctx, s.rdb, keys, argv...)
+		}
+	}
+	replies, err := cmd.Slice()
 	if err != nil {
 		return nil, false, err
 	}
