@@ -51,12 +51,10 @@ type Store struct {
 	support   map[string]bool
 	supportAt time.Time
 
-	// turns bounds the ingest scripts of this store in flight at once,
-	// and nextID is the id of the next new ticket as far as this store
-	// knows: together they bound how many tickets others may create
-	// between an ingest's choice of keys and its script (see runIngest).
-	// opening counts the mails of this store's batches in flight that
-	// may open a ticket.
+	// turns bounds the ingest scripts of this store in flight at once;
+	// nextID is the id of the next new ticket as far as this store knows,
+	// and opening counts the mails of its batches in flight that may open
+	// one: together they size the ids a batch declares (see runScript).
 	turns   chan struct{}
 	nextID  atomic.Int64
 	opening atomic.Int64
