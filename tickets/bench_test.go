@@ -138,9 +138,6 @@ func BenchmarkIngestBatch10KB(b *testing.B) {
 			}
 			goCPU, redisCPU = processCPU(b, "self")-goCPU, processCPU(b, pid)-redisCPU
 			redisFaults = processFaults(b, pid) - redisFaults
-			if os.Getenv("MG_BENCH_STATS") != "" {
-				b.Log(rdb.Info(ctx, "commandstats", "cpu").Val())
-			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "mails/s")
 			b.ReportMetric(goCPU.Seconds()*1e6/float64(b.N), "go-µs/mail")
 			b.ReportMetric(redisCPU.Seconds()*1e6/float64(b.N), "redis-µs/mail")
