@@ -85,11 +85,12 @@ func BenchmarkIngest10KB(b *testing.B) {
 // BenchmarkIngestBatch10KB measures the store's side of a FETCH batch: the
 // 10 KB mail, parsed once (imapfetch parses on all cores before the
 // store), each copy with its own Message-ID and bytes, handed to
-// IngestBatch in batches of 1 (as Ingest), 10 and 100. It reports the CPU each mail costs in
-// this process (go-µs/mail: building, encoding, the client) and in
-// redis-server (redis-µs/mail, from /proc/<pid>/stat), which do not
-// depend on how loaded the machine is, as wall rates do. "always" runs
-// Redis with appendfsync always: one fsync per script call.
+// IngestBatch in batches of 1 (as Ingest), 10 and 100. It reports the CPU
+// each mail costs in this process (go-µs/mail: building, encoding, the
+// client) and in redis-server (redis-µs/mail, from /proc/<pid>/stat), and
+// Redis's page faults per mail (memory touched for the first time), which
+// depend less on how loaded the machine is than wall rates do. "always"
+// runs Redis with appendfsync always: one fsync per script call.
 //
 //	go test -run '^$' -bench IngestBatch -benchtime 20000x ./tickets
 func BenchmarkIngestBatch10KB(b *testing.B) {
