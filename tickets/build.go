@@ -185,6 +185,32 @@ func dedupeKey(m *mailparse.Parsed, rawSHA string) string {
 	return "sha256:" + rawSHA
 }
 
+// commentHead is a comment without its body: what a ticket event carries
+// of it. Its nil Text and HTML shadow the comment's, which are left out.
+type commentHead struct {
+	*Comment
+	Text *struct{} `json:"text,omitempty"`
+	HTML *struct{} `json:"html,omitempty"`
+}
+
+// commentBody is a comment's body: the mail-sized part, stored once.
+type commentBody struct {
+	Text string `json:"text"`
+	HTML string `json:"html,omitempty"`
+}
+
+// commentMembers are the members of c's JSON object without its braces,
+// as the ingest script joins them: its head and its body.
+func commentMembers(c *Comment) (head, body []byte, err error) {
+	if head, err = jsonTail(commentHead{Comment: c}); err != nil {
+		return nil, nil, err
+	}
+	if body, err = jsonTail(commentBody{Text: c.Text, HTML: c.HTML}); err != nil {
+		return nil, nil, err
+	}
+	return head[:len(head)-1], body[:len(body)-1], nil
+}
+
 // jsonTail marshals v and drops the opening brace, so the ingest script can
 // prepend the ids it assigns. It stays []byte: go-redis writes a []byte
 // argument as is, so the mail-sized JSON is not copied into a string.

@@ -32,3 +32,35 @@ func TestJSONTailMatchesEncodingJSON(t *testing.T) {
 		t.Error("jsonTail(empty object) succeeded, want an error")
 	}
 }
+
+// TestCommentMembersJoinToTheComment: the head (what an event carries)
+// holds every field but the body, and head and body joined, as the ingest
+// script stores them, decode to the whole comment.
+func TestCommentMembersJoinToTheComment(t *testing.T) {
+	c := newComment(mailparse.Parse(benchMail(t)), []byte("raw"), sha256Hex([]byte("raw")), false, time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC))
+	head, body, err := commentMembers(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	if err := json.Unmarshal([]byte("{"+string(head)+"}"), &h); err != nil {
+		t.Fatalf("head is not JSON members: %v: %s", err, head)
+	}
+	if _, ok := h["text"]; ok {
+		t.Errorf("head holds the text: %s", head)
+	}
+	if _, ok := h["html"]; ok {
+		t.Errorf("head holds the HTML: %s", head)
+	}
+	if h["subject"] != c.Subject || h["raw"] != c.Raw || h["message_id"] != c.MessageID {
+		t.Errorf("head = %s, want the comment's other fields", head)
+	}
+	var got Comment
+	if err := json.Unmarshal([]byte("{"+string(head)+","+string(body)+"}"), &got); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(c)
+	if g, _ := json.Marshal(&got); !bytes.Equal(g, want) {
+		t.Errorf("head and body joined =\n%s\nwant\n%s", g, want)
+	}
+}

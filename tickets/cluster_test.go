@@ -53,6 +53,16 @@ func TestIngestOnRedisCluster(t *testing.T) {
 	if token.Ticket != first.Ticket || token.ThreadedBy != ruleSubjectToken {
 		t.Fatalf("subject token on cluster: %+v", token)
 	}
+	// A batch: every key of its one script call shares the slot, and a
+	// reply threads onto the ticket opened earlier in it.
+	rs := mustBatch(t, s, batchOf(
+		mail("dan@customer.test", "Batch", "x", "Message-ID: <b1@c.test>"),
+		mail("dan@customer.test", "Re: Batch", "y", "Message-ID: <b2@c.test>", "References: <b1@c.test>"),
+		mail("alice@customer.test", "Re: Cluster", "z", "Message-ID: <b3@c.test>", "In-Reply-To: <c2@c.test>"),
+	))
+	if !rs[0].Created || rs[1].Ticket != rs[0].Ticket || rs[1].ThreadedBy != ruleReferences || rs[2].Ticket != first.Ticket {
+		t.Fatalf("batch on cluster: %+v", rs)
+	}
 	// The sender's rate key, too, shares the slot.
 	limited := NewStore(cc, Options{SenderRateLimit: 1, SenderRateWindow: time.Hour})
 	mustIngest(t, limited, mail("robot@loop.test", "ping", "x", "Message-ID: <l1@loop.test>"), Source{})

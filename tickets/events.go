@@ -18,9 +18,11 @@ type EventType string
 
 const (
 	// EventTicketCreated: a mail opened a ticket; data is the Ticket with
-	// its first comment.
+	// its first comment, without the comment's body (Store.Comment reads
+	// it: the body is stored once, in the ticket).
 	EventTicketCreated EventType = "ticket.created"
-	// EventTicketComment: a mail was added to a ticket; data is the Comment.
+	// EventTicketComment: a mail was added to a ticket; data is the Comment
+	// without its body (Text, HTML), which Store.Comment reads.
 	EventTicketComment EventType = "ticket.comment"
 	// EventMailSuppressed: a mail opened nothing (an auto-reply, our own
 	// mail coming back, a sender over its rate); data is the mail as a
@@ -82,7 +84,8 @@ func (e Event) TicketData() (*Ticket, error) {
 	return &t, nil
 }
 
-// CommentData decodes the data of a ticket.comment event.
+// CommentData decodes the data of a ticket.comment event (without the
+// body: see Store.Comment) or of a noise event (the whole mail).
 func (e Event) CommentData() (*Comment, error) {
 	var c Comment
 	if err := json.Unmarshal(e.Data, &c); err != nil {

@@ -2,6 +2,9 @@ package tickets
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -121,5 +124,75 @@ func TestREADMEListsEveryEventType(t *testing.T) {
 	}
 	if len(documented) != len(EventTypes()) {
 		t.Errorf("the README's event table has %d rows, want one per event type (%d)", len(documented), len(EventTypes()))
+	}
+}
+
+// TestTicketEventsCarryCommentsWithoutBody: a mail's body is stored once,
+// in its ticket's comments list; the ticket events carry every other field
+// of the comment, and a helpdesk reads the body by the entry's ticket and
+// comment fields (LINDEX, or Store.Comment in Go). Noise, stored nowhere
+// else, carries its whole mail.
+func TestTicketEventsCarryCommentsWithoutBody(t *testing.T) {
+	s, rdb := newTestStore(t, Options{})
+	ctx := context.Background()
+	mustIngest(t, s, mail("alice@customer.test", "Printer", "It smokes.", "Message-ID: <p1@c.test>"), Source{})
+	mustIngest(t, s, mail("alice@customer.test", "Re: Printer", "Now it burns.", "Message-ID: <p2@c.test>", "In-Reply-To: <p1@c.test>"), Source{})
+	mustIngest(t, s, mail("ooo@customer.test", "Away", "Back Monday.", "Message-ID: <p3@c.test>", "Auto-Submitted: auto-replied"), Source{})
+	entries := rdb.XRange(ctx, s.Key("events"), "-", "+").Val()
+	if len(entries) != 3 {
+		t.Fatalf("%d events, want 3", len(entries))
+	}
+	var evs []Event
+	for _, m := range entries {
+		e, err := DecodeEvent(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	for i, want := range []string{"It smokes.", "Now it burns."} {
+		e := evs[i]
+		var fields map[string]any
+		if err := json.Unmarshal(e.Data, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			cs, _ := fields["comments"].([]any)
+			if len(cs) != 1 {
+				t.Fatalf("ticket.created data = %s, want its first comment", e.Data)
+			}
+			fields, _ = cs[0].(map[string]any)
+		}
+		if _, ok := fields["text"]; ok || strings.Contains(string(e.Data), want) {
+			t.Errorf("%s data carries the body: %s", e.Type, e.Data)
+		}
+		if fields["message_id"] != fmt.Sprintf("p%d@c.test", i+1) || fields["subject"] == nil || fields["raw"] == nil {
+			t.Errorf("%s comment = %v, want every field but the body", e.Type, fields)
+		}
+		// What a helpdesk does with the entry's ticket and comment fields.
+		raw, err := rdb.LIndex(ctx, s.Key(fmt.Sprintf("ticket:%d:comments", e.Ticket)), e.Comment-1).Result()
+		var whole Comment
+		if err != nil || json.Unmarshal([]byte(raw), &whole) != nil || whole.Ticket != e.Ticket || whole.Index != e.Comment ||
+			strings.TrimSpace(whole.Text) != want || whole.MessageID != fields["message_id"] {
+			t.Errorf("LINDEX for %s #%d/%d = %+v, %v; want the whole comment with %q", e.Type, e.Ticket, e.Comment, whole, err, want)
+		}
+		c, err := s.Comment(ctx, e.Ticket, e.Comment)
+		if err != nil || strings.TrimSpace(c.Text) != want {
+			t.Errorf("Comment(#%d, %d) = %+v, %v; want the body %q", e.Ticket, e.Comment, c, err, want)
+		}
+	}
+	if c, err := s.Comment(ctx, 1, 3); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Comment(#1, 3) = %+v, %v; want ErrNotFound", c, err)
+	}
+	if noise, err := evs[2].CommentData(); err != nil || evs[2].Type != EventMailSuppressed || strings.TrimSpace(noise.Text) != "Back Monday." {
+		t.Errorf("%s data = %s, want the whole mail", evs[2].Type, evs[2].Data)
+	}
+
+	// A comment as older versions stored it (no opening brace, no ids)
+	// still reads.
+	rdb.RPush(ctx, s.Key("ticket:1:comments"), `"author":{"name":"","email":"old@customer.test"},"subject":"Old","text":"kept"}`)
+	rdb.HIncrBy(ctx, s.Key("ticket:1"), "comment_count", 1)
+	if tk := mustGet(t, s, 1); len(tk.Comments) != 3 || tk.Comments[2].Text != "kept" || tk.Comments[2].Index != 3 {
+		t.Errorf("ticket with an older comment = %+v", tk.Comments)
 	}
 }

@@ -3,13 +3,11 @@ package tickets
 import (
 	"context"
 	_ "embed"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"strconv"
-	"time"
+	"strings"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/mailparse"
@@ -30,32 +28,36 @@ const (
 	ruleSubjectToken = "subject-token"
 )
 
-// ingestArgs is the script's first argument, decoded once at its top; the
+// batchArgs is the script's first argument, decoded once at its top; the
 // script's header says what each field is for.
-type ingestArgs struct {
-	Sender           string       `json:"sender"`
-	MessageID        string       `json:"message_id"`
-	Now              string       `json:"now"`
-	Participants     []string     `json:"participants"`
-	SuppressTriggers string       `json:"suppress_triggers"`
-	SubjectTicket    string       `json:"subject_ticket"`
-	Refs             []string     `json:"refs"`
-	Tickets          []string     `json:"tickets"`
-	NextID           int64        `json:"next_id"`
-	Spare            int          `json:"spare"`
-	Noise            string       `json:"noise"`
-	NoiseEvent       EventType    `json:"noise_event"`
-	Rate             ingestRate   `json:"rate"`
-	StreamMaxLen     int64        `json:"stream_max_len"`
-	Events           ingestEvents `json:"events"`
-	SubjectRule      string       `json:"subject_rule"`
+type batchArgs struct {
+	Now          string       `json:"now"`
+	IDs          []string     `json:"ids"`
+	StreamMaxLen int64        `json:"stream_max_len"`
+	Events       ingestEvents `json:"events"`
+	SubjectRule  string       `json:"subject_rule"`
+	RateReason   string       `json:"rate_reason"`
+	Mails        []*mailArgs  `json:"mails"`
+}
+
+// mailArgs is what the script needs to know of one mail of the batch.
+type mailArgs struct {
+	K                int        `json:"k"`
+	Sender           string     `json:"sender"`
+	MessageID        string     `json:"message_id"`
+	Participants     []string   `json:"participants"`
+	SuppressTriggers string     `json:"suppress_triggers"`
+	SubjectTicket    string     `json:"subject_ticket"`
+	Refs             []string   `json:"refs"`
+	Noise            string     `json:"noise"`
+	NoiseEvent       EventType  `json:"noise_event"`
+	Rate             ingestRate `json:"rate"`
 }
 
 // ingestRate is the sender rate limit; Limit 0 means none applies.
 type ingestRate struct {
-	Limit    int    `json:"limit"`
-	WindowMS int64  `json:"window_ms"`
-	Reason   string `json:"reason"`
+	Limit    int   `json:"limit"`
+	WindowMS int64 `json:"window_ms"`
 }
 
 // ingestEvents are the event types the script may publish besides the
@@ -67,17 +69,14 @@ type ingestEvents struct {
 	RateLimited EventType `json:"rate_limited"`
 }
 
-// newIngestArgs says what the script needs to know of mail m, received at
-// now: noise is its classify reason, refs the Message-IDs it answers, in
-// threading order, and kinds the rule of each (none for a bounce's).
-func (s *Store) newIngestArgs(m *mailparse.Parsed, src Source, support map[string]bool, noise string, refs, kinds []string, now time.Time) ingestArgs {
-	a := ingestArgs{
-		Sender: m.From.Email, MessageID: m.MessageID, Now: now.Format(time.RFC3339Nano),
+// newMailArgs says what the script needs to know of mail m: noise is its
+// classify reason, refs the Message-IDs it answers, in threading order,
+// and kinds the rule of each (none for a bounce's).
+func (s *Store) newMailArgs(m *mailparse.Parsed, src Source, support map[string]bool, noise string, refs, kinds []string) *mailArgs {
+	a := &mailArgs{
+		Sender: m.From.Email, MessageID: m.MessageID,
 		Participants: participants(m, support), SuppressTriggers: strconv.FormatBool(src.SuppressTriggers),
 		SubjectTicket: subjectToken(m.Subject), Refs: make([]string, len(refs)), Noise: noise,
-		Rate: ingestRate{Reason: NoiseRateLimited}, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken,
-		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
-			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
 	}
 	for i := range refs {
 		a.Refs[i] = ruleReferences
@@ -99,13 +98,10 @@ func (s *Store) newIngestArgs(m *mailparse.Parsed, src Source, support map[strin
 	return a
 }
 
-// errStale is the script's answer when a ticket it needs was not declared
-// in its keys: another ingest changed things since the look.
-var errStale = errors.New("ingest: stale look")
-
-// maxIngestAttempts bounds the tries of one ingest. Each stale answer
-// means another process made progress (a ticket created, a reference
-// registered), so this is only reached under a storm of them.
+// maxIngestAttempts bounds the tries of one ingest in a row that store
+// nothing. Each stale answer means another process made progress (a
+// ticket created, a reference registered), so this is only reached under
+// a storm of them.
 const maxIngestAttempts = 50
 
 // ingestTurns is how many ingest scripts of one store may be in flight at
@@ -113,117 +109,211 @@ const maxIngestAttempts = 50
 // busy while the next mails travel.
 const ingestTurns = 4
 
-// spareIDs is how many new ids an ingest declares, from the next one as
-// this store knows it: one for each script of this store that may run
-// first, and two for other processes. Each costs three short keys.
-const spareIDs = ingestTurns + 2
+// spareIDs is how many new ids a batch declares beyond those this
+// store's batches in flight may take: for tickets other processes open
+// between the look and the script. Each costs four short keys.
+const spareIDs = 2
 
-// runIngest runs the ingest script with keys (ingestKeys) and the keys of
-// the tickets it may touch, as look found them, and looks again when the
-// script answers that one it needs was not given.
-func (s *Store) runIngest(ctx context.Context, a *ingestArgs, keys, refs []string, look *redis.SliceCmd, tjson, cjson []byte) (Result, error) {
+// runScript runs the ingest script once on the mails of todo, with the
+// keys of the tickets look found, and returns the results of the mails it
+// ingested, in order: all of them, or those before the first that needed
+// a ticket's keys that were not given (stale: Go looks again and runs the
+// rest). before, unless nil, queues writes sent in the same round trip,
+// ahead of the script: Redis then runs (and with appendfsync always,
+// syncs) them with it at once.
+func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult, now string, before func(redis.Pipeliner)) ([]Result, bool, error) {
 	select {
 	case s.turns <- struct{}{}:
 		defer func() { <-s.turns }()
 	case <-ctx.Done():
-		return Result{}, ctx.Err()
+		return nil, false, ctx.Err()
 	}
-	fixed := len(keys)
-	for attempt := 1; ; attempt++ {
-		keys = keys[:fixed]
-		a.Tickets = existingTickets(look, a.SubjectTicket)
-		for _, id := range a.Tickets {
-			tk := s.ticketKeys(id)
-			keys = append(keys, tk.hash, tk.comments, tk.people, tk.threaded)
+	a := batchArgs{
+		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited,
+		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
+			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
+		Mails: make([]*mailArgs, len(todo)),
+	}
+	// The tickets that exist and that the mails may join, then the ids
+	// the batch may create: from the next one as this store knows it, one
+	// for each mail that may open a ticket in this batch and in the
+	// batches of this store in flight, and a few for other processes.
+	ids := map[string]bool{}
+	opening := int64(0)
+	for _, p := range todo {
+		if p.args.Noise != "" {
+			continue
 		}
-		if a.Noise == "" {
-			a.NextID, a.Spare = max(nextID(look), s.nextID.Load()), spareIDs
-		}
-		for id := a.NextID; id < a.NextID+int64(a.Spare); id++ {
-			tk := s.ticketKeys(strconv.FormatInt(id, 10))
-			keys = append(keys, tk.hash, tk.comments, tk.people)
-		}
-		args, err := json.Marshal(a)
-		if err != nil {
-			return Result{}, err
-		}
-		// Run sends EVALSHA, and EVAL when the server lost its script
-		// cache (restart, failover).
-		res := ingestScript.Run(ctx, s.rdb, keys, args, tjson, cjson)
-		if res.Err() != nil {
-			return Result{}, res.Err()
-		}
-		r, err := parseResult(res)
-		if !errors.Is(err, errStale) {
-			for next := r.Ticket + 1; r.Created; {
-				cur := s.nextID.Load()
-				if next <= cur || s.nextID.CompareAndSwap(cur, next) {
-					break
-				}
+		opening++
+		for _, r := range p.refs {
+			if id := look.refs[r]; id != "" && !ids[id] {
+				ids[id] = true
+				a.IDs = append(a.IDs, id)
 			}
-			return r, err
 		}
-		if attempt == maxIngestAttempts {
-			return Result{}, fmt.Errorf("tickets kept changing under it, %d tries", attempt)
-		}
-		if look = s.lookUp(ctx, s.rdb, refs); look.Err() != nil {
-			return Result{}, look.Err()
+		if id := p.args.SubjectTicket; id != "" && !ids[id] {
+			ids[id] = true
+			a.IDs = append(a.IDs, id)
 		}
 	}
-}
-
-// ingestKeys are the script's fixed keys and one msg:<ref> per reference,
-// in the order ingest.lua's header gives; the ticket keys follow.
-func (s *Store) ingestKeys(messageID, dedupe, sender string, rate ingestRate, refs []string) []string {
-	keys := []string{s.seqKey(), s.ticketsKey(), s.eventsKey(), s.seenKey(dedupe), s.unusedKey(), s.unusedKey()}
-	if messageID != "" {
-		keys[4] = s.msgKey(messageID)
-	}
-	if rate.Limit > 0 {
-		keys[5] = s.rateKey(sender)
-	}
-	for _, r := range refs {
-		keys = append(keys, s.msgKey(r))
-	}
-	return keys
-}
-
-// lookUp reads what the script's ticket keys depend on: the last ticket id
-// and the ticket each reference names.
-func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, refs []string) *redis.SliceCmd {
-	keys := []string{s.seqKey()}
-	for _, r := range refs {
-		keys = append(keys, s.msgKey(r))
-	}
-	return c.MGet(ctx, keys...)
-}
-
-// existingTickets are the ids of the tickets the references named when
-// looked up, and the subject token's: the script may add to them. nil
-// look (noise): none.
-func existingTickets(look *redis.SliceCmd, subjectTicket string) []string {
-	out := []string{}
-	if look == nil {
-		return out
-	}
-	vals := look.Val()
-	for i, v := range vals {
-		if id, _ := v.(string); i > 0 && id != "" && !slices.Contains(out, id) {
-			out = append(out, id)
+	if opening > 0 {
+		inFlight := s.opening.Add(opening)
+		defer s.opening.Add(-opening)
+		first := max(look.next, s.nextID.Load())
+		for n := first; n < first+inFlight+spareIDs; n++ {
+			if id := strconv.FormatInt(n, 10); !ids[id] {
+				ids[id] = true
+				a.IDs = append(a.IDs, id)
+			}
 		}
 	}
-	if subjectTicket != "" && !slices.Contains(out, subjectTicket) {
-		out = append(out, subjectTicket)
+	if a.IDs == nil {
+		a.IDs = []string{}
 	}
-	return out
+	keys := make([]string, 0, 3+4*len(a.IDs)+5*len(todo))
+	keys = append(keys, s.seqKey(), s.ticketsKey(), s.eventsKey())
+	for _, id := range a.IDs {
+		tk := s.ticketKeys(id)
+		keys = append(keys, tk.hash, tk.comments, tk.people, tk.threaded)
+	}
+	argv := make([]any, 1, 1+3*len(todo))
+	for i, p := range todo {
+		p.args.K = len(keys)
+		keys = append(keys, s.seenKey(p.dedupe), s.unusedKey(), s.unusedKey())
+		if p.m.MessageID != "" {
+			keys[p.args.K+1] = s.msgKey(p.m.MessageID)
+		}
+		if p.args.Rate.Limit > 0 {
+			keys[p.args.K+2] = s.rateKey(p.args.Sender)
+		}
+		for _, r := range p.refs {
+			keys = append(keys, s.msgKey(r))
+		}
+		a.Mails[i] = p.args
+		argv = append(argv, p.tjson, p.chead, p.cbody)
+	}
+	var err error
+	if argv[0], err = gojson.Marshal(&a); err != nil {
+		return nil, false, err
+	}
+	// Run sends EVALSHA, and EVAL when the server lost its script cache
+	// (restart, failover).
+	var cmd *redis.Cmd
+	if before == nil {
+		cmd = ingestScript.Run(ctx, s.rdb, keys, argv...)
+	} else {
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			before(p)
+			cmd = ingestScript.EvalSha(ctx, p, keys, argv...)
+			return nil
+		})
+		for _, c := range cmds[:len(cmds)-1] {
+			// A write refused before the script: its mails are failed
+			// and fetched again, which writes it again.
+			if c.Err() != nil {
+				return nil, false, c.Err()
+			}
+		}
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = ingestScript.Run(ctx, s.rdb, keys, argv...)
+		}
+	}
+	replies, err := cmd.Slice()
+	if err != nil {
+		return nil, false, err
+	}
+	out := make([]Result, 0, len(replies))
+	for _, reply := range replies {
+		r, stale, err := parseResult(reply)
+		if err != nil {
+			return out, false, err
+		}
+		if stale {
+			return out, true, nil
+		}
+		for next := r.Ticket + 1; r.Created; {
+			cur := s.nextID.Load()
+			if next <= cur || s.nextID.CompareAndSwap(cur, next) {
+				break
+			}
+		}
+		out = append(out, r)
+	}
+	return out, false, nil
 }
 
-// nextID is the id after the last one when looked up.
-func nextID(look *redis.SliceCmd) int64 {
-	if look == nil || len(look.Val()) == 0 {
-		return 1
+// parseResult reads the script's reply for one mail; stale is true when
+// that mail was not tried.
+func parseResult(reply any) (r Result, stale bool, err error) {
+	vals, _ := reply.([]any)
+	str := func(i int) string {
+		if i < len(vals) {
+			s, _ := vals[i].(string)
+			return s
+		}
+		return ""
 	}
-	last, _ := look.Val()[0].(string)
+	if len(vals) == 1 && str(0) == "stale" {
+		return Result{}, true, nil
+	}
+	if len(vals) < 2 {
+		return Result{}, false, fmt.Errorf("ingest: unexpected script reply %v", reply)
+	}
+	tid, cidx, _ := strings.Cut(str(1), ":")
+	r.Ticket, _ = strconv.ParseInt(tid, 10, 64)
+	r.Comment, _ = strconv.ParseInt(cidx, 10, 64)
+	r.ThreadedBy, r.EventID = str(2), str(3)
+	switch str(0) {
+	case "duplicate":
+		r.Duplicate = true
+	case string(EventTicketCreated):
+		r.Created = true
+	case "suppressed":
+		r.Suppressed, r.ThreadedBy = r.ThreadedBy, ""
+	}
+	return r, false, nil
+}
+
+// lookResult is what the script's ticket keys depend on, as looked up:
+// the id after the last ticket's, and the ticket each reference names.
+type lookResult struct {
+	next int64
+	refs map[string]string
+}
+
+// lookUp queues the look-up of the references of mails in c (a client or a
+// pipeline); read its answer with readLook once c ran.
+func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, mails []*pending) (*redis.SliceCmd, []string) {
+	keys, refs := []string{s.seqKey()}, []string{}
+	seen := map[string]bool{}
+	for _, p := range mails {
+		if p.args.Noise != "" {
+			// Noise touches no ticket: nothing to look up.
+			continue
+		}
+		for _, r := range p.refs {
+			if !seen[r] {
+				seen[r] = true
+				keys, refs = append(keys, s.msgKey(r)), append(refs, r)
+			}
+		}
+	}
+	return c.MGet(ctx, keys...), refs
+}
+
+func readLook(cmd *redis.SliceCmd, refs []string) lookResult {
+	l := lookResult{next: 1, refs: make(map[string]string, len(refs))}
+	vals := cmd.Val()
+	if len(vals) != len(refs)+1 {
+		return l
+	}
+	last, _ := vals[0].(string)
 	n, _ := strconv.ParseInt(last, 10, 64)
-	return n + 1
+	l.next = n + 1
+	for i, r := range refs {
+		if id, _ := vals[i+1].(string); id != "" {
+			l.refs[r] = id
+		}
+	}
+	return l
 }

@@ -71,11 +71,20 @@ func TestIngestScriptDeclaresEveryKey(t *testing.T) {
 			t.Fatalf("%s: Ingest = %+v, %v", st.name, r, err)
 		}
 	}
+	// A batch: a reply to a ticket opened earlier in it, and a mail twice.
+	rs := mustBatch(t, s, batchOf(
+		mail("dora@customer.test", "Batch", "x", "Message-ID: <k1@c.test>"),
+		mail("dora@customer.test", "Re: Batch", "y", "Message-ID: <k2@c.test>", "In-Reply-To: <k1@c.test>"),
+		mail("dora@customer.test", "Batch", "x", "Message-ID: <k1@c.test>"),
+	))
+	if !rs[0].Created || rs[1].Ticket != rs[0].Ticket || !rs[2].Duplicate {
+		t.Fatalf("batch: %+v", rs)
+	}
 	// Several processes opening tickets at once: most of them find the next
 	// id taken since they looked, and look again.
 	ids := ingestConcurrently(t, rdb, 24)
-	// The stranger's mail above opened the second ticket.
-	if want := first.Ticket + 1; ids[0] != want+1 || ids[len(ids)-1] != want+24 {
+	// The stranger's mail above opened the second ticket, the batch the third.
+	if want := first.Ticket + 2; ids[0] != want+1 || ids[len(ids)-1] != want+24 {
 		t.Errorf("concurrent tickets = %v, want #%d..#%d", ids, want+1, want+24)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,17 +30,46 @@ func (s *Store) Get(ctx context.Context, id int64) (*Ticket, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i, tail := range cs.Val() {
-		// Stored without its opening brace and ids (see ingest.lua).
-		var c Comment
-		if err := json.Unmarshal([]byte("{"+tail), &c); err != nil {
-			return nil, fmt.Errorf("get #%d: comment %d: %w", id, i+1, err)
+	for i, stored := range cs.Val() {
+		c, err := decodeComment(id, int64(i+1), stored)
+		if err != nil {
+			return nil, fmt.Errorf("get #%d: %w", id, err)
 		}
-		c.Ticket, c.Index = id, int64(i+1)
 		c.ThreadedBy = threaded.Val()[strconv.Itoa(i+1)]
-		t.Comments = append(t.Comments, c)
+		t.Comments = append(t.Comments, *c)
 	}
 	return t, nil
+}
+
+// Comment returns comment index (1-based) of ticket id, whole: a ticket
+// event carries a comment without its body, which is read here (or with
+// LINDEX <prefix>ticket:<id>:comments <index - 1>).
+func (s *Store) Comment(ctx context.Context, id, index int64) (*Comment, error) {
+	if index < 1 {
+		return nil, fmt.Errorf("%w: #%d has no comment %d", ErrNotFound, id, index)
+	}
+	stored, err := s.rdb.LIndex(ctx, s.ticketKeys(strconv.FormatInt(id, 10)).comments, index-1).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: #%d has no comment %d", ErrNotFound, id, index)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Errorf("get #%d comment %d: %w", id, index, err))
+	}
+	return decodeComment(id, index, stored)
+}
+
+// decodeComment reads a stored comment: its whole JSON object, or, as
+// older versions stored it, the object without its opening brace and ids.
+func decodeComment(id, index int64, stored string) (*Comment, error) {
+	if !strings.HasPrefix(stored, "{") {
+		stored = "{" + stored
+	}
+	var c Comment
+	if err := json.Unmarshal([]byte(stored), &c); err != nil {
+		return nil, fmt.Errorf("comment %d: %w", index, err)
+	}
+	c.Ticket, c.Index = id, index
+	return &c, nil
 }
 
 // ListOptions select tickets for List, newest first.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,12 +51,13 @@ type Store struct {
 	support   map[string]bool
 	supportAt time.Time
 
-	// turns bounds the ingest scripts of this store in flight at once,
-	// and nextID is the id of the next new ticket as far as this store
-	// knows: together they bound how many tickets others may create
-	// between an ingest's choice of keys and its script (see runIngest).
-	turns  chan struct{}
-	nextID atomic.Int64
+	// turns bounds the ingest scripts of this store in flight at once;
+	// nextID is the id of the next new ticket as far as this store knows,
+	// and opening counts the mails of its batches in flight that may open
+	// one: together they size the ids a batch declares (see runScript).
+	turns   chan struct{}
+	nextID  atomic.Int64
+	opening atomic.Int64
 }
 
 // supportTTL is how long the support addresses are reused: an account
@@ -114,91 +114,11 @@ func (s *Store) Ingest(ctx context.Context, raw []byte, src Source) (Result, err
 	return s.IngestParsed(ctx, raw, mailparse.Parse(raw), src)
 }
 
-// IngestParsed is Ingest for a message the caller already parsed.
+// IngestParsed is Ingest for a message the caller already parsed: a
+// batch of one (see IngestBatch).
 func (s *Store) IngestParsed(ctx context.Context, raw []byte, m *mailparse.Parsed, src Source) (Result, error) {
-	support, err := s.supportSet(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	now := s.opts.Now().UTC()
-	received := src.ReceivedAt
-	if received.IsZero() {
-		received = now
-	}
-	rawSHA := sha256Hex(raw)
-	keep := raw
-	if s.opts.MaxRawBytes > 0 && int64(len(raw)) > s.opts.MaxRawBytes {
-		keep = raw[:s.opts.MaxRawBytes]
-	}
-	c := newComment(m, raw, rawSHA, len(keep) < len(raw), received)
-	t := newTicket(m, src, support, now)
-
-	noise := classify(m, support)
-	var refs, kinds []string
-	if noise == NoiseBounce {
-		refs = limitRefs(bounceRefs(m))
-	} else {
-		refs, kinds = threadRefs(m)
-	}
-	tjson, err := jsonTail(t)
-	if err != nil {
-		return Result{}, err
-	}
-	cjson, err := jsonTail(c)
-	if err != nil {
-		return Result{}, err
-	}
-	a := s.newIngestArgs(m, src, support, noise, refs, kinds, now)
-
-	// First round trip: the raw mail and attachment bytes (content-
-	// addressed, so writing them twice is harmless), and what the script's
-	// ticket keys depend on (see ingest.lua).
-	var look *redis.SliceCmd
-	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.SetNX(ctx, s.Key(rawRef(rawSHA)), keep, 0)
-		for i, part := range m.Parts {
-			pipe.SetNX(ctx, s.Key(blobRef(c.Attachments[i].SHA256)), part.Data, 0)
-		}
-		if noise == "" {
-			// Noise touches no ticket: nothing to look up.
-			look = s.lookUp(ctx, pipe, refs)
-		}
-		return nil
-	})
-	if err == nil {
-		keys := s.ingestKeys(m.MessageID, dedupeKey(m, rawSHA), a.Sender, a.Rate, refs)
-		var r Result
-		if r, err = s.runIngest(ctx, &a, keys, refs, look, tjson, cjson); err == nil {
-			return r, nil
-		}
-	}
-	return Result{}, s.fail(ctx, fmt.Errorf("ingest %s: %w", describe(m, rawSHA), err))
-}
-
-func parseResult(cmd *redis.Cmd) (Result, error) {
-	vals, err := cmd.StringSlice()
-	if err == nil && len(vals) == 1 && vals[0] == "stale" {
-		return Result{}, errStale
-	}
-	if err != nil || len(vals) < 2 {
-		return Result{}, fmt.Errorf("ingest: unexpected script reply %v: %v", cmd.Val(), err)
-	}
-	var r Result
-	tid, cidx, _ := strings.Cut(vals[1], ":")
-	r.Ticket, _ = strconv.ParseInt(tid, 10, 64)
-	r.Comment, _ = strconv.ParseInt(cidx, 10, 64)
-	if len(vals) >= 4 {
-		r.ThreadedBy, r.EventID = vals[2], vals[3]
-	}
-	switch vals[0] {
-	case "duplicate":
-		r.Duplicate = true
-	case string(EventTicketCreated):
-		r.Created = true
-	case "suppressed":
-		r.Suppressed, r.ThreadedBy = r.ThreadedBy, ""
-	}
-	return r, nil
+	r := s.IngestBatch(ctx, []BatchMail{{Raw: raw, Parsed: m, Source: src}})[0]
+	return r.Result, r.Err
 }
 
 // RegisterOutbound records the Message-ID of a mail the helpdesk sent about
