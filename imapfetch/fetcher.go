@@ -39,6 +39,14 @@ type Options struct {
 	// LeaseTTL is the lifetime of an account's polling lease; it is
 	// renewed every LeaseTTL/3. Default 30s.
 	LeaseTTL time.Duration
+	// StartSpread is the window over which the workers Run starts together
+	// (at start, or when many accounts are connected at once) make their
+	// first login, one after another, so that thousands of mailboxes do
+	// not log in to Google (and refresh their tokens) in the same second;
+	// logins are never more than maxStartGap apart, so a few accounts
+	// start at once. Default 30s: 10,000 mailboxes all log in and poll
+	// within a minute of start.
+	StartSpread time.Duration
 	// BackoffMax caps the wait between reconnects; default 5m. The first
 	// wait is 1s (or BackoffMax if smaller), doubling, with jitter.
 	BackoffMax time.Duration
@@ -108,6 +116,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 30 * time.Second
+	}
+	if o.StartSpread <= 0 {
+		o.StartSpread = 30 * time.Second
 	}
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 5 * time.Minute
@@ -288,6 +299,7 @@ func (f *Fetcher) Run(ctx context.Context) error {
 				h.cancel()
 			}
 		}
+		var fresh []func()
 		for email := range want {
 			if _, ok := workers[email]; ok {
 				continue // running, or still stopping: started after it exits
@@ -296,16 +308,19 @@ func (f *Fetcher) Run(ctx context.Context) error {
 			h := &handle{email: email, cancel: cancel}
 			workers[email] = h
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer cancel()
-				f.newWorker(email).run(wctx)
-				select {
-				case exited <- h:
-				case <-ctx.Done():
-				}
-			}()
+			fresh = append(fresh, func() {
+				go func() {
+					defer wg.Done()
+					defer cancel()
+					f.newWorker(email).run(wctx)
+					select {
+					case exited <- h:
+					case <-ctx.Done():
+					}
+				}()
+			})
 		}
+		f.stagger(ctx, fresh)
 	}
 
 	reconcile()
@@ -336,6 +351,37 @@ func (f *Fetcher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// maxStartGap is the longest wait between two of the first logins Run
+// spreads over Options.StartSpread.
+const maxStartGap = 10 * time.Millisecond
+
+// stagger calls each of starts, spaced evenly over at most StartSpread and
+// at most maxStartGap apart, from a goroutine of its own; the first at
+// once. Once ctx ends it calls the rest without waiting.
+func (f *Fetcher) stagger(ctx context.Context, starts []func()) {
+	if len(starts) == 0 {
+		return
+	}
+	gap := min(f.opts.StartSpread/time.Duration(len(starts)), maxStartGap)
+	if len(starts) > 1 {
+		f.log.Info("imapfetch: starting workers", "workers", len(starts), "over", (gap * time.Duration(len(starts)-1)).Round(time.Millisecond))
+	}
+	starts[0]()
+	if len(starts) == 1 {
+		return
+	}
+	go func() {
+		next := time.Now()
+		for _, start := range starts[1:] {
+			// Against a schedule, not gap after gap, so the window holds
+			// however late the timer wakes.
+			next = next.Add(gap)
+			sleep(ctx, time.Until(next))
+			start()
+		}
+	}()
 }
 
 // PollOnce connects to one account, runs the initial import if it is due,
