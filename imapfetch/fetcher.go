@@ -240,14 +240,18 @@ type Fetcher struct {
 	// leases, the account list) and one when it is back, not one per
 	// account and retry.
 	redis *health.Reporter
+	// leases renews the leases the workers hold.
+	leases keeper
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+	f := &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
+	f.leases.f = f
+	return f
 }
 
 // handle is a running worker as the supervisor sees it.
