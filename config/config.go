@@ -199,6 +199,9 @@ type HTTP struct {
 	// Token, when set, is the Bearer token /status and /metrics require;
 	// a listener beyond loopback must have one.
 	Token string `yaml:"token" secret:"true"`
+	// Pprof serves Go's profiles on /debug/pprof/ (behind Token like
+	// /status), to find where memory and CPU go; off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures log/slog output.

@@ -79,7 +79,8 @@
 //
 // fetcher.go (options, the supervisor, PollOnce), worker.go (one account:
 // lease, backoff), lease.go (one goroutine renewing every worker's lease,
-// in one pipeline), and one file per part of an IMAP session, as go-imap's
+// in one pipeline), record.go (the polls that found nothing, recorded
+// together), and one file per part of an IMAP session, as go-imap's
 // imapclient has one per command: session.go (dial, log in, select, wait
 // with IDLE), poll.go (search, fetch, cursor), ingest.go (ingest, \Seen,
 // quarantine).

@@ -242,6 +242,8 @@ type Fetcher struct {
 	redis *health.Reporter
 	// leases renews the leases the workers hold.
 	leases keeper
+	// polls records the polls that found nothing new.
+	polls recorder
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
@@ -250,7 +252,7 @@ func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	f := &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
-	f.leases.f = f
+	f.leases.f, f.polls.f = f, f
 	return f
 }
 

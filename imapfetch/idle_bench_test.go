@@ -14,7 +14,10 @@ import (
 	"github.com/mailgate/mailgate/internal/fakegmail"
 )
 
-var idleHeapProfile = flag.String("idle-heap-profile", "", "BenchmarkIdleAccounts writes a heap profile taken while the accounts are in IDLE to `FILE`")
+var (
+	idleHeapProfile = flag.String("idle-heap-profile", "", "BenchmarkIdleAccounts writes a heap profile taken while the accounts are in IDLE to `FILE`")
+	idleCPUProfile  = flag.String("idle-cpu-profile", "", "BenchmarkIdleAccounts writes a CPU profile of 65s in IDLE (each account polls once a minute) to `FILE`")
+)
 
 // BenchmarkIdleAccounts connects idleAccounts accounts to the in-process
 // fake Gmail with production timings (poll every minute, IDLE in
@@ -82,5 +85,17 @@ func BenchmarkIdleAccounts(b *testing.B) {
 			b.Fatal(err)
 		}
 		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+	}
+	if *idleCPUProfile != "" {
+		f, err := os.Create(*idleCPUProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(65 * time.Second)
+		pprof.StopCPUProfile()
 	}
 }

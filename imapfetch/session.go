@@ -150,9 +150,7 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 		}
 		s.w.polled = true
 		done := s.rep.Created + s.rep.Comments
-		s.bounded(ctx, func(ctx context.Context) error {
-			return s.w.f.acc.RecordPoll(ctx, s.w.email, done-recorded)
-		}, "record poll")
+		s.recordPoll(ctx, done-recorded)
 		recorded = done
 		if s.once {
 			return nil

@@ -270,6 +270,7 @@ func (d *daemon) buildWeb() error {
 		Registry: d.metrics.Registry(),
 		Logger:   d.log,
 		Token:    d.cfg.HTTP.Token,
+		Pprof:    d.cfg.HTTP.Pprof,
 	})
 	var err error
 	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {

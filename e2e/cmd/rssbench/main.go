@@ -20,6 +20,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,11 +41,12 @@ import (
 func main() {
 	bin := flag.String("mailgate", "", "the mailgate `BINARY` to measure")
 	counts := flag.String("accounts", "1,1000,10000", "comma-separated account `COUNTS`")
-	settle := flag.Duration("settle", 20*time.Second, "wait this long after every account polled before sampling; idle CPU is measured over it")
+	settle := flag.Duration("settle", 65*time.Second, "wait this long after every account polled before sampling; idle CPU is measured over it, so it should hold a poll of each account (one a minute)")
 	keep := flag.Bool("keep", false, "keep each run's directory (serve's log, Redis files)")
+	profile := flag.Bool("pprof", false, "save serve's CPU profile over the settle window and its heap and goroutine profiles after it in each run's directory (kept)")
 	flag.Parse()
 	if *bin == "" {
-		fmt.Fprintln(os.Stderr, "usage: rssbench -mailgate BINARY [-accounts 1,1000,10000] [-settle 20s]")
+		fmt.Fprintln(os.Stderr, "usage: rssbench -mailgate BINARY [-accounts 1,1000,10000] [-settle 65s]")
 		os.Exit(2)
 	}
 	fmt.Printf("%-8s %-10s %-7s %-7s %-9s %-8s %-10s %-8s %-8s %-8s %s\n", "accounts", "polled in", "RSS MB", "peak MB",
@@ -56,7 +58,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "rssbench: bad account count %q\n", s)
 			os.Exit(2)
 		}
-		r, err := measure(*bin, n, *settle, *keep)
+		r, err := measure(*bin, n, *settle, *keep, *profile)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "rssbench: %d accounts: %v\n", n, err)
 			os.Exit(1)
@@ -85,7 +87,8 @@ type result struct {
 	conns   int
 }
 
-func measure(bin string, n int, settle time.Duration, keep bool) (res result, err error) {
+func measure(bin string, n int, settle time.Duration, keep, profile bool) (res result, err error) {
+	keep = keep || profile
 	ctx := context.Background()
 	res.n = n
 	dir, err := os.MkdirTemp("", fmt.Sprintf("mailgate-rss-%d-", n))
@@ -121,6 +124,7 @@ func measure(bin string, n int, settle time.Duration, keep bool) (res result, er
 	config, err := fakes.WriteConfig("mailgate.yaml", e2e.Config{
 		RedisURL: rs.URL, RelayListen: relay, HTTPListen: httpAddr,
 		PollInterval: time.Minute, LeaseTTL: 30 * time.Second, ShutdownGrace: 30 * time.Second,
+		Pprof: profile,
 	})
 	if err != nil {
 		return res, err
@@ -180,6 +184,14 @@ func measure(bin string, n int, settle time.Duration, keep bool) (res result, er
 		return res, err
 	}
 	t0 := time.Now()
+	pprofURL := "http://" + httpAddr + "/debug/pprof/"
+	cpuDone := make(chan error, 1)
+	if profile {
+		secs := max(1, int((settle - 5*time.Second).Seconds()))
+		go func() {
+			cpuDone <- save(fmt.Sprintf("%sprofile?seconds=%d", pprofURL, secs), filepath.Join(dir, "cpu.pprof"))
+		}()
+	}
 	time.Sleep(settle)
 	cpu1, err := cpuTime(p.Pid())
 	if err != nil {
@@ -194,6 +206,17 @@ func measure(bin string, n int, settle time.Duration, keep bool) (res result, er
 	}
 	if res.metrics, err = scrape("http://" + httpAddr + "/metrics"); err != nil {
 		return res, err
+	}
+	if profile {
+		if err := <-cpuDone; err != nil {
+			return res, err
+		}
+		if err := save(pprofURL+"heap?gc=1", filepath.Join(dir, "heap.pprof")); err != nil {
+			return res, err
+		}
+		if err := save(pprofURL+"goroutine?debug=1", filepath.Join(dir, "goroutines.txt")); err != nil {
+			return res, err
+		}
 	}
 	res.conns = fakes.IMAP.Connections()
 	if err := p.Signal(syscall.SIGTERM); err != nil {
@@ -252,4 +275,25 @@ func scrape(url string) (map[string]float64, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// save writes what url answers to path.
+func save(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,4 +58,43 @@ func (s *Store) renewPipeline(ctx context.Context, keys []string, me Holder, ttl
 	}
 	_, err := pipe.Exec(ctx)
 	return cmds, err
+}
+
+// RecordPolls records, as RecordPoll with nothing imported, that each of
+// emails was searched for new mail just now, in one pipeline: at 10,000
+// mailboxes polled every minute, one round trip a second instead of 167.
+// An account that is gone is skipped; the error is Redis not answering.
+func (s *Store) RecordPolls(ctx context.Context, emails []string) error {
+	now := s.now()
+	keys := make([]string, 0, len(emails))
+	for _, email := range emails {
+		if e, err := NormalizeEmail(email); err == nil {
+			keys = append(keys, e)
+		}
+	}
+	run := func() ([]*redis.Cmd, error) {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(keys))
+		for i, e := range keys {
+			cmds[i] = updateScript.EvalSha(ctx, pipe, []string{s.accountKey(e)}, s.updateArgs(e, "exists", false, pollUpdate(now, 0))...)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = updateScript.Load(ctx, s.rdb).Err(); err == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("record %d polls: %w", len(keys), err)
+	}
+	for i, cmd := range cmds {
+		res, err := cmd.Text()
+		if err := updateResult(keys[i], res, err); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrDisconnected) {
+			return err
+		}
+	}
+	return nil
 }
