@@ -6,12 +6,12 @@
 # that, KB per account beyond the first row, serve's CPU over SETTLE,
 # goroutines, heap and stacks in use (serve's /metrics), and the fake
 # Gmail's RSS. Needs Go and redis-server (apt-get install -y redis-server).
-# ACCOUNTS (default 1,1000,10000) and SETTLE (default 20s) tune it.
+# ACCOUNTS (default 1,1000,10000) and SETTLE (default 65s: a minute holds one poll of each account) tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 accounts=${ACCOUNTS:-1,1000,10000}
-settle=${SETTLE:-20s}
+settle=${SETTLE:-65s}
 
 # Every account holds an IMAP connection open (IDLE): one descriptor in
 # serve and one in rssbench (the fake Gmail), separate processes with a
