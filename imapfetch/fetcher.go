@@ -244,6 +244,8 @@ type Fetcher struct {
 	leases keeper
 	// polls records the polls that found nothing new.
 	polls recorder
+	// starting holds the sessions between their start and first poll.
+	starting slots
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
@@ -253,6 +255,7 @@ func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
 	f.leases.f, f.polls.f = f, f
+	f.starting = make(slots, maxStarting)
 	return f
 }
 
@@ -358,6 +361,25 @@ func (f *Fetcher) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// maxStarting is how many sessions may be between their start and their
+// first poll at once.
+const maxStarting = 32
+
+// slots is a counting semaphore.
+type slots chan struct{}
+
+// acquire takes a slot, and reports false if ctx ended first.
+func (s slots) acquire(ctx context.Context) bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s slots) release() { <-s }
 
 // maxStartGap is the longest wait between two of the first logins Run
 // spreads over Options.StartSpread.
