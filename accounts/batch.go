@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -97,4 +98,12 @@ func (s *Store) RecordPolls(ctx context.Context, emails []string) error {
 		}
 	}
 	return nil
+}
+
+// pollUpdate is what RecordPoll and RecordPolls write.
+func pollUpdate(now string, imported int) update {
+	return update{
+		set:  []string{"last_poll", now},
+		incr: []string{"imported", strconv.Itoa(imported)},
+	}
 }

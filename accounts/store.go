@@ -331,12 +331,6 @@ func (s *Store) RecordPoll(ctx context.Context, email string, imported int) erro
 	return s.update(ctx, e, "exists", false, pollUpdate(s.now(), imported))
 }
 
-func pollUpdate(now string, imported int) update {
-	return update{
-		set:  []string{"last_poll", now},
-		incr: []string{"imported", strconv.Itoa(imported)},
-	}
-}
 
 // AddQuarantined counts one more quarantined mail.
 func (s *Store) AddQuarantined(ctx context.Context, email string) error {
