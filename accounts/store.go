@@ -331,7 +331,6 @@ func (s *Store) RecordPoll(ctx context.Context, email string, imported int) erro
 	return s.update(ctx, e, "exists", false, pollUpdate(s.now(), imported))
 }
 
-
 // AddQuarantined counts one more quarantined mail.
 func (s *Store) AddQuarantined(ctx context.Context, email string) error {
 	e, err := NormalizeEmail(email)
