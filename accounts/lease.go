@@ -201,6 +201,11 @@ func (s *Store) claimLease(ctx context.Context, e string, me Holder, ttl time.Du
 	if err != nil {
 		return Lease{}, "", fmt.Errorf("lease of %s: %w", e, err)
 	}
+	return leaseReply(e, res, me, now)
+}
+
+// leaseReply reads lease.lua's reply {mine, value, milliseconds left}.
+func leaseReply(e string, res []any, me Holder, now time.Time) (Lease, string, error) {
 	if len(res) != 3 {
 		return Lease{}, "", fmt.Errorf("lease of %s: script returned %d values", e, len(res))
 	}

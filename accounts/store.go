@@ -328,10 +328,7 @@ func (s *Store) RecordPoll(ctx context.Context, email string, imported int) erro
 	if err != nil {
 		return err
 	}
-	return s.update(ctx, e, "exists", false, update{
-		set:  []string{"last_poll", s.now()},
-		incr: []string{"imported", strconv.Itoa(imported)},
-	})
+	return s.update(ctx, e, "exists", false, pollUpdate(s.now(), imported))
 }
 
 // AddQuarantined counts one more quarantined mail.
@@ -389,6 +386,12 @@ type update struct {
 }
 
 func (s *Store) update(ctx context.Context, email, guard string, publish bool, u update) error {
+	res, err := updateScript.Run(ctx, s.rdb, []string{s.accountKey(email)}, s.updateArgs(email, guard, publish, u)...).Text()
+	return updateResult(email, res, err)
+}
+
+// updateArgs are update.lua's arguments.
+func (s *Store) updateArgs(email, guard string, publish bool, u update) []any {
 	ch := ""
 	if publish {
 		ch = s.channel()
@@ -406,7 +409,11 @@ func (s *Store) update(ctx context.Context, email, guard string, publish bool, u
 	for _, v := range u.incr {
 		args = append(args, v)
 	}
-	res, err := updateScript.Run(ctx, s.rdb, []string{s.accountKey(email)}, args...).Text()
+	return args
+}
+
+// updateResult reads update.lua's reply.
+func updateResult(email, res string, err error) error {
 	switch {
 	case err != nil:
 		return fmt.Errorf("account %s: %w", email, err)

@@ -100,7 +100,10 @@ type Fetch struct {
 	SenderRateLimit  int      `yaml:"sender_rate_limit"`
 	SenderRateWindow Duration `yaml:"sender_rate_window"`
 	LeaseTTL         Duration `yaml:"lease_ttl"`
-	BackoffMax       Duration `yaml:"backoff_max"`
+	// StartSpread is the window over which the mailboxes' first logins
+	// are spread at start, so thousands do not log in at once.
+	StartSpread Duration `yaml:"start_spread"`
+	BackoffMax  Duration `yaml:"backoff_max"`
 	// CommandTimeout is how long the IMAP server may stay silent while a
 	// reply is due before the connection is dropped and made again.
 	CommandTimeout Duration `yaml:"command_timeout"`
@@ -196,6 +199,9 @@ type HTTP struct {
 	// Token, when set, is the Bearer token /status and /metrics require;
 	// a listener beyond loopback must have one.
 	Token string `yaml:"token" secret:"true"`
+	// Pprof serves Go's profiles on /debug/pprof/ (behind Token like
+	// /status), to find where memory and CPU go; off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures log/slog output.
@@ -237,6 +243,7 @@ func Defaults() *Config {
 			SenderRateLimit:  20,
 			SenderRateWindow: Duration(time.Hour),
 			LeaseTTL:         Duration(30 * time.Second),
+			StartSpread:      Duration(30 * time.Second),
 			BackoffMax:       Duration(5 * time.Minute),
 			CommandTimeout:   Duration(time.Minute),
 		},

@@ -78,6 +78,7 @@ func (c *Config) Validate() error {
 	}
 	p.positiveDuration("fetch.sender_rate_window", f.SenderRateWindow)
 	p.positiveDuration("fetch.lease_ttl", f.LeaseTTL)
+	p.positiveDuration("fetch.start_spread", f.StartSpread)
 	p.positiveDuration("fetch.backoff_max", f.BackoffMax)
 	p.positiveDuration("fetch.command_timeout", f.CommandTimeout)
 

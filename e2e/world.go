@@ -51,6 +51,7 @@ type Config struct {
 	ShutdownGrace time.Duration
 	LogLevel      string // default info
 	Smarthost     string // relay.smarthost; default the fake MX
+	Pprof         bool   // http.pprof: Go's profiles on /debug/pprof/
 }
 
 // WriteConfig writes a mailgate configuration pointing at the fakes and
@@ -73,6 +74,7 @@ func (f *Fakes) WriteConfig(name string, c Config) (string, error) {
 	cfg.Relay.Smarthost = c.Smarthost
 	cfg.Relay.RetrySchedule = []config.Duration{config.Duration(time.Second)}
 	cfg.HTTP.Listen = c.HTTPListen
+	cfg.HTTP.Pprof = c.Pprof
 	cfg.Log.Level = c.LogLevel
 	cfg.ShutdownGrace = config.Duration(c.ShutdownGrace)
 	y, err := cfg.YAML()

@@ -86,7 +86,9 @@
 // # Files
 //
 // fetcher.go (options, the supervisor, PollOnce), worker.go (one account:
-// lease, backoff), share.go (the split across processes), and one file per part of an IMAP session, as go-imap's
+// lease, backoff), share.go (the split across processes), lease.go (one
+// goroutine renewing every worker's lease, in one pipeline), record.go (the polls that found nothing, recorded
+// together), and one file per part of an IMAP session, as go-imap's
 // imapclient has one per command: session.go (dial, log in, select, wait
 // with IDLE), poll.go (search, fetch, cursor), ingest.go (ingest, \Seen,
 // quarantine).

@@ -39,6 +39,14 @@ type Options struct {
 	// LeaseTTL is the lifetime of an account's polling lease; it is
 	// renewed every LeaseTTL/3. Default 30s.
 	LeaseTTL time.Duration
+	// StartSpread is the window over which the workers Run starts together
+	// (at start, or when many accounts are connected at once) make their
+	// first login, one after another, so that thousands of mailboxes do
+	// not log in to Google (and refresh their tokens) in the same second;
+	// logins are never more than maxStartGap apart, so a few accounts
+	// start at once. Default 30s: 10,000 mailboxes all log in and poll
+	// within a minute of start.
+	StartSpread time.Duration
 	// BackoffMax caps the wait between reconnects; default 5m. The first
 	// wait is 1s (or BackoffMax if smaller), doubling, with jitter.
 	BackoffMax time.Duration
@@ -108,6 +116,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 30 * time.Second
+	}
+	if o.StartSpread <= 0 {
+		o.StartSpread = 30 * time.Second
 	}
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 5 * time.Minute
@@ -230,14 +241,23 @@ type Fetcher struct {
 	// account and retry.
 	redis *health.Reporter
 	share *share // set by Run when the store can share accounts; nil limits nothing
+	// leases renews the leases the workers hold.
+	leases keeper
+	// polls records the polls that found nothing new.
+	polls recorder
+	// starting holds the sessions between their start and first poll.
+	starting slots
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+	f := &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
+	f.leases.f, f.polls.f = f, f
+	f.starting = make(slots, maxStarting)
+	return f
 }
 
 // handle is a running worker as the supervisor sees it.
@@ -290,6 +310,7 @@ func (f *Fetcher) Run(ctx context.Context) error {
 				h.cancel()
 			}
 		}
+		var fresh []func()
 		for email := range want {
 			if _, ok := workers[email]; ok {
 				continue // running, or still stopping: started after it exits
@@ -298,16 +319,19 @@ func (f *Fetcher) Run(ctx context.Context) error {
 			h := &handle{email: email, cancel: cancel}
 			workers[email] = h
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer cancel()
-				f.newWorker(email).run(wctx)
-				select {
-				case exited <- h:
-				case <-ctx.Done():
-				}
-			}()
+			fresh = append(fresh, func() {
+				go func() {
+					defer wg.Done()
+					defer cancel()
+					f.newWorker(email).run(wctx)
+					select {
+					case exited <- h:
+					case <-ctx.Done():
+					}
+				}()
+			})
 		}
+		f.stagger(ctx, fresh)
 	}
 
 	if st, ok := f.acc.(sharer); ok {
@@ -343,6 +367,56 @@ func (f *Fetcher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// maxStarting is how many sessions may be between their start and their
+// first poll at once.
+const maxStarting = 32
+
+// slots is a counting semaphore.
+type slots chan struct{}
+
+// acquire takes a slot, and reports false if ctx ended first.
+func (s slots) acquire(ctx context.Context) bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s slots) release() { <-s }
+
+// maxStartGap is the longest wait between two of the first logins Run
+// spreads over Options.StartSpread.
+const maxStartGap = 10 * time.Millisecond
+
+// stagger calls each of starts, spaced evenly over at most StartSpread and
+// at most maxStartGap apart, from a goroutine of its own; the first at
+// once. Once ctx ends it calls the rest without waiting.
+func (f *Fetcher) stagger(ctx context.Context, starts []func()) {
+	if len(starts) == 0 {
+		return
+	}
+	gap := min(f.opts.StartSpread/time.Duration(len(starts)), maxStartGap)
+	if len(starts) > 1 {
+		f.log.Info("imapfetch: starting workers", "workers", len(starts), "over", (gap * time.Duration(len(starts)-1)).Round(time.Millisecond))
+	}
+	starts[0]()
+	if len(starts) == 1 {
+		return
+	}
+	go func() {
+		next := time.Now()
+		for _, start := range starts[1:] {
+			// Against a schedule, not gap after gap, so the window holds
+			// however late the timer wakes.
+			next = next.Add(gap)
+			sleep(ctx, time.Until(next))
+			start()
+		}
+	}()
 }
 
 // PollOnce connects to one account, runs the initial import if it is due,

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,12 +30,13 @@ var errServerClosed = errors.New("imapfetch: connection closed by the server")
 
 // session is one IMAP connection of a worker.
 type session struct {
-	w    *worker
-	o    *Options
-	log  *slog.Logger
-	c    *imapclient.Client
-	conn *heardConn  // under c (and its TLS), for guard
-	caps imap.CapSet // after login
+	w       *worker
+	started func() // the session has polled once: another may start
+	o       *Options
+	log     *slog.Logger
+	c       *imapclient.Client
+	conn    *heardConn  // under c (and its TLS), for guard
+	caps    imap.CapSet // after login
 	// silent is set when guard dropped the connection.
 	silent atomic.Bool
 	once   bool
@@ -59,6 +61,15 @@ type session struct {
 // as far as one complete fetch.
 func (w *worker) session(ctx context.Context, once bool, progress func(done, total int)) (Report, error) {
 	w.polled = false
+	// Logging in and the first poll take several Redis round trips and a
+	// token refresh; limiting how many sessions do that at once keeps a
+	// crowd of them (start, or every connection cut together) from
+	// queueing on Redis until they time out, and makes them wait instead.
+	if !w.f.starting.acquire(ctx) {
+		return Report{}, context.Cause(ctx)
+	}
+	started := sync.OnceFunc(w.f.starting.release)
+	defer started()
 	a, err := w.f.acc.Get(ctx, w.email)
 	if err != nil {
 		if errors.Is(err, accounts.ErrNotFound) {
@@ -70,6 +81,7 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 		return Report{}, fmt.Errorf("%w: state %s", errStopped, a.State)
 	}
 	s := &session{
+		started:  started,
 		w:        w,
 		o:        &w.f.opts,
 		log:      w.log,
@@ -149,10 +161,9 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 			return err
 		}
 		s.w.polled = true
+		s.started()
 		done := s.rep.Created + s.rep.Comments
-		s.bounded(ctx, func(ctx context.Context) error {
-			return s.w.f.acc.RecordPoll(ctx, s.w.email, done-recorded)
-		}, "record poll")
+		s.recordPoll(ctx, done-recorded)
 		recorded = done
 		if s.once {
 			return nil

@@ -54,34 +54,41 @@ func (c *heardConn) heard() time.Time {
 // while the command it surrounds waits for its reply. It counts silence,
 // not the command's whole time: a FETCH of large mails that keeps
 // streaming is not cut, while a server that stops mid-reply is noticed
-// within CommandTimeout. Call stop when the command is done.
+// within CommandTimeout. Call stop when the command is done. It is a timer,
+// not a goroutine: every poll of every account runs a few commands.
 func (s *session) guard() (stop func()) {
 	timeout := s.o.CommandTimeout
 	since := time.Now()
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			last := since
-			if h := s.conn.heard(); h.After(last) {
-				last = h
-			}
-			if quiet := time.Since(last); quiet < timeout {
-				t.Reset(timeout - quiet)
-				continue
-			}
-			s.log.Warn("imapfetch: IMAP server silent; dropping the connection", "timeout", timeout)
-			s.silent.Store(true)
-			s.conn.Close()
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock() // t is set before the timer's func reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(timeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
 			return
 		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
+		last := since
+		if h := s.conn.heard(); h.After(last) {
+			last = h
+		}
+		if quiet := time.Since(last); quiet < timeout {
+			t.Reset(timeout - quiet)
+			return
+		}
+		stopped = true
+		s.log.Warn("imapfetch: IMAP server silent; dropping the connection", "timeout", timeout)
+		s.silent.Store(true)
+		s.conn.Close()
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+	}
 }

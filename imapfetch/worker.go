@@ -188,67 +188,6 @@ func (w *worker) acquireLease(ctx context.Context) bool {
 	}
 }
 
-// holdLease renews the lease in the background every LeaseTTL/3, and every
-// storeRetry while Redis does not answer, so that a lease Redis lost in a
-// restart or failover is this worker's again as soon as Redis is back. The
-// returned context is cancelled with cause errLeaseLost when another
-// process holds the lease, or when it could not be renewed for two thirds
-// of its lifetime (it may run out, and someone else may poll). release
-// stops the renewal and gives the lease up.
-func (w *worker) holdLease(ctx context.Context) (context.Context, func()) {
-	o := &w.f.opts
-	lctx, cancel := context.WithCancelCause(ctx)
-	w.f.share.holding(w.email, cancel)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		lastOK := o.Now()
-		t := time.NewTimer(o.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-t.C:
-			}
-			start := time.Now()
-			l, err := w.f.acc.AcquireLease(lctx, w.email, w.f.me, o.LeaseTTL)
-			w.f.redis.Report(lctx, start, err)
-			switch {
-			case err == nil && l.Mine:
-				lastOK = o.Now()
-				t.Reset(o.LeaseTTL / 3)
-			case err == nil:
-				w.log.Warn("imapfetch: lease now held by " + l.String() + "; stopping polling")
-				cancel(errLeaseLost)
-				return
-			case lctx.Err() != nil:
-				return
-			default: // Redis does not answer: logged by w.f.redis
-				unrenewed := o.Now().Sub(lastOK)
-				if unrenewed > o.LeaseTTL*2/3 {
-					w.log.Warn("imapfetch: could not renew the account lease for "+unrenewed.Round(time.Millisecond).String()+
-						"; stopping polling, since it may run out and another process may take it", "err", err)
-					cancel(errLeaseLost)
-					return
-				}
-				t.Reset(min(jitter(storeRetry), o.LeaseTTL/3))
-			}
-		}
-	}()
-	return lctx, func() {
-		w.f.share.released(w.email)
-		cancel(nil)
-		<-done
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer rcancel()
-		start := time.Now()
-		// A release that fails leaves the lease ours: our next AcquireLease
-		// goes on with it, another process waits for it to run out.
-		w.f.redis.Report(rctx, start, w.f.acc.ReleaseLease(rctx, w.email, w.f.me))
-	}
-}
-
 // backoff is a capped exponential backoff with jitter.
 type backoff struct {
 	min, max, cur time.Duration

@@ -70,3 +70,20 @@ func TestNoTokenLeavesStatusOpen(t *testing.T) {
 		t.Errorf("/status without a token configured = %d %q, want 200", code, body)
 	}
 }
+
+// TestPprofBehindToken: /debug/pprof/ exists only with Options.Pprof, and
+// then answers only the Bearer token, like /status.
+func TestPprofBehindToken(t *testing.T) {
+	const token = "0123456789abcdef-secret"
+	off := serve(t, New(Options{Token: token}))
+	if code, _, _ := getWith(t, off+"/debug/pprof/heap", "Bearer "+token); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/heap without Pprof = %d, want 404", code)
+	}
+	on := serve(t, New(Options{Token: token, Pprof: true}))
+	if code, _, _ := getWith(t, on+"/debug/pprof/heap", ""); code != http.StatusUnauthorized {
+		t.Errorf("GET /debug/pprof/heap without the token = %d, want 401", code)
+	}
+	if code, body, _ := getWith(t, on+"/debug/pprof/goroutine?debug=1", "Bearer "+token); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("GET /debug/pprof/goroutine with the token = %d %.80q, want 200 and the profile", code, body)
+	}
+}

@@ -6,6 +6,7 @@
 //	              the delivery queue missing from Redis: nothing would go out)
 //	GET /metrics  Prometheus text exposition of Options.Registry
 //	GET /status   JSON from Options.Status (package status)
+//	GET /debug/pprof/...  Go's profiles (net/http/pprof), with Options.Pprof
 //
 // The listener is meant for operators and monitoring: it binds loopback by
 // default (http.listen). With Options.Token set, /metrics and /status
@@ -24,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -47,6 +49,9 @@ type Options struct {
 	// Token, when set, must come as "Authorization: Bearer <Token>" on
 	// /metrics and /status. It is never logged.
 	Token string
+	// Pprof serves Go's runtime profiles on /debug/pprof/, behind Token
+	// like /status, to find where a process's memory and CPU go.
+	Pprof bool
 }
 
 // Server is the HTTP listener. Create it with New.
@@ -79,6 +84,10 @@ func New(opts Options) *Server {
 	}
 	if opts.Status != nil {
 		s.mux.Handle("GET /status", s.private(http.HandlerFunc(s.status)))
+	}
+	if opts.Pprof {
+		s.mux.Handle("GET /debug/pprof/", s.private(http.HandlerFunc(pprof.Index)))
+		s.mux.Handle("GET /debug/pprof/profile", s.private(http.HandlerFunc(pprof.Profile)))
 	}
 	s.srv = &http.Server{
 		Handler:           s.mux,

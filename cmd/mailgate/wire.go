@@ -159,6 +159,7 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, toke
 		PollInterval: cfg.Fetch.PollInterval.Duration(),
 		IdleRestart:  cfg.Fetch.IDLERestart.Duration(),
 		LeaseTTL:     cfg.Fetch.LeaseTTL.Duration(),
+		StartSpread:  cfg.Fetch.StartSpread.Duration(),
 		BackoffMax:   cfg.Fetch.BackoffMax.Duration(),
 		IDLE:         cfg.Fetch.IDLE,
 		MaxAttempts:  cfg.Fetch.MaxAttempts,
@@ -269,6 +270,7 @@ func (d *daemon) buildWeb() error {
 		Registry: d.metrics.Registry(),
 		Logger:   d.log,
 		Token:    d.cfg.HTTP.Token,
+		Pprof:    d.cfg.HTTP.Pprof,
 	})
 	var err error
 	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
