@@ -268,6 +268,17 @@ func (c *countingStore) AcquireLease(ctx context.Context, email string, me accou
 	return c.Store.AcquireLease(ctx, email, me, ttl)
 }
 
+// RenewLeases counts each renewal of a batch as the AcquireLease it
+// replaces.
+func (c *countingStore) RenewLeases(ctx context.Context, emails []string, me accounts.Holder, ttl time.Duration) ([]accounts.Lease, error) {
+	c.mu.Lock()
+	for _, e := range emails {
+		c.acquires[e]++
+	}
+	c.mu.Unlock()
+	return c.Store.RenewLeases(ctx, emails, me, ttl)
+}
+
 func (c *countingStore) PeekLeases(ctx context.Context, emails []string) ([]accounts.LeaseState, error) {
 	c.mu.Lock()
 	c.peeks++
