@@ -110,7 +110,7 @@ go build -o "$work/peerbench" ./e2e/cmd/peerbench
 first() { "$@" 2>&1 | head -1 || true; }
 cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "# machine: ${cpu:-unknown CPU}, $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
-echo "# disk: $work on $fstype; tmpfs: $tmpfs"
+echo "# disk: $work on $fstype; tmpfs: $tmpfs; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# mailgate $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(go version | cut -d' ' -f3)), $(first mbsync --version), Postfix $(postconf -d -h mail_version 2>/dev/null), Dovecot $(first /usr/sbin/dovecot --version | cut -d' ' -f1), Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
 
 TMPDIR="$work" "$work/peerbench" -mailgate "$work/mailgate" -dir "$work" -tmpfs "$tmpfs" -n "$n" -rounds "$rounds" &
