@@ -76,18 +76,35 @@ type Server struct {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	SkipUnlessEnabled(t)
+	s, err := Run(opts)
+	if err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dovecottest: Dovecot log (%s):\n%s", s.log, tail(s.Log(), 60))
+		}
+		s.Stop()
+	})
+	return s
+}
+
+// Run is Start for programs without a testing.TB (the peer benchmark,
+// e2e/cmd/peerbench): it does not look at MG_INTEGRATION, and the caller
+// stops the server with Stop.
+func Run(opts Options) (*Server, error) {
 	bin, err := lookDovecot()
 	if err != nil {
-		t.Fatalf("dovecottest: %v: install it with 'apt-get install -y dovecot-imapd' (Debian/Ubuntu), or run ./scripts/test which does", err)
+		return nil, fmt.Errorf("%v: install it with 'apt-get install -y dovecot-imapd' (Debian/Ubuntu), or run ./scripts/test which does", err)
 	}
 	for _, u := range opts.Users {
 		if err := validUser(u); err != nil {
-			t.Fatalf("dovecottest: %v", err)
+			return nil, err
 		}
 	}
 	ids, err := processUsers()
 	if err != nil {
-		t.Fatalf("dovecottest: %v", err)
+		return nil, err
 	}
 
 	// Not t.TempDir(): Dovecot's UNIX sockets live under base_dir and a
@@ -97,11 +114,11 @@ func Start(t testing.TB, opts Options) *Server {
 	// 0700 parent forbids.
 	dir, err := os.MkdirTemp("", "dovecottest-")
 	if err != nil {
-		t.Fatalf("dovecottest: %v", err)
+		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := prepareDir(dir, opts.Users, ids); err != nil {
-		t.Fatalf("dovecottest: %v", err)
+		os.RemoveAll(dir)
+		return nil, err
 	}
 
 	var lastErr error
@@ -110,25 +127,20 @@ func Start(t testing.TB, opts Options) *Server {
 	for range 5 {
 		port, err := freeport.Port()
 		if err != nil {
-			t.Fatalf("dovecottest: %v", err)
+			os.RemoveAll(dir)
+			return nil, err
 		}
 		s, err := start(bin, dir, port, opts, ids)
 		if err == nil {
-			t.Cleanup(func() {
-				s.stop()
-				if t.Failed() {
-					t.Logf("dovecottest: Dovecot log (%s):\n%s", s.log, tail(s.Log(), 60))
-				}
-			})
-			return s
+			return s, nil
 		}
 		lastErr = err
 		if !errors.Is(err, errPortInUse) {
 			break
 		}
 	}
-	t.Fatalf("dovecottest: could not start Dovecot: %v", lastErr)
-	return nil
+	os.RemoveAll(dir)
+	return nil, fmt.Errorf("could not start Dovecot: %w", lastErr)
 }
 
 // SkipUnlessEnabled skips t unless MG_INTEGRATION=1 is set. Start
@@ -488,6 +500,12 @@ func (s *Server) Addr() string { return s.addr }
 
 // Log returns Dovecot's log so far.
 func (s *Server) Log() string { return readFrom(s.log, 0) }
+
+// Stop stops the server and removes its directory.
+func (s *Server) Stop() {
+	s.stop()
+	os.RemoveAll(s.dir)
+}
 
 // stop sends SIGTERM, which makes the master stop its children and exit,
 // and waits; a master that hangs is killed.
