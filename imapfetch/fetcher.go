@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/health"
+	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 	"github.com/mailgate/mailgate/tlsmode"
@@ -167,7 +168,7 @@ type changeNotifier interface {
 
 // TicketStore is the part of *tickets.Store the fetcher uses.
 type TicketStore interface {
-	Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error)
+	IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult
 	Quarantine(ctx context.Context, raw []byte, account string, uid uint32, reason string) error
 }
 
@@ -229,12 +230,14 @@ type Fetcher struct {
 	// leases, the account list) and one when it is back, not one per
 	// account and retry.
 	redis *health.Reporter
+	// parse is mailparse.Parse; tests make it panic.
+	parse func(raw []byte) *mailparse.Parsed
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder), parse: mailparse.Parse,
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
 }

@@ -1,0 +1,159 @@
+// This file fetches one batch of mail while the previous one is being
+// stored: it streams the UID FETCH answer, reads each body into a buffer of
+// the size the server announced, and parses the mails on all cores as they
+// arrive, so that FETCH, parsing and the store's round trip overlap.
+
+package imapfetch
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailgate/mailgate/mailparse"
+)
+
+// bodyPeek is BODY.PEEK[]: the whole message, without setting \Seen
+// (RFC 3501 section 6.4.5), so that only a stored ticket marks it read.
+var bodyPeek = &imap.FetchItemBodySection{Peek: true}
+
+// fetchOptions is what a batch asks for: the UID (before the literal, so
+// that the answer can be matched to the command), INTERNALDATE and the
+// whole message.
+var fetchOptions = &imap.FetchOptions{
+	UID:          true,
+	InternalDate: true,
+	BodySection:  []*imap.FetchItemBodySection{bodyPeek},
+}
+
+// fetchedMail is one mail of a batch, fetched and parsed.
+type fetchedMail struct {
+	uid      imap.UID
+	received time.Time // INTERNALDATE
+	raw      []byte    // nil: the server sent no body
+	parsed   *mailparse.Parsed
+	parseErr error // the parser panicked
+}
+
+// fetchedBatch is the answer to one UID FETCH: the mails the server
+// returned, in the order it sent them (a UID asked for but missing was
+// expunged since the search).
+type fetchedBatch struct {
+	mails []fetchedMail
+	err   error
+}
+
+// pendingFetch is a UID FETCH in flight; wait returns its batch.
+type pendingFetch struct {
+	done chan *fetchedBatch
+}
+
+func (p *pendingFetch) wait() *fetchedBatch { return <-p.done }
+
+// startFetch sends UID FETCH for uids and streams the answer in the
+// background. The command is written before startFetch returns, so
+// commands sent after it (the \Seen of the previous batch) are answered
+// after it; the goroutine reads the literals as they come, which keeps the
+// client's reader, and with it every other command's answer, moving.
+func (s *session) startFetch(uids []imap.UID) *pendingFetch {
+	p := &pendingFetch{done: make(chan *fetchedBatch, 1)}
+	stop := s.guard()
+	cmd := s.c.Fetch(imap.UIDSetNum(uids...), fetchOptions)
+	go func() {
+		b := s.readBatch(cmd, len(uids))
+		stop()
+		p.done <- b
+	}()
+	return p
+}
+
+// readBatch reads the answer of cmd (at most n mails) and parses each mail
+// on one of GOMAXPROCS workers as soon as its body is in.
+func (s *session) readBatch(cmd *imapclient.FetchCommand, n int) *fetchedBatch {
+	// The command answers each UID at most once, so mails never grows
+	// past n and the pointers handed to the workers stay valid.
+	b := &fetchedBatch{mails: make([]fetchedMail, 0, n)}
+	jobs := make(chan *fetchedMail, n)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range jobs {
+				s.parse(m)
+			}
+		}()
+	}
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		if len(b.mails) == n {
+			break // never: the client drops answers not asked for
+		}
+		m, err := readMail(msg)
+		if err != nil {
+			b.err = err
+			break
+		}
+		b.mails = append(b.mails, m)
+		jobs <- &b.mails[len(b.mails)-1]
+	}
+	close(jobs)
+	if err := cmd.Close(); b.err == nil {
+		b.err = err
+	}
+	wg.Wait()
+	// Servers answer in mailbox order, which is UID order (RFC 3501
+	// section 2.3.1.1); sorting makes sure, as the store threads a mail
+	// onto tickets opened by mails before it in the batch.
+	slices.SortFunc(b.mails, func(x, y fetchedMail) int { return cmp.Compare(x.uid, y.uid) })
+	return b
+}
+
+// readMail reads one message of a FETCH answer. The body goes into a
+// buffer of the literal's announced size: reading it with io.ReadAll
+// would grow and copy the buffer several times per mail.
+func readMail(msg *imapclient.FetchMessageData) (fetchedMail, error) {
+	var m fetchedMail
+	for item := msg.Next(); item != nil; item = msg.Next() {
+		switch item := item.(type) {
+		case imapclient.FetchItemDataUID:
+			m.uid = item.UID
+		case imapclient.FetchItemDataInternalDate:
+			m.received = item.Time
+		case imapclient.FetchItemDataBodySection:
+			if item.Literal == nil || !item.MatchCommand(bodyPeek) {
+				continue // NIL, or a section not asked for: discarded by Next
+			}
+			raw := make([]byte, item.Literal.Size())
+			if _, err := io.ReadFull(item.Literal, raw); err != nil {
+				return m, fmt.Errorf("read body of uid %d: %w", m.uid, err)
+			}
+			m.raw = raw
+		}
+	}
+	return m, nil
+}
+
+// parse parses m.raw. mailparse recovers from panics in its own walk;
+// this guard is for the rest, so that one strange mail fails alone (it is
+// retried and quarantined like any failing mail) instead of taking the
+// daemon down.
+func (s *session) parse(m *fetchedMail) {
+	if m.raw == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("imapfetch: panic parsing mail", "uid", m.uid, "panic", v, "stack", string(debug.Stack()))
+			m.parsed, m.parseErr = nil, fmt.Errorf("panic parsing mail: %v", v)
+		}
+	}()
+	m.parsed = s.w.f.parse(m.raw)
+}
