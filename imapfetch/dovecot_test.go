@@ -152,6 +152,48 @@ func TestDovecotUnreadMailBecomesTickets(t *testing.T) {
 	}
 }
 
+// Several batches in flight on Dovecot (the next UID FETCH is sent while a
+// batch is stored, its \Seen while the next is stored): no mail of a batch
+// is \Seen when the batch reaches the store, only stored mail becomes
+// \Seen, and the failed ones are fetched again, once.
+func TestDovecotBatchesSeenAfterStore(t *testing.T) {
+	e, dv := newDovecotEnv(t, alice)
+	e.connect(alice, 0)
+	st := &seenCheckStore{Store: e.st, t: t, dv: dv, email: alice, failFirst: 4}
+	o := e.options()
+	o.BatchSize = 3
+	f := New(e.acc, st, o)
+	pollOnce(t, f, alice)
+	for i := 1; i <= 10; i++ {
+		dvDeliver(t, dv, alice, i, false)
+	}
+	rep := pollOnce(t, f, alice)
+	if want := (Report{Fetched: 10, Created: 6, Errors: 4}); rep != want {
+		t.Fatalf("PollOnce with the first 4 mails failing = %+v, want %+v", rep, want)
+	}
+	if st.batches != 4 {
+		t.Errorf("%d store calls for 10 mails in batches of 3, want 4", st.batches)
+	}
+	for i := 1; i <= 10; i++ {
+		if seen := dvIsSeen(t, dv, alice, i); seen != (i > 4) {
+			t.Errorf("mail %d: \\Seen %v on Dovecot, want %v", i, seen, i > 4)
+		}
+	}
+	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 4, Created: 4}) {
+		t.Errorf("next PollOnce = %+v, want the 4 failed mails again", rep)
+	}
+	if n, err := dv.Unseen(alice); err != nil || n != 0 {
+		t.Errorf("Unseen = %d, %v; want 0", n, err)
+	}
+	if n := e.ticketCount(); n != 10 {
+		t.Errorf("%d tickets, want 10", n)
+	}
+	e.wantOneCommentEach()
+	if len(st.seenAtIngest) > 0 {
+		t.Errorf("mails already \\Seen on Dovecot when their batch reached the store: %v", st.seenAtIngest)
+	}
+}
+
 // The initial import on Dovecot: it takes the newest existing mails by
 // INTERNALDATE and leaves their flags alone.
 func TestDovecotInitialImportRecent(t *testing.T) {
