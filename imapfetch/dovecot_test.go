@@ -358,3 +358,64 @@ func BenchmarkImportDovecot(b *testing.B) {
 		})
 	}
 }
+
+// nullStore answers every mail as a new ticket without storing it: with it
+// BenchmarkFetchDovecot measures the fetch side alone (search, FETCH,
+// parse, \Seen, cursor), the ceiling that the store's cost comes on top of.
+type nullStore struct {
+	*tickets.Store
+	n int64
+}
+
+func (s *nullStore) IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult {
+	out := make([]tickets.BatchResult, len(mails))
+	for i := range out {
+		s.n++
+		out[i].Result = tickets.Result{Ticket: s.n, Comment: 1, Created: true}
+	}
+	return out
+}
+
+// BenchmarkFetchDovecot is BenchmarkImportDovecot with a store that
+// stores nothing: the CPU per mail of the fetch side, and its rate.
+//
+//	MG_INTEGRATION=1 go test -run '^$' -bench FetchDovecot -benchtime 1x ./imapfetch
+func BenchmarkFetchDovecot(b *testing.B) {
+	if testing.Short() {
+		b.Skip("fills a mailbox with 10,000 mails; skipped with -short")
+	}
+	for _, batch := range []int{20, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			e, dv := newDovecotEnv(b)
+			e.log = slog.New(slog.DiscardHandler)
+			o := e.options()
+			o.Logger = e.log
+			o.BatchSize = batch
+			o.CommandTimeout = time.Minute
+			f := New(e.acc, &nullStore{Store: e.st}, o)
+			var total time.Duration
+			var cpu cpuMeter
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				email := fmt.Sprintf("fetch%d-%d@example.com", batch, i)
+				if err := dv.AddUser(email); err != nil {
+					b.Fatal(err)
+				}
+				e.connect(email, 0)
+				pollOnce(b, f, email)
+				raws := make([][]byte, benchMails)
+				for n := range raws {
+					raws[n] = benchMail(email, n)
+				}
+				if _, err := dv.DeliverMany(email, raws, false); err != nil {
+					b.Fatal(err)
+				}
+				cpu.start(b, e)
+				total += timedImport(b, f, email)
+				cpu.stop(b, e)
+			}
+			b.ReportMetric(float64(benchMails*b.N)/total.Seconds(), "tickets/s")
+			cpu.report(b, benchMails*b.N)
+		})
+	}
+}
