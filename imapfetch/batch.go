@@ -34,6 +34,56 @@ var fetchOptions = &imap.FetchOptions{
 	BodySection:  []*imap.FetchItemBodySection{bodyPeek},
 }
 
+// maxBatchBytes caps the mail one batch holds (a single larger mail is a
+// batch of its own): with two batches in memory at once, an account's
+// import holds at most about twice this, whatever BatchSize says and
+// however large the mails are.
+const maxBatchBytes = 16 << 20
+
+// sizeChunk is how many UIDs one UID FETCH RFC822.SIZE asks about.
+const sizeChunk = 1000
+
+// planBatches splits uids into batches of at most BatchSize mails and at
+// most maxBytes of mail by RFC822.SIZE, and returns where each batch
+// ends. A single mail needs no sizes; a UID the server no longer has
+// counts as empty.
+func (s *session) planBatches(uids []imap.UID, maxBytes int64) ([]int, error) {
+	if len(uids) <= 1 {
+		return []int{len(uids)}, nil
+	}
+	sizes := make([]int64, len(uids))
+	for start := 0; start < len(uids); start += sizeChunk {
+		chunk := uids[start:min(start+sizeChunk, len(uids))]
+		stop := s.guard()
+		msgs, err := s.c.Fetch(imap.UIDSetNum(chunk...), &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
+		stop()
+		if err != nil {
+			return nil, fmt.Errorf("UID FETCH RFC822.SIZE: %w", err)
+		}
+		slices.SortFunc(msgs, func(x, y *imapclient.FetchMessageBuffer) int { return cmp.Compare(x.UID, y.UID) })
+		j := 0
+		for i, u := range chunk {
+			for j < len(msgs) && msgs[j].UID < u {
+				j++
+			}
+			if j < len(msgs) && msgs[j].UID == u {
+				sizes[start+i] = msgs[j].RFC822Size
+			}
+		}
+	}
+	var ends []int
+	n, bytes := 0, int64(0)
+	for i, size := range sizes {
+		if n > 0 && (n == s.o.BatchSize || bytes+size > maxBytes) {
+			ends = append(ends, i)
+			n, bytes = 0, 0
+		}
+		n++
+		bytes += size
+	}
+	return append(ends, len(uids)), nil
+}
+
 // fetchedMail is one mail of a batch, fetched and parsed.
 type fetchedMail struct {
 	uid      imap.UID

@@ -3,6 +3,7 @@ package imapfetch
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -217,5 +218,53 @@ func TestRedisKilledDuringBatch(t *testing.T) {
 	}
 	if c := e.cursor(alice); c.LastUID != uint32(uids[11]) {
 		t.Errorf("cursor %d, want %d", c.LastUID, uids[11])
+	}
+}
+
+// A batch holds at most batchBytes of mail by RFC822.SIZE, whatever
+// BatchSize says; a mail larger than that is a batch of its own.
+func TestBatchBytesBound(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		bytes int64
+		want  []int // mails per store call
+	}{
+		{"two 10 KB mails per 25 KB", 25 << 10, []int{2, 2, 1}},
+		{"each mail over the bound alone", 5 << 10, []int{1, 1, 1, 1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, fakegmail.Options{})
+			e.connect(alice, 0)
+			fs := &flakyStore{Store: e.st}
+			f := New(e.acc, fs, e.options()) // BatchSize 7
+			f.batchBytes = tc.bytes
+			pollOnce(t, f, alice)
+			var uids []imap.UID
+			for n := 1; n <= 5; n++ {
+				uid, err := e.gm.Deliver(alice, benchMail(alice, n), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				uids = append(uids, uid)
+			}
+			if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 5, Created: 5}) {
+				t.Fatalf("PollOnce = %+v, want 5 tickets", rep)
+			}
+			var got []int
+			for _, b := range fs.batches {
+				got = append(got, len(b))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("mails per store call %v, want %v", got, tc.want)
+			}
+			for i, uid := range uids {
+				if !e.gm.IsSeen(alice, uid) {
+					t.Errorf("mail %d unseen after its ticket was stored", i+1)
+				}
+			}
+			if c := e.cursor(alice); c.LastUID != uint32(uids[4]) {
+				t.Errorf("cursor %d, want %d", c.LastUID, uids[4])
+			}
+		})
 	}
 }

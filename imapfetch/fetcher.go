@@ -232,12 +232,15 @@ type Fetcher struct {
 	redis *health.Reporter
 	// parse is mailparse.Parse; tests make it panic.
 	parse func(raw []byte) *mailparse.Parsed
+	// batchBytes is maxBatchBytes; tests make it small.
+	batchBytes int64
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
-	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder), parse: mailparse.Parse,
+	return &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+		parse: mailparse.Parse, batchBytes: maxBatchBytes,
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
 }

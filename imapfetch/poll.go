@@ -179,11 +179,11 @@ func (s *session) pollNew(ctx context.Context) error {
 	return err
 }
 
-// fetchAndIngest fetches uids (ascending) in batches of BatchSize and
-// ingests each batch with one store call. For new mail it then marks the
-// stored ones \Seen and moves the cursor; the initial import leaves flags
-// and cursor alone. It returns how many of uids are done: ingested,
-// quarantined or gone.
+// fetchAndIngest fetches uids (ascending) in batches of at most
+// BatchSize mails and maxBatchBytes, and ingests each batch with one store
+// call. For new mail it then marks the stored ones \Seen and moves the
+// cursor; the initial import leaves flags and cursor alone. It returns how
+// many of uids are done: ingested, quarantined or gone.
 //
 // The batches overlap: the next batch is fetched and parsed while the
 // current one is stored, and its \Seen is answered while the next one is
@@ -201,7 +201,6 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 		src.SuppressTriggers = true
 		src.Tags = []string{"imported"}
 	}
-	size := s.o.BatchSize
 	var next *pendingFetch
 	var seen *pendingSeen // the \Seen of the batch stored before
 	var seenAt []int      // its mails' indexes in uids
@@ -229,10 +228,14 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 	if err := context.Cause(ctx); err != nil {
 		return 0, err
 	}
-	if len(uids) > 0 {
-		next = s.startFetch(uids[:min(size, len(uids))])
+	ends, err := s.planBatches(uids, s.w.f.batchBytes)
+	if err != nil {
+		return 0, err
 	}
-	for start := 0; next != nil; start += size {
+	if len(uids) > 0 {
+		next = s.startFetch(uids[:ends[0]])
+	}
+	for k, start := 0, 0; next != nil; k, start = k+1, ends[k] {
 		b := next.wait()
 		next = nil
 		if b.err != nil {
@@ -243,8 +246,8 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 			err = errors.Join(err, finish())
 			return ndone, err
 		}
-		if end := start + size; end < len(uids) {
-			next = s.startFetch(uids[end:min(end+size, len(uids))])
+		if k+1 < len(ends) {
+			next = s.startFetch(uids[ends[k]:ends[k+1]])
 		}
 		out, abort := s.ingestBatch(ctx, b, src, imported)
 		// The \Seen of the previous batch was answered while this one was
@@ -254,7 +257,7 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 			return ndone, err
 		}
 		// UIDs asked for but not returned were expunged since the search.
-		batch := uids[start:min(start+size, len(uids))]
+		batch := uids[start:ends[k]]
 		j := 0
 		var stored []imap.UID
 		for k, u := range batch {
