@@ -48,7 +48,10 @@ type Options struct {
 	IDLE bool
 	// MaxAttempts is how many failed ingests quarantine a mail; default 5.
 	MaxAttempts int
-	// BatchSize is how many messages one FETCH asks for; default 20.
+	// BatchSize is how many messages one FETCH asks for, and one
+	// IngestBatch stores; default 100. A batch also holds at most 16 MB of
+	// mail (by RFC822.SIZE), and two batches are in memory at once: one
+	// stored while the next is fetched.
 	BatchSize int
 	// CommandTimeout is how long the IMAP server may stay silent while a
 	// reply is due (the connection is then dropped and made again); it
@@ -117,7 +120,7 @@ func (o *Options) setDefaults() {
 		o.MaxAttempts = 5
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 20
+		o.BatchSize = 100
 	}
 	if o.CommandTimeout <= 0 {
 		o.CommandTimeout = time.Minute
