@@ -40,40 +40,62 @@ var fetchOptions = &imap.FetchOptions{
 // however large the mails are.
 const maxBatchBytes = 16 << 20
 
-// sizeChunk is how many UIDs one UID FETCH RFC822.SIZE asks about.
-const sizeChunk = 1000
-
 // planBatches splits uids into batches of at most BatchSize mails and at
-// most maxBytes of mail by RFC822.SIZE, and returns where each batch
-// ends. A single mail needs no sizes; a UID the server no longer has
-// counts as empty.
+// most maxBytes of mail, and returns where each batch ends. The sizes come
+// from two UID SEARCH ... LARGER (RFC 3501 section 6.4.4), which the
+// server answers from its index without a line per mail: a mail counts as
+// maxBytes/BatchSize when it is not larger than that, as maxBytes/8 when
+// it is not larger than that, and as maxBytes otherwise (alone in its
+// batch). A single mail needs no sizes.
 func (s *session) planBatches(uids []imap.UID, maxBytes int64) ([]int, error) {
 	if len(uids) <= 1 {
 		return []int{len(uids)}, nil
 	}
-	sizes := make([]int64, len(uids))
-	for start := 0; start < len(uids); start += sizeChunk {
-		chunk := uids[start:min(start+sizeChunk, len(uids))]
-		stop := s.guard()
-		msgs, err := s.c.Fetch(imap.UIDSetNum(chunk...), &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
-		stop()
-		if err != nil {
-			return nil, fmt.Errorf("UID FETCH RFC822.SIZE: %w", err)
-		}
-		slices.SortFunc(msgs, func(x, y *imapclient.FetchMessageBuffer) int { return cmp.Compare(x.UID, y.UID) })
-		j := 0
-		for i, u := range chunk {
-			for j < len(msgs) && msgs[j].UID < u {
-				j++
-			}
-			if j < len(msgs) && msgs[j].UID == u {
-				sizes[start+i] = msgs[j].RFC822Size
-			}
-		}
+	small := maxBytes / int64(s.o.BatchSize)
+	medium := max(small, maxBytes/8)
+	var rng imap.UIDSet
+	rng.AddRange(uids[0], uids[len(uids)-1])
+	// Without ESEARCH, untagged SEARCH answers cannot be told apart: wait
+	// for each in turn (see pollNew).
+	esearch := s.caps.Has(imap.CapESearch)
+	var opts *imap.SearchOptions
+	if esearch {
+		opts = &imap.SearchOptions{ReturnAll: true}
 	}
+	larger := func(n int64) *imapclient.SearchCommand {
+		return s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{rng}, Larger: n}, opts)
+	}
+	stop := s.guard()
+	smallCmd := larger(small)
+	var smallData *imap.SearchData
+	var smallErr error
+	if !esearch {
+		smallData, smallErr = smallCmd.Wait()
+	}
+	mediumCmd := larger(medium)
+	if esearch {
+		smallData, smallErr = smallCmd.Wait()
+	}
+	mediumData, err := mediumCmd.Wait()
+	stop()
+	if err == nil {
+		err = smallErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("UID SEARCH LARGER: %w", err)
+	}
+	overSmall, _ := smallData.All.(imap.UIDSet)
+	overMedium, _ := mediumData.All.(imap.UIDSet)
 	var ends []int
 	n, bytes := 0, int64(0)
-	for i, size := range sizes {
+	for i, u := range uids {
+		size := small
+		switch {
+		case overMedium.Contains(u):
+			size = maxBytes
+		case overSmall.Contains(u):
+			size = medium
+		}
 		if n > 0 && (n == s.o.BatchSize || bytes+size > maxBytes) {
 			ends = append(ends, i)
 			n, bytes = 0, 0
@@ -82,6 +104,46 @@ func (s *session) planBatches(uids []imap.UID, maxBytes int64) ([]int, error) {
 		bytes += size
 	}
 	return append(ends, len(uids)), nil
+}
+
+// planWindow is how many UIDs startPlan plans before the first FETCH:
+// the sizes of the rest are asked while the first batches are fetched and
+// stored, so that the server's work on them is not waited for.
+const planWindow = 200
+
+// pendingPlan is planBatches running for the UIDs after the first window.
+type pendingPlan struct {
+	done chan planResult
+}
+
+type planResult struct {
+	ends []int
+	err  error
+}
+
+func (p *pendingPlan) wait() ([]int, error) {
+	r := <-p.done
+	return r.ends, r.err
+}
+
+// startPlan plans the batches of the first planWindow UIDs and returns
+// where they end, with the plan of the rest (ends counted from the start
+// of uids) on its way.
+func (s *session) startPlan(uids []imap.UID) ([]int, *pendingPlan, error) {
+	w := min(len(uids), planWindow)
+	ends, err := s.planBatches(uids[:w], s.w.f.batchBytes)
+	if err != nil || w == len(uids) {
+		return ends, nil, err
+	}
+	p := &pendingPlan{done: make(chan planResult, 1)}
+	go func() {
+		more, err := s.planBatches(uids[w:], s.w.f.batchBytes)
+		for i := range more {
+			more[i] += w
+		}
+		p.done <- planResult{more, err}
+	}()
+	return ends, p, nil
 }
 
 // fetchedMail is one mail of a batch, fetched and parsed.

@@ -221,34 +221,44 @@ func TestRedisKilledDuringBatch(t *testing.T) {
 	}
 }
 
-// A batch holds at most batchBytes of mail by RFC822.SIZE, whatever
-// BatchSize says; a mail larger than that is a batch of its own.
+// A batch holds at most batchBytes of mail, by the sizes the server
+// reports, whatever BatchSize says: small mails fill a batch, larger ones
+// share it with fewer, and a mail too large for a share is alone.
 func TestBatchBytesBound(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		bytes int64
+		mails int
+		mail  func(to string, n int) []byte
 		want  []int // mails per store call
 	}{
-		{"two 10 KB mails per 25 KB", 25 << 10, []int{2, 2, 1}},
-		{"each mail over the bound alone", 5 << 10, []int{1, 1, 1, 1, 1}},
+		{"small mails fill a batch", 100 << 10, 10, testMail, []int{10}},
+		{"10 KB mails eight to 100 KB", 100 << 10, 10, benchMail, []int{8, 2}},
+		{"mails over an eighth alone", 5 << 10, 10, benchMail, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+		// The sizes after the first planWindow UIDs are asked for while
+		// the first batches are fetched.
+		{"planned beyond the first window", 100 << 10, planWindow + 50, testMail,
+			append(slices.Repeat([]int{20}, planWindow/20), 20, 20, 10)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, fakegmail.Options{})
 			e.connect(alice, 0)
 			fs := &flakyStore{Store: e.st}
-			f := New(e.acc, fs, e.options()) // BatchSize 7
+			o := e.options()
+			o.BatchSize = 20
+			f := New(e.acc, fs, o)
 			f.batchBytes = tc.bytes
 			pollOnce(t, f, alice)
 			var uids []imap.UID
-			for n := 1; n <= 5; n++ {
-				uid, err := e.gm.Deliver(alice, benchMail(alice, n), false)
+			for n := 1; n <= tc.mails; n++ {
+				uid, err := e.gm.Deliver(alice, tc.mail(alice, n), false)
 				if err != nil {
 					t.Fatal(err)
 				}
 				uids = append(uids, uid)
 			}
-			if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 5, Created: 5}) {
-				t.Fatalf("PollOnce = %+v, want 5 tickets", rep)
+			if rep := pollOnce(t, f, alice); rep != (Report{Fetched: tc.mails, Created: tc.mails}) {
+				t.Fatalf("PollOnce = %+v, want %d tickets", rep, tc.mails)
 			}
 			var got []int
 			for _, b := range fs.batches {
@@ -262,8 +272,8 @@ func TestBatchBytesBound(t *testing.T) {
 					t.Errorf("mail %d unseen after its ticket was stored", i+1)
 				}
 			}
-			if c := e.cursor(alice); c.LastUID != uint32(uids[4]) {
-				t.Errorf("cursor %d, want %d", c.LastUID, uids[4])
+			if c := e.cursor(alice); c.LastUID != uint32(uids[len(uids)-1]) {
+				t.Errorf("cursor %d, want %d", c.LastUID, uids[len(uids)-1])
 			}
 		})
 	}

@@ -22,8 +22,10 @@
 //
 // # Batches
 //
-// Mail is fetched Options.BatchSize messages per UID FETCH, and each batch
-// goes to the store in one IngestBatch call, which answers for each mail.
+// Mail is fetched Options.BatchSize messages per UID FETCH, at most 16 MB
+// of mail per batch by the sizes two UID SEARCH LARGER report, and each
+// batch goes to the store in one IngestBatch call, which answers for each
+// mail.
 // The batches overlap: while one batch is stored, the next is fetched
 // (its answer streamed into buffers of the announced literal size) and
 // parsed on GOMAXPROCS goroutines, and the \Seen of the batch before is

@@ -50,8 +50,8 @@ type Options struct {
 	MaxAttempts int
 	// BatchSize is how many messages one FETCH asks for, and one
 	// IngestBatch stores; default 100. A batch also holds at most 16 MB of
-	// mail (by RFC822.SIZE), and two batches are in memory at once: one
-	// stored while the next is fetched.
+	// mail (by the sizes the server reports), and two batches are in memory
+	// at once: one stored while the next is fetched.
 	BatchSize int
 	// CommandTimeout is how long the IMAP server may stay silent while a
 	// reply is due (the connection is then dropped and made again); it

@@ -220,15 +220,19 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 		}
 		return err
 	}
+	var rest *pendingPlan
 	defer func() {
 		if next != nil {
 			next.wait() // the FETCH in flight: read to its end and dropped
+		}
+		if rest != nil {
+			rest.wait()
 		}
 	}()
 	if err := context.Cause(ctx); err != nil {
 		return 0, err
 	}
-	ends, err := s.planBatches(uids, s.w.f.batchBytes)
+	ends, rest, err := s.startPlan(uids)
 	if err != nil {
 		return 0, err
 	}
@@ -245,6 +249,15 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 		if err := context.Cause(ctx); err != nil {
 			err = errors.Join(err, finish())
 			return ndone, err
+		}
+		if k+1 == len(ends) && rest != nil {
+			more, err := rest.wait()
+			rest = nil
+			if err != nil {
+				err = errors.Join(err, finish())
+				return ndone, err
+			}
+			ends = append(ends, more...)
 		}
 		if k+1 < len(ends) {
 			next = s.startFetch(uids[ends[k]:ends[k+1]])
