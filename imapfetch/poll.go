@@ -204,6 +204,7 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 	var next *pendingFetch
 	var seen *pendingSeen // the \Seen of the batch stored before
 	var seenAt []int      // its mails' indexes in uids
+	lead := 0             // uids[:lead] are done
 	// finish waits for the \Seen in flight and moves the cursor over what
 	// is done; it is also the way out, so that nothing is left in flight.
 	finish := func() error {
@@ -216,7 +217,13 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 		}
 		seen, seenAt = nil, nil
 		if !imported {
-			s.advance(ctx, uids, done, ceiling)
+			// advance looks at the leading done UIDs; those before the
+			// last of them were looked at by the previous call.
+			for lead < len(done) && done[lead] {
+				lead++
+			}
+			from := max(0, lead-1)
+			s.advance(ctx, uids[from:], done[from:], ceiling)
 		}
 		return err
 	}
