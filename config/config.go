@@ -239,7 +239,7 @@ func Defaults() *Config {
 			IDLE:             true,
 			IDLERestart:      Duration(25 * time.Minute),
 			MaxAttempts:      5,
-			BatchSize:        50,
+			BatchSize:        100,
 			SenderRateLimit:  20,
 			SenderRateWindow: Duration(time.Hour),
 			LeaseTTL:         Duration(30 * time.Second),

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +36,7 @@ func BenchmarkImport(b *testing.B) {
 			o.BatchSize = batch
 			f := New(e.acc, e.st, o)
 			var total time.Duration
+			var cpu cpuMeter
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				email := fmt.Sprintf("bench%d-%d@example.com", batch, i)
@@ -44,9 +47,12 @@ func BenchmarkImport(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				cpu.start(b, e)
 				total += timedImport(b, f, email)
+				cpu.stop(b, e)
 			}
 			b.ReportMetric(float64(benchMails*b.N)/total.Seconds(), "tickets/s")
+			cpu.report(b, benchMails*b.N)
 		})
 	}
 }
@@ -79,4 +85,57 @@ func benchMail(to string, n int) []byte {
 		b.WriteString(line)
 	}
 	return []byte(b.String())
+}
+
+// cpuMeter adds up the CPU time of this process (the fetcher, and with
+// BenchmarkImport the in-process fake Gmail too) and of redis-server
+// (INFO cpu) over the timed imports, so that the per-mail cost can be read
+// on a machine shared with other work, where tickets/s says little.
+type cpuMeter struct {
+	goStart, redisStart time.Duration
+	goCPU, redisCPU     time.Duration
+}
+
+func (m *cpuMeter) start(b *testing.B, e *env) {
+	m.goStart, m.redisStart = processCPU(b), redisCPU(b, e)
+}
+
+func (m *cpuMeter) stop(b *testing.B, e *env) {
+	m.goCPU += processCPU(b) - m.goStart
+	m.redisCPU += redisCPU(b, e) - m.redisStart
+}
+
+// report prints CPU microseconds per mail: go-µs/mail and redis-µs/mail.
+func (m *cpuMeter) report(b *testing.B, mails int) {
+	b.ReportMetric(float64(m.goCPU.Microseconds())/float64(mails), "go-µs/mail")
+	b.ReportMetric(float64(m.redisCPU.Microseconds())/float64(mails), "redis-µs/mail")
+}
+
+// processCPU is the user and system time this process used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is the user and system time redis-server used so far.
+func redisCPU(b *testing.B, e *env) time.Duration {
+	info, err := e.rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }

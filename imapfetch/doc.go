@@ -9,16 +9,30 @@
 // account's cursor (accounts.Cursor.LastUID, "highest UID fully
 // processed"; read mail above it counts as processed, it is not ours).
 // Messages are read with BODY.PEEK[], which never sets \Seen; \Seen is
-// stored with UID STORE +FLAGS.SILENT only after Ingest returned
-// nil. A crash in between leaves the mail unseen, so it is fetched again,
-// and Ingest's Message-ID dedupe turns the second ingest into a no-op: no
-// mail lost, no duplicate ticket.
+// stored with UID STORE +FLAGS.SILENT only for the mails the store's answer
+// says are stored. A crash in between leaves the mail unseen, so it is
+// fetched again, and the store's Message-ID dedupe turns the second ingest
+// into a no-op: no mail lost, no duplicate ticket.
 //
 // The cursor only moves over UIDs that are done (ingested, quarantined, or
 // gone). A mail whose ingest failed keeps the cursor just below it, so the
 // next poll searches from there again; the mails above it that succeeded
 // are \Seen by then and do not match UNSEEN, so only the failed one (and
 // new mail) is fetched again.
+//
+// # Batches
+//
+// Mail is fetched Options.BatchSize messages per UID FETCH, at most 16 MB
+// of mail per batch by the sizes two UID SEARCH LARGER report, and each
+// batch goes to the store in one IngestBatch call, which answers for each
+// mail.
+// The batches overlap: while one batch is stored, the next is fetched
+// (its answer streamed into buffers of the announced literal size) and
+// parsed on GOMAXPROCS goroutines, and the \Seen of the batch before is
+// answered; at most two batches of mail are held at once. The cursor moves
+// once the server has answered the \Seen. Shutdown finishes the batch being
+// stored and its \Seen; the batch fetched ahead of it is dropped, still
+// unseen.
 //
 // # Initial import
 //
@@ -42,7 +56,9 @@
 //
 // # Poison mail
 //
-// A mail whose Ingest fails (or panics) is counted with accounts.Attempt;
+// A mail that the store fails (or that makes the parser or the store panic;
+// a batch that panics is retried mail by mail to find the one that does)
+// is counted with accounts.Attempt;
 // at Options.MaxAttempts it is handed to the ticket store's Quarantine with
 // its raw bytes and the error, counted with AddQuarantined, and treated as
 // done for the cursor. It stays unseen in Gmail, so a human notices it.
@@ -90,6 +106,7 @@
 // goroutine renewing every worker's lease, in one pipeline), record.go (the polls that found nothing, recorded
 // together), and one file per part of an IMAP session, as go-imap's
 // imapclient has one per command: session.go (dial, log in, select, wait
-// with IDLE), poll.go (search, fetch, cursor), ingest.go (ingest, \Seen,
+// with IDLE), poll.go (search, the batch pipeline, cursor), batch.go
+// (stream and parse one batch), ingest.go (store a batch, \Seen,
 // quarantine).
 package imapfetch

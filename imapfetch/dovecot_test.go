@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,9 +52,10 @@ func dvIsSeen(t testing.TB, dv *dovecottest.Server, email string, n int) bool {
 	return seen
 }
 
-// seenCheckStore asks Dovecot, before each ingest, whether the mail is
-// already \Seen: on a real server BODY.PEEK[] must leave it unseen until
-// the ticket exists. failFirst ingests fail.
+// seenCheckStore asks Dovecot, when a batch is handed to it, whether any
+// mail of the batch is already \Seen: on a real server BODY.PEEK[] must
+// leave it unseen until the ticket exists, and the \Seen of the batch
+// before must not reach it. The first failFirst mails fail.
 type seenCheckStore struct {
 	*tickets.Store
 	t         testing.TB
@@ -61,20 +63,36 @@ type seenCheckStore struct {
 	email     string
 	failFirst int
 
-	calls        int // Ingest runs on the worker goroutine only
+	mu           sync.Mutex
+	calls        int // mails handed to IngestBatch
+	batches      int
 	seenAtIngest []string
 }
 
-func (s *seenCheckStore) Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error) {
-	s.calls++
-	id := mailparse.Parse(raw).MessageID
-	if seen, err := s.dv.IsSeen(s.email, id); err != nil || seen {
-		s.seenAtIngest = append(s.seenAtIngest, fmt.Sprintf("%s (seen %v, err %v)", id, seen, err))
+func (s *seenCheckStore) IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches++
+	out := make([]tickets.BatchResult, len(mails))
+	var pass []tickets.BatchMail
+	var at []int
+	for i, m := range mails {
+		id := mailparse.Parse(m.Raw).MessageID
+		if seen, err := s.dv.IsSeen(s.email, id); err != nil || seen {
+			s.seenAtIngest = append(s.seenAtIngest, fmt.Sprintf("%s (seen %v, err %v)", id, seen, err))
+		}
+		s.calls++
+		if s.calls <= s.failFirst {
+			out[i].Err = fmt.Errorf("injected store failure")
+			continue
+		}
+		pass = append(pass, m)
+		at = append(at, i)
 	}
-	if s.calls <= s.failFirst {
-		return tickets.Result{}, fmt.Errorf("injected store failure")
+	for j, r := range s.Store.IngestBatch(ctx, pass) {
+		out[at[j]] = r
 	}
-	return s.Store.Ingest(ctx, raw, src)
+	return out
 }
 
 // Unread mail becomes tickets, read mail does not, and \Seen is set only
@@ -131,6 +149,48 @@ func TestDovecotUnreadMailBecomesTickets(t *testing.T) {
 	}
 	if rep := pollOnce(t, f, alice); rep != (Report{}) {
 		t.Errorf("PollOnce again = %+v, want nothing new", rep)
+	}
+}
+
+// Several batches in flight on Dovecot (the next UID FETCH is sent while a
+// batch is stored, its \Seen while the next is stored): no mail of a batch
+// is \Seen when the batch reaches the store, only stored mail becomes
+// \Seen, and the failed ones are fetched again, once.
+func TestDovecotBatchesSeenAfterStore(t *testing.T) {
+	e, dv := newDovecotEnv(t, alice)
+	e.connect(alice, 0)
+	st := &seenCheckStore{Store: e.st, t: t, dv: dv, email: alice, failFirst: 4}
+	o := e.options()
+	o.BatchSize = 3
+	f := New(e.acc, st, o)
+	pollOnce(t, f, alice)
+	for i := 1; i <= 10; i++ {
+		dvDeliver(t, dv, alice, i, false)
+	}
+	rep := pollOnce(t, f, alice)
+	if want := (Report{Fetched: 10, Created: 6, Errors: 4}); rep != want {
+		t.Fatalf("PollOnce with the first 4 mails failing = %+v, want %+v", rep, want)
+	}
+	if st.batches != 4 {
+		t.Errorf("%d store calls for 10 mails in batches of 3, want 4", st.batches)
+	}
+	for i := 1; i <= 10; i++ {
+		if seen := dvIsSeen(t, dv, alice, i); seen != (i > 4) {
+			t.Errorf("mail %d: \\Seen %v on Dovecot, want %v", i, seen, i > 4)
+		}
+	}
+	if rep := pollOnce(t, f, alice); rep != (Report{Fetched: 4, Created: 4}) {
+		t.Errorf("next PollOnce = %+v, want the 4 failed mails again", rep)
+	}
+	if n, err := dv.Unseen(alice); err != nil || n != 0 {
+		t.Errorf("Unseen = %d, %v; want 0", n, err)
+	}
+	if n := e.ticketCount(); n != 10 {
+		t.Errorf("%d tickets, want 10", n)
+	}
+	e.wantOneCommentEach()
+	if len(st.seenAtIngest) > 0 {
+		t.Errorf("mails already \\Seen on Dovecot when their batch reached the store: %v", st.seenAtIngest)
 	}
 }
 
@@ -271,6 +331,7 @@ func BenchmarkImportDovecot(b *testing.B) {
 			o.CommandTimeout = time.Minute
 			f := New(e.acc, e.st, o)
 			var total time.Duration
+			var cpu cpuMeter
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				email := fmt.Sprintf("bench%d-%d@example.com", batch, i)
@@ -288,9 +349,73 @@ func BenchmarkImportDovecot(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.Logf("appended %d mails to Dovecot in %v", benchMails, time.Since(began).Round(time.Millisecond))
+				cpu.start(b, e)
 				total += timedImport(b, f, email)
+				cpu.stop(b, e)
 			}
 			b.ReportMetric(float64(benchMails*b.N)/total.Seconds(), "tickets/s")
+			cpu.report(b, benchMails*b.N)
+		})
+	}
+}
+
+// nullStore answers every mail as a new ticket without storing it: with it
+// BenchmarkFetchDovecot measures the fetch side alone (search, FETCH,
+// parse, \Seen, cursor), the ceiling that the store's cost comes on top of.
+type nullStore struct {
+	*tickets.Store
+	n int64
+}
+
+func (s *nullStore) IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult {
+	out := make([]tickets.BatchResult, len(mails))
+	for i := range out {
+		s.n++
+		out[i].Result = tickets.Result{Ticket: s.n, Comment: 1, Created: true}
+	}
+	return out
+}
+
+// BenchmarkFetchDovecot is BenchmarkImportDovecot with a store that
+// stores nothing: the CPU per mail of the fetch side, and its rate.
+//
+//	MG_INTEGRATION=1 go test -run '^$' -bench FetchDovecot -benchtime 1x ./imapfetch
+func BenchmarkFetchDovecot(b *testing.B) {
+	if testing.Short() {
+		b.Skip("fills a mailbox with 10,000 mails; skipped with -short")
+	}
+	for _, batch := range []int{20, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			e, dv := newDovecotEnv(b)
+			e.log = slog.New(slog.DiscardHandler)
+			o := e.options()
+			o.Logger = e.log
+			o.BatchSize = batch
+			o.CommandTimeout = time.Minute
+			f := New(e.acc, &nullStore{Store: e.st}, o)
+			var total time.Duration
+			var cpu cpuMeter
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				email := fmt.Sprintf("fetch%d-%d@example.com", batch, i)
+				if err := dv.AddUser(email); err != nil {
+					b.Fatal(err)
+				}
+				e.connect(email, 0)
+				pollOnce(b, f, email)
+				raws := make([][]byte, benchMails)
+				for n := range raws {
+					raws[n] = benchMail(email, n)
+				}
+				if _, err := dv.DeliverMany(email, raws, false); err != nil {
+					b.Fatal(err)
+				}
+				cpu.start(b, e)
+				total += timedImport(b, f, email)
+				cpu.stop(b, e)
+			}
+			b.ReportMetric(float64(benchMails*b.N)/total.Seconds(), "tickets/s")
+			cpu.report(b, benchMails*b.N)
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/health"
+	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tickets"
 	"github.com/mailgate/mailgate/tlsmode"
@@ -55,7 +56,10 @@ type Options struct {
 	IDLE bool
 	// MaxAttempts is how many failed ingests quarantine a mail; default 5.
 	MaxAttempts int
-	// BatchSize is how many messages one FETCH asks for; default 20.
+	// BatchSize is how many messages one FETCH asks for, and one
+	// IngestBatch stores; default 100. A batch also holds at most 16 MB of
+	// mail (by the sizes the server reports), and two batches are in memory
+	// at once: one stored while the next is fetched.
 	BatchSize int
 	// CommandTimeout is how long the IMAP server may stay silent while a
 	// reply is due (the connection is then dropped and made again); it
@@ -127,7 +131,7 @@ func (o *Options) setDefaults() {
 		o.MaxAttempts = 5
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 20
+		o.BatchSize = 100
 	}
 	if o.CommandTimeout <= 0 {
 		o.CommandTimeout = time.Minute
@@ -178,7 +182,7 @@ type changeNotifier interface {
 
 // TicketStore is the part of *tickets.Store the fetcher uses.
 type TicketStore interface {
-	Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error)
+	IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult
 	Quarantine(ctx context.Context, raw []byte, account string, uid uint32, reason string) error
 }
 
@@ -247,12 +251,17 @@ type Fetcher struct {
 	polls recorder
 	// starting holds the sessions between their start and first poll.
 	starting slots
+	// parse is mailparse.Parse; tests make it panic.
+	parse func(raw []byte) *mailparse.Parsed
+	// batchBytes is maxBatchBytes; tests make it small.
+	batchBytes int64
 }
 
 // New returns a Fetcher reading accounts from acc and writing mail to st.
 func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 	opts.setDefaults()
 	f := &Fetcher{acc: acc, st: st, opts: opts, log: opts.Logger, me: accounts.NewHolder(opts.Holder),
+		parse: mailparse.Parse, batchBytes: maxBatchBytes,
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
 	f.leases.f, f.polls.f = f, f

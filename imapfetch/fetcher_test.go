@@ -17,6 +17,7 @@ import (
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakegmail"
 	"github.com/mailgate/mailgate/internal/testcert"
+	"github.com/mailgate/mailgate/mailparse"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/tlsmode"
 )
@@ -76,8 +77,9 @@ func TestUnreadMailBecomesTickets(t *testing.T) {
 	}
 }
 
-// \Seen is set only after Ingest returned nil: a mail whose ingest failed
-// stays unseen, holds the cursor, and is the only mail fetched again.
+// \Seen is set only after the store said the mail is stored: a mail whose
+// ingest failed stays unseen, holds the cursor, and is the only mail
+// fetched again.
 func TestSeenOnlyAfterTicketStored(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
 	e.connect(alice, 0)
@@ -419,16 +421,34 @@ func TestAccessTokenExpiry(t *testing.T) {
 	}
 }
 
-// A mail that makes Ingest panic is retried, then quarantined after
-// MaxAttempts; the mails around it are imported and it no longer holds the
-// cursor.
+// A mail that makes the parser or the store panic is retried, then
+// quarantined after MaxAttempts; the mails around it are imported and it
+// no longer holds the cursor.
 func TestPoisonMailQuarantined(t *testing.T) {
-	e := newEnv(t, fakegmail.Options{})
-	e.connect(alice, 0)
-	fs := &flakyStore{Store: e.st, poison: map[string]bool{"m2." + alice: true}}
-	o := e.options()
-	o.MaxAttempts = 3
-	f := New(e.acc, fs, o)
+	for _, where := range []string{"parser", "store"} {
+		t.Run(where, func(t *testing.T) {
+			e := newEnv(t, fakegmail.Options{})
+			e.connect(alice, 0)
+			fs := &flakyStore{Store: e.st}
+			o := e.options()
+			o.MaxAttempts = 3
+			f := New(e.acc, fs, o)
+			if where == "store" {
+				fs.poison = map[string]bool{"m2." + alice: true}
+			} else {
+				f.parse = func(raw []byte) *mailparse.Parsed {
+					if strings.Contains(string(raw), "<m2.") {
+						panic("parser exploded")
+					}
+					return mailparse.Parse(raw)
+				}
+			}
+			poisonMailQuarantined(t, e, f)
+		})
+	}
+}
+
+func poisonMailQuarantined(t *testing.T, e *env, f *Fetcher) {
 	pollOnce(t, f, alice)
 	var uids []imap.UID
 	for i := 1; i <= 3; i++ {
@@ -446,6 +466,9 @@ func TestPoisonMailQuarantined(t *testing.T) {
 		}
 		if c := e.cursor(alice); c.LastUID != uint32(uids[0]) {
 			t.Fatalf("poll %d: cursor %d, want %d (held below the failing mail)", attempt, c.LastUID, uids[0])
+		}
+		if !e.gm.IsSeen(alice, uids[0]) || !e.gm.IsSeen(alice, uids[2]) {
+			t.Fatalf("poll %d: the mails stored beside the poison one are not \\Seen", attempt)
 		}
 	}
 	rep := pollOnce(t, f, alice)
@@ -474,6 +497,7 @@ func TestPoisonMailQuarantined(t *testing.T) {
 	if n := e.ticketCount(); n != 2 {
 		t.Errorf("%d tickets, want 2", n)
 	}
+	e.wantOneCommentEach()
 }
 
 // Two processes on one Redis: only the lease holder logs in, each mail
@@ -507,12 +531,15 @@ func TestLeaseTwoFetchers(t *testing.T) {
 	e.wantOneCommentEach()
 }
 
-// Shutdown waits for the mail being ingested and marks it \Seen.
+// Shutdown waits for the batch being ingested (here of one mail) and marks
+// it \Seen; the batch fetched ahead of it is dropped, not stored.
 func TestShutdownFinishesIngest(t *testing.T) {
 	e := newEnv(t, fakegmail.Options{})
 	e.connect(alice, 0)
 	fs := &flakyStore{Store: e.st, block: make(chan struct{}), entered: make(chan struct{}, 1)}
-	stop := e.start(New(e.acc, fs, e.options()))
+	o := e.options()
+	o.BatchSize = 1
+	stop := e.start(New(e.acc, fs, o))
 	waitFor(t, 10*time.Second, "first poll", func() bool { return !e.account(alice).LastPoll.IsZero() })
 	uid := e.deliver(alice, 1, false)
 	e.deliver(alice, 2, false)

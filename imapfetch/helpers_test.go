@@ -278,10 +278,10 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// flakyStore wraps the real ticket store: it can fail the first N Ingest
-// calls, fail or panic on chosen Message-IDs, block ingests, and it records
-// whether each mail was already \Seen in the fake Gmail when it was
-// ingested (it must never be).
+// flakyStore wraps the real ticket store: it can fail the first N mails
+// or chosen Message-IDs, panic on a batch holding chosen Message-IDs, block batches, and it
+// records whether each mail was already \Seen in the fake Gmail when its
+// batch was handed to it (it must never be).
 type flakyStore struct {
 	*tickets.Store
 	gm    *fakegmail.Server
@@ -289,21 +289,32 @@ type flakyStore struct {
 
 	mu           sync.Mutex
 	failFirst    int
-	failErr      error           // what the first failFirst calls return; nil: a plain error
-	poison       map[string]bool // Message-ID → panic in Ingest
-	calls        int
+	failErr      error           // what the first failFirst mails get; nil: a plain error
+	poison       map[string]bool // Message-ID → the batch holding it panics
+	failTimes    map[string]int  // Message-ID → how many more times it fails
+	calls        int             // mails handed to IngestBatch
+	batches      [][]string      // Message-IDs of each IngestBatch call
 	seenAtIngest []string
 	uids         map[string]imap.UID // Message-ID → UID, see track
-	block        chan struct{}       // if set, Ingest waits for it to close
-	entered      chan struct{}       // receives a value when an Ingest starts
+	block        chan struct{}       // if set, IngestBatch waits for it to close
+	entered      chan struct{}       // receives a value when an IngestBatch starts
 }
 
-func (s *flakyStore) Ingest(ctx context.Context, raw []byte, src tickets.Source) (tickets.Result, error) {
-	m := mailparse.Parse(raw)
+// IngestBatch panics before storing anything when a mail of the batch is
+// poison, as a store that builds one script call for the whole batch
+// would; otherwise it fails the first failFirst mails and hands the rest
+// to the real store.
+func (s *flakyStore) IngestBatch(ctx context.Context, mails []tickets.BatchMail) []tickets.BatchResult {
+	ids := make([]string, len(mails))
+	for i, m := range mails {
+		p := m.Parsed
+		if p == nil {
+			p = mailparse.Parse(m.Raw)
+		}
+		ids[i] = p.MessageID
+	}
 	s.mu.Lock()
-	s.calls++
-	fail := s.calls <= s.failFirst
-	poison := s.poison[m.MessageID]
+	s.batches = append(s.batches, ids)
 	block, entered := s.block, s.entered
 	s.mu.Unlock()
 	if entered != nil {
@@ -315,21 +326,38 @@ func (s *flakyStore) Ingest(ctx context.Context, raw []byte, src tickets.Source)
 	if block != nil {
 		<-block
 	}
-	if s.gm != nil && !src.SuppressTriggers && s.isSeen(m.MessageID) {
-		s.mu.Lock()
-		s.seenAtIngest = append(s.seenAtIngest, m.MessageID)
-		s.mu.Unlock()
-	}
-	if poison {
-		panic("parser exploded on " + m.MessageID)
-	}
-	if fail {
-		if s.failErr != nil {
-			return tickets.Result{}, s.failErr
+	out := make([]tickets.BatchResult, len(mails))
+	var pass []tickets.BatchMail
+	var at []int
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range mails {
+		if s.gm != nil && !m.Source.SuppressTriggers && s.isSeen(ids[i]) {
+			s.seenAtIngest = append(s.seenAtIngest, ids[i])
 		}
-		return tickets.Result{}, fmt.Errorf("injected store failure")
+		if s.poison[ids[i]] {
+			panic("parser exploded on " + ids[i])
+		}
+		s.calls++
+		if s.failTimes[ids[i]] > 0 {
+			s.failTimes[ids[i]]--
+			out[i].Err = fmt.Errorf("injected store failure of %s", ids[i])
+			continue
+		}
+		if s.calls <= s.failFirst {
+			out[i].Err = s.failErr
+			if out[i].Err == nil {
+				out[i].Err = fmt.Errorf("injected store failure")
+			}
+			continue
+		}
+		pass = append(pass, m)
+		at = append(at, i)
 	}
-	return s.Store.Ingest(ctx, raw, src)
+	for j, r := range s.Store.IngestBatch(ctx, pass) {
+		out[at[j]] = r
+	}
+	return out
 }
 
 // track records the UID a test mail got, for the \Seen check.
@@ -342,9 +370,8 @@ func (s *flakyStore) track(email string, n int, uid imap.UID) {
 	s.uids[fmt.Sprintf("m%d.%s", n, email)] = uid
 }
 
+// isSeen is called with s.mu held.
 func (s *flakyStore) isSeen(messageID string) bool {
-	s.mu.Lock()
 	uid, ok := s.uids[strings.Trim(messageID, "<>")]
-	s.mu.Unlock()
 	return ok && s.gm.IsSeen(s.email, uid)
 }

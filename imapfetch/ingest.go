@@ -1,6 +1,6 @@
-// This file hands one fetched mail to the ticket store, marks stored mail
-// \Seen, and counts failures until a mail that keeps failing is
-// quarantined.
+// This file hands a fetched batch of mail to the ticket store in one call,
+// marks the stored mail \Seen, and counts failures until a mail that keeps
+// failing is quarantined.
 
 package imapfetch
 
@@ -13,7 +13,6 @@ import (
 	"net"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -24,101 +23,171 @@ type outcome int
 
 const (
 	failed      outcome = iota // will be retried
-	ingested                   // Ingest returned nil
+	ingested                   // stored (or a duplicate of a stored mail)
 	quarantined                // set aside, done
 )
 
-// ingest hands one mail to the ticket store with a context that outlives
-// shutdown, so a ticket is never left half-written by a SIGTERM. It
-// returns an error only when the session must stop (the store looks
-// unreachable); a mail that fails on its own is counted, and quarantined at
-// MaxAttempts.
-func (s *session) ingest(ctx context.Context, uid uint32, raw []byte, received time.Time, imported bool) (outcome, error) {
+// errNoBody is the failure of a mail the server sent without its body.
+var errNoBody = errors.New("server returned no message body")
+
+// ingestBatch hands the mails of b to the ticket store in one IngestBatch
+// call, with a context that outlives shutdown so that a batch is never left
+// half-written by a SIGTERM, and returns each mail's outcome (in b's
+// order). It returns an error only when the session must stop (the store
+// looks unreachable); a mail that fails on its own is counted, and
+// quarantined at MaxAttempts. Mails stored before that error keep their
+// outcome, so that they are still marked \Seen.
+// src is the Source of every mail but its ReceivedAt.
+func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.Source, imported bool) ([]outcome, error) {
 	w := s.w
-	if w.quarantined[uid] {
-		return quarantined, nil
-	}
-	log := s.log.With("uid", uid)
-	src := tickets.Source{
-		SupportAddress: w.email,
-		Origin:         "imap:" + w.email,
-		ReceivedAt:     received,
-	}
-	if imported {
-		src.SuppressTriggers = true
-		src.Tags = []string{"imported"}
-	}
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)
 	defer cancel()
 
-	var res tickets.Result
-	var err error
-	if raw == nil {
-		err = errors.New("server returned no message body")
-	} else {
-		res, err = safeIngest(ictx, w.f.st, raw, src, log)
-	}
-	if err == nil {
+	out := make([]outcome, len(b.mails))
+	errs := make([]error, len(b.mails))
+	batch := make([]tickets.BatchMail, 0, len(b.mails))
+	idx := make([]int, 0, len(b.mails)) // batch[j] is b.mails[idx[j]]
+	for i := range b.mails {
+		m := &b.mails[i]
 		switch {
-		case res.Duplicate:
-			s.rep.Duplicates++
-		case res.Suppressed != "":
-			s.rep.Suppressed++
-			if s.o.OnSuppressed != nil {
-				s.o.OnSuppressed(w.email, res.Suppressed)
-			}
-		case res.Created:
-			s.rep.Created++
+		case w.quarantined[uint32(m.uid)]:
+			out[i] = quarantined
+		case m.raw == nil:
+			errs[i] = errNoBody
+		case m.parseErr != nil:
+			errs[i] = m.parseErr
 		default:
-			s.rep.Comments++
+			src.ReceivedAt = m.received
+			batch = append(batch, tickets.BatchMail{Raw: m.raw, Parsed: m.parsed, Source: src})
+			idx = append(idx, i)
 		}
-		log.Debug("imapfetch: ingested", "ticket", res.Ticket, "created", res.Created,
-			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy)
-		if w.failed[uid] {
-			delete(w.failed, uid)
-			if err := w.f.acc.ClearAttempts(ictx, w.email, s.cur.UIDValidity, uid); err != nil {
-				log.Warn("imapfetch: clear attempts", "err", err)
-			}
-		}
-		return ingested, nil
 	}
+	if len(batch) > 0 {
+		for j, r := range s.storeBatch(ictx, batch) {
+			i := idx[j]
+			if r.Err != nil {
+				errs[i] = r.Err
+				continue
+			}
+			out[i] = ingested
+			s.stored(ictx, b.mails[i].uid, r.Result)
+		}
+	}
+
+	var abort error
+	for i := range b.mails {
+		m := &b.mails[i]
+		s.rep.Fetched++
+		if imported {
+			s.rep.InitialImport++
+		}
+		if err := errs[i]; err != nil && abort == nil {
+			out[i], abort = s.failed(ictx, m, err)
+		}
+		s.done++
+		if s.progress != nil {
+			s.progress(s.done, s.total)
+		}
+	}
+	return out, abort
+}
+
+// stored counts one stored mail and forgets its failed attempts.
+func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) {
+	switch {
+	case res.Duplicate:
+		s.rep.Duplicates++
+	case res.Suppressed != "":
+		s.rep.Suppressed++
+		if s.o.OnSuppressed != nil {
+			s.o.OnSuppressed(s.w.email, res.Suppressed)
+		}
+	case res.Created:
+		s.rep.Created++
+	default:
+		s.rep.Comments++
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("imapfetch: ingested", "uid", uid, "ticket", res.Ticket, "created", res.Created,
+			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy)
+	}
+	if s.w.failed[uint32(uid)] {
+		delete(s.w.failed, uint32(uid))
+		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.cur.UIDValidity, uint32(uid)); err != nil {
+			s.log.Warn("imapfetch: clear attempts", "uid", uid, "err", err)
+		}
+	}
+}
+
+// failed counts a failed ingest of m against it and quarantines it at
+// MaxAttempts. An error that says nothing about the mail (the store is
+// unreachable) is not counted: it ends the session instead.
+func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcome, error) {
+	w, uid := s.w, uint32(m.uid)
 	if storeUnavailable(err) {
 		return failed, storeErr(fmt.Errorf("ingest uid %d: %w", uid, err))
 	}
-
-	n, aerr := w.f.acc.Attempt(ictx, w.email, s.cur.UIDValidity, uid)
+	n, aerr := w.f.acc.Attempt(ctx, w.email, s.cur.UIDValidity, uid)
 	if aerr != nil {
 		return failed, storeErr(fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr))
 	}
 	w.failed[uid] = true
 	if n < s.o.MaxAttempts {
 		s.rep.Errors++
-		log.Warn("imapfetch: ingest failed; will retry", "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
+		s.log.Warn("imapfetch: ingest failed; will retry", "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
 		return failed, nil
 	}
 	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
-	if qerr := w.f.st.Quarantine(ictx, raw, w.email, uid, reason); qerr != nil {
+	if qerr := w.f.st.Quarantine(ctx, m.raw, w.email, uid, reason); qerr != nil {
 		return failed, storeErr(fmt.Errorf("quarantine uid %d: %w", uid, qerr))
 	}
 	w.quarantined[uid] = true
 	s.rep.Quarantined++
-	if err := w.f.acc.AddQuarantined(ictx, w.email); err != nil {
-		log.Warn("imapfetch: count quarantined mail", "err", err)
+	if err := w.f.acc.AddQuarantined(ctx, w.email); err != nil {
+		s.log.Warn("imapfetch: count quarantined mail", "uid", uid, "err", err)
 	}
-	log.Error("imapfetch: mail quarantined; left unread in the mailbox", "attempts", n, "err", err)
+	s.log.Error("imapfetch: mail quarantined; left unread in the mailbox", "uid", uid, "attempts", n, "err", err)
 	return quarantined, nil
 }
 
-// safeIngest calls Ingest and turns a panic (a parser bug on a strange
-// mail) into an error, so one mail cannot take the daemon down.
-func safeIngest(ctx context.Context, st TicketStore, raw []byte, src tickets.Source, log *slog.Logger) (res tickets.Result, err error) {
+// storeBatch calls IngestBatch and turns a panic into per-mail errors, so
+// that one mail cannot take the daemon down. A batch that panics is tried
+// again mail by mail, so that only the mail that panics fails; mails the
+// batch stored before it panicked come back as duplicates then.
+func (s *session) storeBatch(ctx context.Context, batch []tickets.BatchMail) []tickets.BatchResult {
+	res, err := s.safeIngestBatch(ctx, batch)
+	if err == nil {
+		return res
+	}
+	res = make([]tickets.BatchResult, len(batch))
+	if len(batch) == 1 {
+		res[0].Err = err
+		return res
+	}
+	for i := range batch {
+		one, err := s.safeIngestBatch(ctx, batch[i:i+1])
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		res[i] = one[0]
+	}
+	return res
+}
+
+// safeIngestBatch is IngestBatch with a recovered panic as its error.
+func (s *session) safeIngestBatch(ctx context.Context, batch []tickets.BatchMail) (res []tickets.BatchResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("imapfetch: panic in ingest", "panic", v, "stack", string(debug.Stack()))
-			err = fmt.Errorf("panic in ingest: %v", v)
+			s.log.Error("imapfetch: panic in ingest", "mails", len(batch), "panic", v, "stack", string(debug.Stack()))
+			res, err = nil, fmt.Errorf("panic in ingest: %v", v)
 		}
 	}()
-	return st.Ingest(ctx, raw, src)
+	res = s.w.f.st.IngestBatch(ctx, batch)
+	if len(res) != len(batch) {
+		return nil, fmt.Errorf("ticket store answered %d results for %d mails", len(res), len(batch))
+	}
+	return res, nil
 }
 
 // storeUnavailable reports errors that say nothing about the mail: the
@@ -136,17 +205,38 @@ func storeUnavailable(err error) bool {
 		errors.Is(err, syscall.ECONNRESET)
 }
 
-// markSeen sets \Seen on mails whose tickets are stored: only now do they
-// become read in Gmail. On failure they stay unseen, so the next poll
-// ingests them again, as duplicates, and retries the flag.
-func (s *session) markSeen(uids []imap.UID) error {
+// pendingSeen is a UID STORE +FLAGS.SILENT (\Seen) in flight.
+type pendingSeen struct {
+	uids []imap.UID
+	done chan error
+}
+
+// startSeen sets \Seen on mails whose tickets are stored: only now do they
+// become read in Gmail. It sends the command and returns; finishSeen waits
+// for the answer, so that the next batch is stored meanwhile. On failure
+// they stay unseen, so the next poll ingests them again, as duplicates, and
+// retries the flag.
+func (s *session) startSeen(uids []imap.UID) *pendingSeen {
 	if len(uids) == 0 {
 		return nil
 	}
-	stop := s.guard()
-	err := s.c.Store(imap.UIDSetNum(uids...), &imap.StoreFlags{
+	p := &pendingSeen{uids: uids, done: make(chan error, 1)}
+	cmd := s.c.Store(imap.UIDSetNum(uids...), &imap.StoreFlags{
 		Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen},
-	}, nil).Close()
+	}, nil)
+	// Read the answer at once: a server that answers with FETCH FLAGS all
+	// the same must not stall the client's reader behind it.
+	go func() { p.done <- cmd.Close() }()
+	return p
+}
+
+// finishSeen waits for the answer to p (nil: nothing was sent).
+func (s *session) finishSeen(p *pendingSeen) error {
+	if p == nil {
+		return nil
+	}
+	stop := s.guard()
+	err := <-p.done
 	stop()
 	if err != nil {
 		return fmt.Errorf("UID STORE +FLAGS.SILENT (\\Seen): %w", err)

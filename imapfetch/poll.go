@@ -6,19 +6,16 @@ package imapfetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailgate/mailgate/accounts"
+	"github.com/mailgate/mailgate/tickets"
 )
-
-// bodyPeek is BODY.PEEK[]: the whole message, without setting \Seen
-// (RFC 3501 section 6.4.5), so that only a stored ticket marks it read.
-var bodyPeek = &imap.FetchItemBodySection{Peek: true}
 
 // initialImport runs the choice the admin made at connect (import the N
 // most recent mails, or none). The mails that arrived before the account
@@ -53,7 +50,7 @@ func (s *session) initialImport(ctx context.Context, a *accounts.Account) error 
 		if err != nil {
 			return fmt.Errorf("initial import: %w", err)
 		}
-		if left := len(pick) - len(done); left > 0 {
+		if left := len(pick) - done; left > 0 {
 			// Retried by the next session, which runs the import again;
 			// what was ingested is a duplicate then.
 			return fmt.Errorf("initial import: %d of %d mails failed and will be retried", left, len(pick))
@@ -182,92 +179,147 @@ func (s *session) pollNew(ctx context.Context) error {
 	return err
 }
 
-// fetchAndIngest fetches uids (ascending) in batches of BatchSize and
-// ingests each. For new mail it then marks the ingested ones \Seen and
-// moves the cursor; the initial import leaves flags and cursor alone. It
-// returns the UIDs that are done: ingested, quarantined or gone.
+// fetchAndIngest fetches uids (ascending) in batches of at most
+// BatchSize mails and maxBatchBytes, and ingests each batch with one store
+// call. For new mail it then marks the stored ones \Seen and moves the
+// cursor; the initial import leaves flags and cursor alone. It returns how
+// many of uids are done: ingested, quarantined or gone.
 //
-// Shutdown (ctx cancelled) is noticed between mails: the mail being
-// ingested, and the \Seen of those ingested, are finished first.
-func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported bool, ceiling uint32) (map[imap.UID]bool, error) {
-	done := make(map[imap.UID]bool, len(uids))
-	for start := 0; start < len(uids); start += s.o.BatchSize {
-		if err := context.Cause(ctx); err != nil {
-			return done, err
-		}
-		batch := uids[start:min(start+s.o.BatchSize, len(uids))]
-		stop := s.guard()
-		msgs, err := s.c.Fetch(imap.UIDSetNum(batch...), &imap.FetchOptions{
-			UID:          true,
-			InternalDate: true,
-			BodySection:  []*imap.FetchItemBodySection{bodyPeek},
-		}).Collect()
-		stop()
-		if err != nil {
-			return done, fmt.Errorf("UID FETCH: %w", err)
-		}
-		byUID := make(map[imap.UID]*imapclient.FetchMessageBuffer, len(msgs))
-		for _, m := range msgs {
-			byUID[m.UID] = m
-		}
-
-		var seen []imap.UID
-		var abort error
-		for _, uid := range batch {
-			if err := context.Cause(ctx); err != nil {
-				abort = err
-				break
+// The batches overlap: the next batch is fetched and parsed while the
+// current one is stored, and its \Seen is answered while the next one is
+// stored; at most two batches of mail are held at once. \Seen is only sent
+// once the store has answered for the batch, and the cursor only moves
+// once the server has answered the \Seen.
+//
+// Shutdown (ctx cancelled) is noticed between batches: the batch being
+// stored, and the \Seen of its stored mails, are finished first.
+func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported bool, ceiling uint32) (int, error) {
+	done := make([]bool, len(uids))
+	ndone := 0
+	src := tickets.Source{SupportAddress: s.w.email, Origin: "imap:" + s.w.email}
+	if imported {
+		src.SuppressTriggers = true
+		src.Tags = []string{"imported"}
+	}
+	var next *pendingFetch
+	var seen *pendingSeen // the \Seen of the batch stored before
+	var seenAt []int      // its mails' indexes in uids
+	lead := 0             // uids[:lead] are done
+	// finish waits for the \Seen in flight and moves the cursor over what
+	// is done; it is also the way out, so that nothing is left in flight.
+	finish := func() error {
+		err := s.finishSeen(seen)
+		if err == nil {
+			for _, i := range seenAt {
+				done[i] = true
+				ndone++
 			}
-			m := byUID[uid]
-			if m == nil {
-				done[uid] = true // expunged since the search
+		}
+		seen, seenAt = nil, nil
+		if !imported {
+			// advance looks at the leading done UIDs; those before the
+			// last of them were looked at by the previous call.
+			for lead < len(done) && done[lead] {
+				lead++
+			}
+			from := max(0, lead-1)
+			s.advance(ctx, uids[from:], done[from:], ceiling)
+		}
+		return err
+	}
+	var rest *pendingPlan
+	defer func() {
+		if next != nil {
+			next.wait() // the FETCH in flight: read to its end and dropped
+		}
+		if rest != nil {
+			rest.wait()
+		}
+	}()
+	if err := context.Cause(ctx); err != nil {
+		return 0, err
+	}
+	ends, rest, err := s.startPlan(uids)
+	if err != nil {
+		return 0, err
+	}
+	if len(uids) > 0 {
+		next = s.startFetch(uids[:ends[0]])
+	}
+	for k, start := 0, 0; next != nil; k, start = k+1, ends[k] {
+		b := next.wait()
+		next = nil
+		if b.err != nil {
+			err := errors.Join(fmt.Errorf("UID FETCH: %w", b.err), finish())
+			return ndone, err
+		}
+		if err := context.Cause(ctx); err != nil {
+			err = errors.Join(err, finish())
+			return ndone, err
+		}
+		if k+1 == len(ends) && rest != nil {
+			more, err := rest.wait()
+			rest = nil
+			if err != nil {
+				err = errors.Join(err, finish())
+				return ndone, err
+			}
+			ends = append(ends, more...)
+		}
+		if k+1 < len(ends) {
+			next = s.startFetch(uids[ends[k]:ends[k+1]])
+		}
+		out, abort := s.ingestBatch(ctx, b, src, imported)
+		// The \Seen of the previous batch was answered while this one was
+		// stored.
+		if err := finish(); err != nil {
+			err = errors.Join(err, abort)
+			return ndone, err
+		}
+		// UIDs asked for but not returned were expunged since the search.
+		batch := uids[start:ends[k]]
+		j := 0
+		var stored []imap.UID
+		for k, u := range batch {
+			i := start + k
+			for j < len(b.mails) && b.mails[j].uid < u {
+				j++ // an answer for a UID not in batch: the client drops those
+			}
+			if j == len(b.mails) || b.mails[j].uid != u {
+				done[i] = true
+				ndone++
 				continue
 			}
-			s.rep.Fetched++
-			if imported {
-				s.rep.InitialImport++
-			}
-			out, err := s.ingest(ctx, uint32(uid), m.FindBodySection(bodyPeek), m.InternalDate, imported)
-			if err != nil {
-				abort = err
-				break
-			}
-			switch {
-			case out == ingested && !imported:
-				seen = append(seen, uid)
-			case out == ingested, out == quarantined:
-				done[uid] = true
-			}
-			s.done++
-			if s.progress != nil {
-				s.progress(s.done, s.total)
+			switch o := out[j]; {
+			case o == ingested && !imported:
+				stored = append(stored, u)
+				seenAt = append(seenAt, i)
+			case o == ingested, o == quarantined:
+				done[i] = true
+				ndone++
 			}
 		}
-		if err := s.markSeen(seen); err != nil {
-			return done, err
-		}
-		for _, u := range seen {
-			done[u] = true
-		}
-		if !imported {
-			s.advance(ctx, uids, done, ceiling)
-		}
+		seen = s.startSeen(stored)
 		if abort != nil {
-			return done, abort
+			err := errors.Join(abort, finish())
+			return ndone, err
 		}
 	}
-	return done, nil
+	if err := finish(); err != nil {
+		return ndone, err
+	}
+	return ndone, nil
 }
 
 // advance moves the cursor over the leading UIDs that are done, so that a
 // failed mail keeps it just below itself and is searched for again. When
 // all of uids are done it moves on to ceiling, the highest UID the search
 // saw: everything between is read mail, which is not ours to fetch.
-func (s *session) advance(ctx context.Context, uids []imap.UID, done map[imap.UID]bool, ceiling uint32) {
+func (s *session) advance(ctx context.Context, uids []imap.UID, done []bool, ceiling uint32) {
 	next := s.cur.LastUID
 	all := true
-	for _, u := range uids {
-		if !done[u] {
+	for i, u := range uids {
+		if !done[i] {
 			all = false
 			break
 		}
