@@ -48,8 +48,9 @@ type Queue struct {
 	// clean: consumers whose own pending entries Next found empty, since
 	// when each was handed only what it released (see mayOwn).
 	clean     map[string]bool
-	lastClaim time.Time // Next's last look for other consumers' stale entries
-	seen      depthSeen // the queue's depth at the last Health that found it whole
+	lastClaim time.Time    // Next's last look for other consumers' stale entries
+	clock     clockReading // the latest reading of Redis's clock (Accept)
+	seen      depthSeen    // the queue's depth at the last Health that found it whole
 	// gone counts the tries of this process whose record had vanished
 	// when they saved their outcome, since the last Health that found the
 	// queue whole: an admin's delete, or Redis losing the queue.
