@@ -100,7 +100,8 @@ func BenchmarkRelayEndToEnd(b *testing.B) {
 			b.ResetTimer()
 			meter.start()
 			benchSend(b, clients, b.N, msg)
-			got := sink.WaitFor(b.N, time.Minute+time.Duration(b.N)*10*time.Millisecond)
+			// Generous: on a loaded machine the benchmark is slow, not wrong.
+			got := sink.WaitFor(b.N, 2*time.Minute+time.Duration(b.N)*50*time.Millisecond)
 			b.StopTimer()
 			meter.report(b, b.N)
 			if len(got) != b.N {
