@@ -54,6 +54,17 @@ func (s *Signer) CanSign(domain string) bool {
 	return len(s.keys[normDomain(domain)]) > 0
 }
 
+// Keys names the keys a message From domain is signed with (their DNS
+// record names, in signing order): a signature made earlier with the same
+// keys over the same bytes can be sent again instead of signing anew.
+func (s *Signer) Keys(domain string) string {
+	var names []string
+	for _, k := range s.keys[normDomain(domain)] {
+		names = append(names, k.RecordName())
+	}
+	return strings.Join(names, " ")
+}
+
 // Domains lists the domains that have a key.
 func (s *Signer) Domains() []string {
 	out := make([]string, 0, len(s.keys))

@@ -45,7 +45,18 @@ type dialOptions struct {
 }
 
 // dial connects, says EHLO as o.hostname, sets up TLS and authenticates.
+// Ending ctx closes the connection.
 func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
+	s, err := dialSession(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return s.c, nil
+}
+
+// dialSession is dial for a session that may outlive ctx (connCache):
+// rebind ties it to the context of its next use.
+func dialSession(ctx context.Context, o dialOptions) (*outSession, error) {
 	t := o.timeouts
 	d := net.Dialer{Timeout: t.Connect}
 	raw, err := d.DialContext(ctx, "tcp", o.addr)
@@ -54,7 +65,8 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 	}
 	// Ending ctx (a shutdown past its grace) cuts the session wherever
 	// it is; each step below has its own timeout.
-	context.AfterFunc(ctx, func() { raw.Close() })
+	s := &outSession{raw: raw, since: time.Now()}
+	s.rebind(ctx)
 	var conn net.Conn = &writeDeadlineConn{Conn: raw, timeout: t.Command}
 	conn.SetDeadline(time.Now().Add(t.Connect))
 	switch o.tlsMode {
@@ -85,7 +97,8 @@ func dial(ctx context.Context, o dialOptions) (*smtp.Client, error) {
 			return nil, err
 		}
 	}
-	return c, nil
+	s.c = c
+	return s, nil
 }
 
 // startTLS runs the plaintext part of the session (greeting, EHLO,

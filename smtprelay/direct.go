@@ -39,12 +39,13 @@ type DirectOptions struct {
 
 // ownRoute returns how the relay sends mail itself: through the
 // smarthost when one is configured, else to the recipients' MX hosts.
-// sign signs mail again that had to be downgraded to ASCII.
-func ownRoute(o DirectOptions, hostname string, t Timeouts, sign func([]byte) []byte) (Route, courier) {
+// sign signs mail again that had to be downgraded to ASCII; cache keeps
+// sessions open between messages.
+func ownRoute(o DirectOptions, hostname string, t Timeouts, sign func([]byte) []byte, cache *connCache) (Route, courier) {
 	if o.Smarthost != "" {
-		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeouts: t, sign: sign}
+		return RouteSmarthost, &smarthostRoute{opts: o, hostname: hostname, timeouts: t, sign: sign, cache: cache}
 	}
-	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeouts: t, sign: sign}
+	return RouteDirect, &mxRoute{opts: o, hostname: hostname, timeouts: t, sign: sign, cache: cache}
 }
 
 // smarthostRoute hands all mail to one relay host (relay.smarthost).
@@ -53,6 +54,7 @@ type smarthostRoute struct {
 	hostname string
 	timeouts Timeouts
 	sign     func([]byte) []byte
+	cache    *connCache
 }
 
 // Deliver sends data (already signed) to the smarthost in one transaction.
@@ -65,7 +67,7 @@ func (s *smarthostRoute) Deliver(ctx context.Context, from string, rcpts []strin
 	if mode == "" {
 		mode = tlsmode.StartTLS
 	}
-	return deliverTo(ctx, dialOptions{addr: s.opts.Smarthost, tlsMode: mode, tls: s.opts.TLS,
+	return s.cache.deliver(ctx, dialOptions{addr: s.opts.Smarthost, tlsMode: mode, tls: s.opts.TLS,
 		hostname: s.hostname, auth: auth, timeouts: s.timeouts, sign: s.sign}, from, rcpts, data)
 }
 
@@ -75,6 +77,7 @@ type mxRoute struct {
 	hostname string
 	timeouts Timeouts
 	sign     func([]byte) []byte
+	cache    *connCache
 }
 
 // Deliver sends data (already signed) to every recipient, one SMTP
@@ -98,7 +101,7 @@ func (d *mxRoute) toDomain(ctx context.Context, domain, from string, rcpts []str
 	for i, h := range hosts {
 		o := dialOptions{addr: net.JoinHostPort(h, strconv.Itoa(d.port())), tlsMode: tlsmode.Opportunistic,
 			tls: d.opts.TLS, hostname: d.hostname, timeouts: d.timeouts, sign: d.sign}
-		got := deliverTo(ctx, o, from, rcpts, data)
+		got := d.cache.deliver(ctx, o, from, rcpts, data)
 		waiting := got.rcpts(Deferred)
 		if len(waiting) == 0 || i == len(hosts)-1 {
 			return append(res, got...)

@@ -65,6 +65,9 @@ type Message struct {
 	Consumer   string    `json:"consumer,omitempty"`
 	TryStarted time.Time `json:"try_started,omitzero"`
 	Data       []byte    `json:"-"`
+	// DKIM is the signature made at the first direct try, sent again by
+	// the next tries while the bytes signed and the keys stay the same.
+	DKIM *savedSignature `json:"dkim,omitempty"`
 
 	entry    string // stream entry id while a worker holds it
 	consumer string // the worker that holds it

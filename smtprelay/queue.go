@@ -44,8 +44,13 @@ type Queue struct {
 	p    string
 
 	mu   sync.Mutex
-	held map[string]string // queue id → stream entry, of what this process's workers hold
-	seen depthSeen         // the queue's depth at the last Health that found it whole
+	held map[string]heldEntry // by queue id, what this process's workers hold
+	// clean: consumers whose own pending entries Next found empty, since
+	// when each was handed only what it released (see mayOwn).
+	clean     map[string]bool
+	lastClaim time.Time    // Next's last look for other consumers' stale entries
+	clock     clockReading // the latest reading of Redis's clock (Accept)
+	seen      depthSeen    // the queue's depth at the last Health that found it whole
 	// gone counts the tries of this process whose record had vanished
 	// when they saved their outcome, since the last Health that found the
 	// queue whole: an admin's delete, or Redis losing the queue.
@@ -69,7 +74,7 @@ func NewQueue(rdb redis.UniversalClient, opts QueueOptions) *Queue {
 	if opts.AcceptTimeout <= 0 {
 		opts.AcceptTimeout = 10 * time.Second
 	}
-	return &Queue{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix), held: map[string]string{}}
+	return &Queue{rdb: rdb, opts: opts, p: rkey.Prefix(rdb, opts.Prefix), held: map[string]heldEntry{}, clean: map[string]bool{}}
 }
 
 func (q *Queue) msgKey(id string) string { return q.p + "relay:msg:" + id }
@@ -143,22 +148,37 @@ func (q *Queue) waitAOF(ctx context.Context) error {
 // consumer took more than ClaimIdle ago and never finished (it is
 // presumed dead: XAUTOCLAIM), then new ones, waiting up to block.
 //
+// Each of those reads is a round trip, and under appendfsync always every
+// round trip waits for Redis's next fsync; so a consumer's own entries are
+// read only when it may have some (at its first call, after a try that
+// left its entry pending, after Reclaim gave it a dead worker's), and
+// other consumers' stale entries are looked for at most every claimEvery.
+// In steady flow a message costs one read of the stream and one of its
+// record.
+//
 // It is the one place that reads the queue, so it is where a queue that
 // Redis lost (restarted empty, flushed, failed over to a replica without
 // it) is made again: the error is then a *LostError saying what was lost,
 // and the next call reads the new queue.
 func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Duration) ([]*Message, error) {
 	var entries []redis.XMessage
-	own, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: group, Consumer: consumer, Streams: []string{q.ready(), "0"}, Count: int64(n),
-	}).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, q.readErr(ctx, err)
+	if q.mayOwn(consumer) {
+		own, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: group, Consumer: consumer, Streams: []string{q.ready(), "0"}, Count: int64(n),
+		}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, q.readErr(ctx, err)
+		}
+		for _, s := range own {
+			entries = append(entries, s.Messages...)
+		}
+		if len(entries) == 0 {
+			q.mu.Lock()
+			q.clean[consumer] = true
+			q.mu.Unlock()
+		}
 	}
-	for _, s := range own {
-		entries = append(entries, s.Messages...)
-	}
-	if len(entries) == 0 {
+	if len(entries) == 0 && q.claimDue() {
 		claimed, _, err := q.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream: q.ready(), Group: group, Consumer: consumer, MinIdle: q.opts.ClaimIdle, Start: "0-0", Count: int64(n),
 		}).Result()
@@ -178,10 +198,14 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 			entries = append(entries, s.Messages...)
 		}
 	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i], _ = e.Values["id"].(string)
+	}
+	msgs, errs := q.getMany(ctx, ids)
 	var out []*Message
-	for _, e := range entries {
-		id, _ := e.Values["id"].(string)
-		m, err := q.Get(ctx, id, true)
+	for i, e := range entries {
+		m, err := msgs[i], errs[i]
 		if errors.Is(err, ErrNotFound) || err == nil && m.State == StateTentative {
 			// Deleted by an admin while queued, or (never the case
 			// unless a record was edited by hand) not confirmed: nothing
@@ -190,6 +214,8 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 			continue
 		}
 		if err != nil {
+			// The entries not handed out stay pending: read them again.
+			q.dirty(consumer)
 			return out, err
 		}
 		m.entry, m.consumer = e.ID, consumer
@@ -197,6 +223,46 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// claimEvery is how often, at most, Next looks for entries that other
+// consumers have held longer than ClaimIdle.
+func (q *Queue) claimEvery() time.Duration { return min(time.Second, q.opts.ClaimIdle/2) }
+
+// claimDue says whether it is time to look for stale entries again, and
+// if so counts this as the look.
+func (q *Queue) claimDue() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.lastClaim.IsZero() && time.Since(q.lastClaim) < q.claimEvery() {
+		return false
+	}
+	q.lastClaim = time.Now()
+	return true
+}
+
+// mayOwn says whether consumer may have pending entries of its own: it
+// never read them in this process, or something it took is still held
+// (its try left the entry pending), or it was given others' (Reclaim).
+func (q *Queue) mayOwn(consumer string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.clean[consumer] {
+		return true
+	}
+	for _, h := range q.held {
+		if h.consumer == consumer {
+			return true
+		}
+	}
+	return false
+}
+
+// dirty makes the next Next of consumer read its own pending entries.
+func (q *Queue) dirty(consumer string) {
+	q.mu.Lock()
+	delete(q.clean, consumer)
+	q.mu.Unlock()
 }
 
 // ack forgets a stream entry nobody needs to deliver.
@@ -209,9 +275,12 @@ func (q *Queue) ack(ctx context.Context, entry string) {
 // queue lost meanwhile can say how many tries were under way.
 func (q *Queue) hold(m *Message) {
 	q.mu.Lock()
-	q.held[m.ID] = m.entry
+	q.held[m.ID] = heldEntry{entry: m.entry, consumer: m.consumer}
 	q.mu.Unlock()
 }
+
+// heldEntry is a message a worker of this process took from the stream.
+type heldEntry struct{ entry, consumer string }
 
 func (q *Queue) release(id string) {
 	q.mu.Lock()
@@ -224,14 +293,50 @@ var ErrNotFound = errors.New("no such queued message")
 
 // Get loads a message; withData loads its raw bytes too.
 func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, error) {
-	fields := []string{"meta", "rev"}
-	if withData {
-		fields = append(fields, "data")
-	}
-	vals, err := q.rdb.HMGet(ctx, q.msgKey(id), fields...).Result()
+	vals, err := q.rdb.HMGet(ctx, q.msgKey(id), recordFields(withData)...).Result()
 	if err != nil {
 		return nil, err
 	}
+	return q.decodeRecord(id, vals, withData)
+}
+
+// getMany loads messages with their bytes in one round trip: the i-th
+// message or error is for ids[i].
+func (q *Queue) getMany(ctx context.Context, ids []string) ([]*Message, []error) {
+	msgs, errs := make([]*Message, len(ids)), make([]error, len(ids))
+	if len(ids) == 0 {
+		return msgs, errs
+	}
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HMGet(ctx, q.msgKey(id), recordFields(true)...)
+		}
+		return nil
+	})
+	for i, id := range ids {
+		vals, cerr := cmds[i].Result()
+		switch {
+		case cerr != nil:
+			errs[i] = cerr
+		case err != nil:
+			errs[i] = err
+		default:
+			msgs[i], errs[i] = q.decodeRecord(id, vals, true)
+		}
+	}
+	return msgs, errs
+}
+
+func recordFields(withData bool) []string {
+	if withData {
+		return []string{"meta", "rev", "data"}
+	}
+	return []string{"meta", "rev"}
+}
+
+// decodeRecord reads a message from the fields recordFields names.
+func (q *Queue) decodeRecord(id string, vals []any, withData bool) (*Message, error) {
 	meta, _ := vals[0].(string)
 	if meta == "" {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)

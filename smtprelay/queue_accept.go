@@ -49,6 +49,7 @@ func (q *Queue) PutTentative(ctx context.Context, m *Message) error {
 		return fmt.Errorf("queue %s: %w", m.ID, err)
 	}
 	m.acceptedRedis, m.acceptedLocal, m.deadline = at, time.Now(), at+accept
+	q.noteClock(at, m.acceptedLocal)
 	return nil
 }
 

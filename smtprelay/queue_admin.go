@@ -87,6 +87,7 @@ func (q *Queue) Reclaim(ctx context.Context, consumer string) (int, error) {
 			return moved, err
 		}
 		moved += len(ids)
+		q.dirty(consumer)
 		if len(ids) < 1000 {
 			// Its list is empty now: forget the dead consumer.
 			q.rdb.XGroupDelConsumer(ctx, q.ready(), group, name)

@@ -101,7 +101,7 @@ func (q *Queue) recreate(ctx context.Context) error {
 	if q.seen.ok {
 		lost.Before, lost.SeenAt = q.seen.depth, q.seen.at
 	}
-	q.held = map[string]string{}
+	q.held, q.clean = map[string]heldEntry{}, map[string]bool{}
 	q.mu.Unlock()
 	if err := q.rescue(ctx, lost); err != nil {
 		return errors.Join(lost, fmt.Errorf("putting back what Redis kept: %w", err))

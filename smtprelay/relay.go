@@ -76,8 +76,9 @@ type Relay struct {
 	acc      AccountStore
 	quota    *Quota
 	gmail    *gmailRoute
-	own      courier // how the relay sends mail itself: MX hosts or the smarthost
-	ownRoute Route   // RouteDirect or RouteSmarthost
+	own      courier    // how the relay sends mail itself: MX hosts or the smarthost
+	ownRoute Route      // RouteDirect or RouteSmarthost
+	sessions *connCache // own's sessions kept open between messages
 	opts     RelayOptions
 	log      *slog.Logger
 	// One line when Redis stops answering the workers (or housekeeping)
@@ -124,7 +125,8 @@ func NewRelay(q *Queue, acc AccountStore, opts RelayOptions) *Relay {
 		quota: &Quota{rdb: q.rdb, p: q.p, now: opts.Now},
 		gmail: &gmailRoute{opts: opts.Gmail, hostname: opts.Hostname, timeouts: opts.Timeouts},
 	}
-	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeouts, r.resign)
+	r.sessions = newConnCache()
+	r.ownRoute, r.own = ownRoute(opts.Direct, opts.Hostname, opts.Timeouts, r.resign, r.sessions)
 	r.readHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay delivery", Dependency: "redis",
 		Paused: "delivery is paused; accepted mail waits in the queue"})
 	r.houseHealth = health.New(health.Options{Logger: opts.Logger, Part: "relay housekeeping", Dependency: "redis",
@@ -174,6 +176,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	r.sessions.closeAll(r.opts.Timeouts)
 	// A try cut by the grace period left its message pending: say we are
 	// gone so that the next process takes it over at once.
 	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -205,6 +208,7 @@ func (r *Relay) housekeeping(ctx context.Context, names []string) {
 		// Before Promote: an outcome kept in memory goes to Redis before
 		// its message can be tried again.
 		r.resaveAll(ctx)
+		r.sessions.closeIdle(r.opts.Timeouts)
 		// Each step is tried even when another failed: the heartbeat must
 		// go on, or other processes take over mail being delivered here.
 		start := time.Now()
@@ -227,46 +231,6 @@ func (r *Relay) housekeeping(ctx context.Context, names []string) {
 			return
 		case <-t.C:
 		}
-	}
-}
-
-func (r *Relay) work(ctx, hard context.Context, consumer string) {
-	for ctx.Err() == nil {
-		start := time.Now()
-		msgs, err := r.q.Next(ctx, consumer, 1, time.Second)
-		r.readHealth.Report(ctx, start, err)
-		var lost *LostError
-		if errors.As(err, &lost) {
-			r.queueLost(lost)
-			continue
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				pause(ctx, time.Second)
-			}
-			continue
-		}
-		for _, m := range msgs {
-			// The try outlives a shutdown signal: a message half sent and
-			// not recorded would be sent twice.
-			tctx, cancel := context.WithTimeout(hard, r.opts.Timeouts.try())
-			err := r.Process(tctx, m)
-			cancel()
-			if err != nil {
-				r.log.Error("relay: recording a delivery", "queue_id", m.ID, "err", err)
-				pause(ctx, time.Second)
-			}
-		}
-	}
-}
-
-// pause waits d, or less if ctx ends.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

@@ -159,8 +159,8 @@ func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account
 // hdrFrom, data's From address.
 func (r *Relay) direct(m *Message, envFrom string, data []byte, hdrFrom string, why reason, attrs []any) decision {
 	d := decision{route: r.ownRoute, via: r.own, from: envFrom, data: data, reason: why, attrs: attrs}
-	if r.canSign(domainOf(hdrFrom)) {
-		if signed, err := r.opts.Signer.Sign(data); err == nil {
+	if domain := domainOf(hdrFrom); r.canSign(domain) {
+		if signed, err := r.sign(m, data, domain); err == nil {
 			d.data = signed
 		} else {
 			r.log.Warn("relay: DKIM signing failed, sending unsigned", "queue_id", m.ID, "err", err)

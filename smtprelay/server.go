@@ -335,11 +335,7 @@ func (x *session) Data(r io.Reader) error {
 	// Stored tentative, confirmed as the last step before the 250: after
 	// a 451 (Redis too slow, or frozen and resumed later) the stored copy
 	// is never delivered, so the helpdesk's retry is the only copy.
-	err = x.s.q.PutTentative(ctx, m)
-	if err == nil {
-		err = x.s.q.Confirm(ctx, m)
-	}
-	if err != nil {
+	if err := x.s.q.Accept(ctx, m); err != nil {
 		// Temporary: the helpdesk keeps the message and tries again. A
 		// 5xx would make it drop a message we never stored.
 		return x.refuse("DATA", RejectQueue, errQueueDown, "queue_id", m.ID, "err", err.Error())
