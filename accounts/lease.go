@@ -9,10 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/proclive"
 )
 
 var (
@@ -48,7 +49,7 @@ func NewHolder(token string) Holder {
 		_, _ = rand.Read(b[:])
 		token = hex.EncodeToString(b[:])
 	}
-	return Holder{Host: localHost(), PID: os.Getpid(), Token: token}
+	return Holder{Host: proclive.Host(), PID: os.Getpid(), Token: token}
 }
 
 // valid says whether h can be stored and read back: host:pid:token with a
@@ -120,17 +121,15 @@ func (l Liveness) String() string {
 // name is what says so, so two machines (or containers with their own pid
 // namespaces) that share a Redis must not share a host name.
 func (h Holder) Liveness() Liveness {
-	host := localHost()
-	if host == "" || h.Host != host || h.PID <= 0 {
+	switch {
+	case h.Host == "" || h.Host != proclive.Host() || h.PID <= 0:
 		return Unknown
+	case proclive.Gone(h.Host, h.PID):
+		return Gone
+	default:
+		return Alive
 	}
-	return pidLiveness(h.PID)
 }
-
-var localHost = sync.OnceValue(func() string {
-	h, _ := os.Hostname()
-	return h
-})
 
 // Lease is an account's polling lease as one call found it.
 type Lease struct {

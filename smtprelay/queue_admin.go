@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/proclive"
 )
 
 // promoteScript moves deferred messages whose time has come back to the
@@ -52,7 +56,8 @@ func (q *Queue) Gone(ctx context.Context, consumers []string) error {
 }
 
 // Reclaim hands to consumer the unfinished entries of consumers that are no
-// longer alive (a process killed mid-delivery), so that they are retried
+// longer alive (a process killed mid-delivery: its heartbeat ran out, or
+// it ran on this machine and its pid is gone), so that they are retried
 // at once rather than after ClaimIdle, and returns how many it moved.
 // ClaimIdle stays the last resort, for a consumer alive but stuck. A
 // queue Redis lost has nothing to reclaim: the next Next makes it again.
@@ -69,7 +74,7 @@ func (q *Queue) Reclaim(ctx context.Context, consumer string) (int, error) {
 		if name == consumer {
 			continue
 		}
-		if n, err := q.rdb.Exists(ctx, q.aliveKey(name)).Result(); err != nil || n == 1 {
+		if n, err := q.rdb.Exists(ctx, q.aliveKey(name)).Result(); err != nil || n == 1 && !consumerGone(name) {
 			continue
 		}
 		pend, err := q.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.ready(), Group: group, Consumer: name, Start: "-", End: "+", Count: 1000}).Result()
@@ -175,4 +180,17 @@ func (q *Queue) Stats(ctx context.Context) (depth int64, oldest time.Time, err e
 		return depth, oldest, err
 	}
 	return depth, time.UnixMilli(int64(first[0].Score)), nil
+}
+
+// consumerGone reports whether a worker named host:pid-n (Run's names)
+// belonged to a process on this machine that no longer exists: killed, its
+// heartbeat has not run out yet, but nothing will finish its work.
+func consumerGone(name string) bool {
+	i := strings.LastIndexByte(name, ':')
+	if i < 0 {
+		return false
+	}
+	pid, _, _ := strings.Cut(name[i+1:], "-")
+	n, err := strconv.Atoi(pid)
+	return err == nil && proclive.Gone(name[:i], n)
 }

@@ -3,11 +3,15 @@ package smtprelay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/proclive"
 	"github.com/mailgate/mailgate/internal/redistest"
 )
 
@@ -182,6 +186,40 @@ func TestReclaimTakesOverDeadWorkers(t *testing.T) {
 		t.Fatalf("Reclaim = %d, %v; want the dead worker's one message", n, err)
 	}
 	got, err := q.Next(ctx, "new-process-0", 1, 10*time.Millisecond)
+	if err != nil || len(got) != 1 || got[0].ID != dead.ID {
+		t.Fatalf("after Reclaim, Next = %+v, %v; want %s", got, err, dead.ID)
+	}
+}
+
+// TestReclaimTakesOverKilledProcessAtOnce: a process killed on this
+// machine still has a fresh heartbeat, but its pid is gone: its restart
+// takes its entries over at once, not after the heartbeat runs out. A
+// worker of a live process (this one) with a heartbeat keeps its own.
+func TestReclaimTakesOverKilledProcessAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	q := NewQueue(srv.Client(t), QueueOptions{ClaimIdle: time.Hour})
+	q.EnsureGroup(ctx)
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Skipf("cannot run true: %v", err)
+	}
+	killed := fmt.Sprintf("%s:%d-0", proclive.Host(), exited.Process.Pid)
+	live := fmt.Sprintf("%s:%d-1", proclive.Host(), os.Getpid())
+	q.Alive(ctx, []string{killed, live}, time.Minute)
+	dead := putTest(t, q)
+	if got, _ := q.Next(ctx, killed, 1, time.Second); len(got) != 1 {
+		t.Fatal("no message for the worker that was killed")
+	}
+	putTest(t, q)
+	if got, _ := q.Next(ctx, live, 1, time.Second); len(got) != 1 {
+		t.Fatal("no message for the live worker")
+	}
+	n, err := q.Reclaim(ctx, "restarted-0")
+	if err != nil || n != 1 {
+		t.Fatalf("Reclaim = %d, %v; want the killed process's one message, its heartbeat notwithstanding", n, err)
+	}
+	got, err := q.Next(ctx, "restarted-0", 1, 10*time.Millisecond)
 	if err != nil || len(got) != 1 || got[0].ID != dead.ID {
 		t.Fatalf("after Reclaim, Next = %+v, %v; want %s", got, err, dead.ID)
 	}

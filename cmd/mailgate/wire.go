@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,6 +25,7 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/dkim"
 	"github.com/mailgate/mailgate/imapfetch"
+	"github.com/mailgate/mailgate/internal/proclive"
 	"github.com/mailgate/mailgate/metrics"
 	"github.com/mailgate/mailgate/oauth"
 	"github.com/mailgate/mailgate/redisconn"
@@ -358,7 +360,7 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		RewriteFrom:   cfg.Relay.RewriteFromAddress,
 		Workers:       cfg.Relay.Workers,
 		Timeouts:      relayTimeouts(cfg),
-		Consumer:      fmt.Sprintf("%s:%d", hostname, os.Getpid()),
+		Consumer:      consumerName(hostname),
 		ShutdownGrace: cfg.ShutdownGrace.Duration(),
 		Publish: func(ctx context.Context, typ tickets.EventType, ticket int64, data any) {
 			if err := st.Publish(ctx, typ, ticket, data); err != nil {
@@ -459,4 +461,16 @@ func newTokens(cfg *config.Config, acc *accounts.Store, log *slog.Logger, m *met
 func relayAuthLimits(r config.Relay) smtprelay.AuthLimits {
 	return smtprelay.AuthLimits{MaxFailures: r.AuthMaxFailures, FailureDelay: r.AuthFailureDelay.Duration(),
 		Budget: r.AuthFailureBudget, Lockout: r.AuthLockout.Duration(), Checks: r.AuthConcurrentChecks}
+}
+
+// consumerName names this process's delivery workers in the queue: the
+// machine's host name and the pid, so that a restart on the same machine
+// sees that a killed predecessor is gone and takes its messages at once
+// (smtprelay.Queue.Reclaim). Without a host name, the relay's.
+func consumerName(relayHost string) string {
+	host := proclive.Host()
+	if host == "" || strings.Contains(host, ":") {
+		host = relayHost
+	}
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }
