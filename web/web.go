@@ -1,6 +1,7 @@
-// Package web serves mailgate's HTTP endpoints: health, readiness,
-// Prometheus metrics and a JSON status.
+// Package web serves mailgate's HTTP endpoints: an HTML console, health,
+// readiness, Prometheus metrics and a JSON status.
 //
+//	GET /         HTML console (console.html) from the same Options.Status, read-only
 //	GET /healthz  200 "ok" while the process runs (liveness)
 //	GET /readyz   200 "ready", or 503 with the reason (Redis down, listeners not up,
 //	              the delivery queue missing from Redis: nothing would go out)
@@ -10,7 +11,9 @@
 //
 // The listener is meant for operators and monitoring: it binds loopback by
 // default (http.listen). With Options.Token set, /metrics and /status
-// require it as a Bearer token (RFC 6750): /status shows customer
+// require it as a Bearer token (RFC 6750), and so does the console; a
+// browser cannot send that header, so ?token= (which sets a cookie for the
+// next pages) and that cookie are accepted too: /status shows customer
 // addresses and the From and Subject of quarantined mail. /healthz and
 // /readyz stay open for probes; they tell nothing about anyone's mail.
 package web
@@ -52,6 +55,12 @@ type Options struct {
 	// Pprof serves Go's runtime profiles on /debug/pprof/, behind Token
 	// like /status, to find where a process's memory and CPU go.
 	Pprof bool
+	// Version and Redis (where the data lives, without credentials) are
+	// shown on the console; WarnAt is the fraction of the daily Gmail limit
+	// at which the relay warns (relay.quota_warn_at), 0 for none.
+	Version string
+	Redis   string
+	WarnAt  float64
 }
 
 // Server is the HTTP listener. Create it with New.
@@ -72,7 +81,7 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	// GET patterns also answer HEAD.
-	s.mux.HandleFunc("GET /{$}", s.index)
+	s.mux.Handle("GET /{$}", s.private(http.HandlerFunc(s.console)))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if opts.Registry != nil {
@@ -113,11 +122,6 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for the requests in progress, until
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
-
-func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "mailgate: /healthz /readyz /metrics /status")
-}
 
 // healthz says the process runs and serves HTTP: nothing else, so that a
 // Redis outage restarts nothing (that is readiness).
@@ -168,18 +172,35 @@ func (s *Server) private(h http.Handler) http.Handler {
 		return h
 	}
 	want := sha256.Sum256([]byte(s.opts.Token))
+	ok := func(got string) bool {
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+		allowed := strings.EqualFold(scheme, "Bearer") && ok(got)
+		if q := r.URL.Query().Get("token"); !allowed && q != "" && ok(q) {
+			// Remember it for the page's reloads and links, only for this
+			// site and never for scripts or other sites' requests.
+			http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: q, Path: "/",
+				HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+			allowed = true
+		}
+		if c, err := r.Cookie(tokenCookie); !allowed && err == nil && ok(c.Value) {
+			allowed = true
+		}
+		if !allowed {
 			// RFC 6750 section 3: say which scheme is wanted.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mailgate"`)
-			http.Error(w, "unauthorized: send Authorization: Bearer <http.token>", http.StatusUnauthorized)
+			http.Error(w, "unauthorized: send Authorization: Bearer <http.token>, or open /?token=<http.token>", http.StatusUnauthorized)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
 }
+
+// tokenCookie holds the token once a browser opened a page with ?token=.
+const tokenCookie = "mailgate_token"
 
 // promLogger passes promhttp's errors to slog.
 type promLogger struct{ l *slog.Logger }

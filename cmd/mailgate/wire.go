@@ -273,6 +273,10 @@ func (d *daemon) buildWeb() error {
 		Logger:   d.log,
 		Token:    d.cfg.HTTP.Token,
 		Pprof:    d.cfg.HTTP.Pprof,
+		// The console's header: password masked, Cluster/Sentinel seeds.
+		Version: version(),
+		Redis:   strings.TrimSpace(fmt.Sprint(d.cfg.Masked().Redis.URL, " ", strings.Join(d.cfg.Redis.Addrs, ","), " prefix ", d.cfg.Redis.Prefix)),
+		WarnAt:  d.cfg.Relay.QuotaWarnAt,
 	})
 	var err error
 	if d.httpL, err = net.Listen("tcp", d.cfg.HTTP.Listen); err != nil {
