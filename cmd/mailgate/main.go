@@ -22,7 +22,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runApp runs app and turns its error into a message and an exit code.
 func runApp(app *cli.App, args []string, stderr io.Writer) int {
-	if err := app.Run(args); err != nil {
+	if err := app.Run(hoistGlobalFlags(app, args)); err != nil {
 		code := 1
 		if ec, ok := err.(cli.ExitCoder); ok {
 			code = ec.ExitCode()
@@ -38,7 +38,7 @@ func runApp(app *cli.App, args []string, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "mailgate",
 		Usage:     "Gmail mailboxes in, helpdesk tickets out (Redis); the helpdesk's mail relayed via Gmail or DKIM-signed direct",
 		Version:   version(),
@@ -62,4 +62,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			versionCommand(),
 		},
 	}
+	setUsageErrors(app)
+	return app
 }
