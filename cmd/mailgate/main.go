@@ -47,6 +47,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// run prints errors itself, once, with the exit code they carry.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags:          globalFlags(),
+		// The shell completion scripts ask the binary for the words.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			demoCommand(),
 			configCommand(),
@@ -60,6 +62,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			dnsCommand(),
 			ticketsCommand(),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 	}
 	setUsageErrors(app)
