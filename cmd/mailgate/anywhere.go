@@ -114,13 +114,27 @@ func findCommand(commands []*cli.Command, name string) *cli.Command {
 // setUsageErrors makes a mistyped flag, anywhere in the command tree, one
 // line with the nearest flag name and where the help is, exiting 2 (the
 // code of a configuration error), instead of urfave/cli's full help text.
+// Each command's help also names the global flags it accepts.
 func setUsageErrors(app *cli.App) {
 	app.OnUsageError = usageError("", app.Flags)
+	var names []string
+	for _, f := range app.Flags {
+		names = append(names, dashed(f.Names()[0]))
+	}
+	globals := "\nGLOBAL OPTIONS (before or after the command, see mailgate --help):\n   " +
+		strings.Join(names, ", ") + "\n"
 	var walk func(path string, cmds []*cli.Command)
 	walk = func(path string, cmds []*cli.Command) {
 		for _, c := range cmds {
 			p := strings.TrimSpace(path + " " + c.Name)
 			c.OnUsageError = usageError(p, c.Flags)
+			if c.CustomHelpTemplate == "" {
+				c.CustomHelpTemplate = cli.CommandHelpTemplate
+				if len(c.Subcommands) > 0 {
+					c.CustomHelpTemplate = cli.SubcommandHelpTemplate
+				}
+				c.CustomHelpTemplate += globals
+			}
 			walk(p, c.Subcommands)
 		}
 	}

@@ -23,6 +23,11 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 		t.Errorf("config check -c x.yaml --set log.level=debug = %d:\n%s", code, out)
 	}
 
+	code, out, _ = mailgate(t, "tickets", "list", "--help")
+	if code != 0 || !strings.Contains(out, "--limit") || !strings.Contains(out, "--config, --redis-url") {
+		t.Errorf("tickets list --help = %d, does not name the global flags:\n%s", code, out)
+	}
+
 	srv := redistest.Start(t)
 	code, out, stderr = mailgate(t, "tickets", "list", "--redis-url", srv.URL)
 	if code != 0 {
@@ -51,5 +56,23 @@ func TestUnknownFlagIsOneLine(t *testing.T) {
 	code, _, stderr = mailgate(t, "--redis-ur", "x", "status")
 	if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "did you mean --redis-url? (mailgate --help)") {
 		t.Errorf("--redis-ur status = %d, %q", code, stderr)
+	}
+}
+
+// TestHoistGlobalFlags: where each token ends up; a command's own flag
+// values and everything after "--" stay where they are.
+func TestHoistGlobalFlags(t *testing.T) {
+	app := newApp(nil, nil)
+	for _, tc := range []struct{ in, want string }{
+		{"tickets list --config x.yaml", "--config x.yaml tickets list"},
+		{"-c a.yaml tickets list -c b.yaml --limit 3", "-c a.yaml -c b.yaml tickets list --limit 3"},
+		{"tickets ingest --support-address --set dir --set=a=b", "--set=a=b tickets ingest --support-address --set dir"},
+		{"tickets show 7 --redis-url r -- --config x", "--redis-url r tickets show 7 -- --config x"},
+		{"--config x.yaml version", "--config x.yaml version"},
+	} {
+		got := strings.Join(hoistGlobalFlags(app, append([]string{"mailgate"}, strings.Fields(tc.in)...))[1:], " ")
+		if got != tc.want {
+			t.Errorf("mailgate %s\n got  %s\n want %s", tc.in, got, tc.want)
+		}
 	}
 }
