@@ -45,6 +45,7 @@ func ticketsCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "support-address", Usage: "the support `ADDRESS` the mail arrived at (default: from its recipients)"},
 					&cli.BoolFlag{Name: "suppress-triggers", Usage: "mark new tickets so helpdesk automations do not fire"},
+					&cli.BoolFlag{Name: "sender-rate-limit", Usage: "apply fetch.sender_rate_limit as fetching does (off: a folder of one customer's mail is not a loop)"},
 				},
 				Action: ticketsIngest,
 			},
@@ -146,11 +147,17 @@ func ticketsIngest(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, rdb, err := openStore(c)
+	cfg, acc, rdb, err := loadAccounts(c)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	// The per-sender rate limit stops a mail loop while fetching; an admin
+	// feeding a folder chose those mails, often many from one customer.
+	if !c.Bool("sender-rate-limit") {
+		cfg.Fetch.SenderRateLimit = 0
+	}
+	st := newTicketStore(rdb, cfg, acc, newLogger(cfg, os.Stderr))
 	src := tickets.Source{Origin: "cli", SupportAddress: c.String("support-address"), SuppressTriggers: c.Bool("suppress-triggers")}
 	var created, comments, dups, suppressed, failed int
 	for _, f := range files {
@@ -170,7 +177,11 @@ func ticketsIngest(c *cli.Context) error {
 			if r.Ticket != 0 {
 				about = fmt.Sprintf(" about ticket #%d", r.Ticket)
 			}
-			fmt.Fprintf(c.App.Writer, "%s: no ticket: %s%s (kept, reported on the event stream)\n", f, r.Suppressed, about)
+			hint := ""
+			if r.Suppressed == tickets.NoiseRateLimited {
+				hint = "; ingest without --sender-rate-limit to take them all"
+			}
+			fmt.Fprintf(c.App.Writer, "%s: no ticket: %s%s (kept, reported on the event stream%s)\n", f, r.Suppressed, about, hint)
 			suppressed++
 		case r.Duplicate:
 			fmt.Fprintf(c.App.Writer, "%s: already ingested (ticket #%d), nothing new\n", f, r.Ticket)

@@ -22,7 +22,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runApp runs app and turns its error into a message and an exit code.
 func runApp(app *cli.App, args []string, stderr io.Writer) int {
-	if err := app.Run(args); err != nil {
+	if err := app.Run(hoistGlobalFlags(app, args)); err != nil {
 		code := 1
 		if ec, ok := err.(cli.ExitCoder); ok {
 			code = ec.ExitCode()
@@ -38,7 +38,7 @@ func runApp(app *cli.App, args []string, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "mailgate",
 		Usage:     "Gmail mailboxes in, helpdesk tickets out (Redis); the helpdesk's mail relayed via Gmail or DKIM-signed direct",
 		Version:   version(),
@@ -47,6 +47,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// run prints errors itself, once, with the exit code they carry.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags:          globalFlags(),
+		// The shell completion scripts ask the binary for the words.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			demoCommand(),
 			configCommand(),
@@ -60,6 +62,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			dnsCommand(),
 			ticketsCommand(),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 	}
+	setUsageErrors(app)
+	return app
 }

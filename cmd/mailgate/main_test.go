@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,5 +108,34 @@ func TestIngestFolderTwice(t *testing.T) {
 	code, _, stderr = mailgate(t, "--redis-url", srv.URL, "tickets", "show", "999")
 	if code == 0 || !strings.Contains(stderr, "no such ticket") {
 		t.Errorf("show of a missing ticket = %d %q", code, stderr)
+	}
+}
+
+// TestIngestIsNotRateLimited: a folder of one customer's mails becomes
+// tickets even over fetch.sender_rate_limit; --sender-rate-limit applies it,
+// and the refused mails say how to take them all.
+func TestIngestIsNotRateLimited(t *testing.T) {
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	for i := range 5 {
+		eml := fmt.Sprintf("From: Ann Customer <ann@customer.example>\r\nTo: support@example.com\r\n"+
+			"Subject: question %d\r\nMessage-ID: <q%d@customer.example>\r\nDate: Mon, 2 Nov 2026 10:0%d:00 +0000\r\n\r\nhello %d\r\n", i, i, i, i)
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.eml", i)), []byte(eml), 0o600)
+	}
+	code, out, stderr := mailgate(t, "tickets", "ingest", dir, "--redis-url", srv.URL, "--set", "fetch.sender_rate_limit=2")
+	if code != 0 || !strings.Contains(out, "\n5 new tickets,") || strings.Contains(out, "rate-limited") {
+		t.Errorf("ingest of 5 mails from one sender, limit 2 = %d:\n%s\n%s", code, out, stderr)
+	}
+
+	other := t.TempDir()
+	for i := range 5 {
+		eml := fmt.Sprintf("From: Bob <bob@customer.example>\r\nTo: support@example.com\r\n"+
+			"Subject: again %d\r\nMessage-ID: <b%d@customer.example>\r\n\r\nhi\r\n", i, i)
+		os.WriteFile(filepath.Join(other, fmt.Sprintf("%d.eml", i)), []byte(eml), 0o600)
+	}
+	code, out, _ = mailgate(t, "tickets", "ingest", "--sender-rate-limit", other, "--redis-url", srv.URL, "--set", "fetch.sender_rate_limit=2")
+	if code != 0 || !strings.Contains(out, "\n2 new tickets,") || !strings.Contains(out, "rate-limited") ||
+		!strings.Contains(out, "without --sender-rate-limit") {
+		t.Errorf("ingest --sender-rate-limit of 5 mails, limit 2 = %d:\n%s", code, out)
 	}
 }
