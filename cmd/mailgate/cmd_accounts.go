@@ -343,10 +343,11 @@ type quotaJSON struct {
 // admin sees as the limit nears. On a failed read the use
 // counts as 0 and err says why.
 func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits, warnAt float64) (quotaJSON, error) {
-	used, blocked, err := q.Used(ctx, a.Email)
-	r := quotaJSON{Quota: status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}}
+	sq, err := status.ReadQuota(ctx, q, a.Email, limits(a.Kind).Messages)
+	r := quotaJSON{Quota: sq}
+	used := sq.Used
 	switch {
-	case blocked:
+	case sq.Blocked:
 		r.Warning = "Gmail reported its daily sending limit: notifications go out directly for now"
 	case r.Limit > 0 && used >= int64(r.Limit):
 		r.Warning = fmt.Sprintf("daily Gmail limit reached (%d/%d): notifications go out by the fallback until the 24-hour window frees", used, r.Limit)
