@@ -32,6 +32,11 @@ func (q *Quota) extKey(a string) string   { return q.p + "relay:quota:" + a + ":
 func (q *Quota) blockKey(a string) string { return q.p + "relay:quota:" + a + ":blocked" }
 func (q *Quota) warnKey(a string) string  { return q.p + "relay:quota:" + a + ":warned" }
 
+// limitKey holds the daily message limit the relay last applied to the
+// account, so that every view (`mailgate status`, /status, metrics) shows
+// the limit the relay enforces, not the one in the reader's own config.
+func (q *Quota) limitKey(a string) string { return q.p + "relay:quota:" + a + ":limit" }
+
 // reserveScript counts one message and its recipients against the limits,
 // atomically, so that two relays cannot both take the last slot. It
 // refuses when Gmail itself said the limit was reached (blocked), or when
@@ -39,6 +44,7 @@ func (q *Quota) warnKey(a string) string  { return q.p + "relay:quota:" + a + ":
 // by time; what is older than the window is dropped first.
 var reserveScript = redis.NewScript(`
 local now, since = tonumber(ARGV[1]), tonumber(ARGV[1]) - tonumber(ARGV[2])
+redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[2])
 if redis.call('EXISTS', KEYS[4]) == 1 then return {0, -1} end
 for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', since) end
 local sent = redis.call('ZCARD', KEYS[1])
@@ -72,7 +78,7 @@ type reservation struct {
 // from account's quota, or says why not.
 func (q *Quota) Reserve(ctx context.Context, account, id string, rcpts, ext int, l sendlimit.Limits, warnAt float64) (reservation, error) {
 	warn := int(float64(l.Messages)*warnAt + 0.999999)
-	keys := []string{q.sentKey(account), q.rcptKey(account), q.extKey(account), q.blockKey(account), q.warnKey(account)}
+	keys := []string{q.sentKey(account), q.rcptKey(account), q.extKey(account), q.blockKey(account), q.warnKey(account), q.limitKey(account)}
 	res, err := reserveScript.Run(ctx, q.rdb, keys, q.now().UnixMilli(), window.Milliseconds(), l.Messages, id,
 		rcpts, ext, l.Recipients, l.External, warn).Int64Slice()
 	if err != nil {
@@ -126,6 +132,16 @@ func (q *Quota) Used(ctx context.Context, account string) (used int64, blocked b
 		return 0, false, err
 	}
 	return card.Val(), ex.Val() == 1, nil
+}
+
+// AppliedLimit returns the daily message limit the relay last applied to
+// account within the window, or 0 when it applied none (nothing sent).
+func (q *Quota) AppliedLimit(ctx context.Context, account string) (int, error) {
+	n, err := q.rdb.Get(ctx, q.limitKey(account)).Int()
+	if err == redis.Nil {
+		return 0, nil
+	}
+	return n, err
 }
 
 // FreesAt returns when the oldest message in account's window leaves it,

@@ -81,9 +81,28 @@ type QueueProblem interface {
 }
 
 // QuotaReader is the part of *smtprelay.Quota (smtprelay.NewQuota) that
-// Gather reads.
+// Gather reads. AppliedLimit is the daily limit the relay last enforced on
+// the account (0: none yet); it wins over the reader's configured one, so
+// that a CLI run with another config shows what the relay does.
 type QuotaReader interface {
 	Used(ctx context.Context, account string) (used int64, blocked bool, err error)
+	AppliedLimit(ctx context.Context, account string) (int, error)
+}
+
+// ReadQuota is the one home of an account's quota figures, for every view:
+// its use, whether Gmail blocked it, and its limit, the relay's applied
+// one when there is one, else configured.
+func ReadQuota(ctx context.Context, q QuotaReader, account string, configured int) (Quota, error) {
+	r := Quota{Limit: configured}
+	var err error
+	if r.Used, r.Blocked, err = q.Used(ctx, account); err != nil {
+		return r, err
+	}
+	applied, err := q.AppliedLimit(ctx, account)
+	if applied > 0 {
+		r.Limit = applied
+	}
+	return r, err
 }
 
 // DefaultWarnings is how many recent warnings Gather returns when
@@ -195,7 +214,7 @@ func (s Sources) readQuotas(ctx context.Context, accts []Account) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			used, blocked, err := s.Quota.Used(ctx, a.Email)
+			q, err := ReadQuota(ctx, s.Quota, a.Email, a.Quota.Limit)
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -205,7 +224,7 @@ func (s Sources) readQuotas(ctx context.Context, accts []Account) error {
 				cancel()
 				return
 			}
-			a.Quota.Used, a.Quota.Blocked = used, blocked
+			a.Quota = q
 		}()
 	}
 	wg.Wait()

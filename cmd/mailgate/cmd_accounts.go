@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,6 +38,10 @@ func accountsCommand() *cli.Command {
 	kindFlag := &cli.StringFlag{Name: "kind", DefaultText: "gmail, or unchanged for a known account",
 		Usage: fmt.Sprintf("`KIND` of account: gmail (%d mails a day) or workspace (Google Workspace, %d a day)", sendlimit.GmailMessages, sendlimit.WorkspaceMessages)}
 	noBrowser := &cli.BoolFlag{Name: "no-browser", Usage: "only print the consent URL, do not try to open a browser (headless servers)"}
+	// A fixed port makes `ssh -L PORT:127.0.0.1:PORT server` possible: the
+	// browser on the admin's machine reaches the listener on the server.
+	listenPort := &cli.IntFlag{Name: "listen-port", DefaultText: "a free port",
+		Usage: "receive Google's redirect on 127.0.0.1:`PORT` (forward it with ssh -L PORT:127.0.0.1:PORT from the machine with the browser)"}
 	skipVerify := &cli.BoolFlag{Name: "skip-verify", Usage: "store the token without asking Google which account it belongs to"}
 	// Not Required: cli would check that before emailArg parses the flags
 	// written after EMAIL. accountsConnect checks it for add.
@@ -48,7 +54,7 @@ func accountsCommand() *cli.Command {
 				Name:      "connect",
 				Usage:     "authorise a Gmail account in a browser (OAuth consent) and start fetching it",
 				ArgsUsage: "EMAIL",
-				Flags:     []cli.Flag{importFlag, kindFlag, noBrowser},
+				Flags:     []cli.Flag{importFlag, kindFlag, noBrowser, listenPort},
 				Action:    accountsConnect,
 			},
 			{
@@ -84,7 +90,7 @@ func accountsCommand() *cli.Command {
 				Name:      "reconnect",
 				Usage:     "authorise a known account again (browser, or --refresh-token-file) and clear its warning",
 				ArgsUsage: "EMAIL",
-				Flags:     []cli.Flag{tokenFile, noBrowser, skipVerify},
+				Flags:     []cli.Flag{tokenFile, noBrowser, listenPort, skipVerify},
 				Action:    accountsConnect,
 			},
 		},
@@ -119,6 +125,14 @@ func accountsConnect(c *cli.Context) error {
 	// Everything that can fail locally fails before the browser dance.
 	if cfg.Google.ClientID == "" && (path == "" || !c.Bool("skip-verify")) {
 		return cli.Exit("google.client_id is not set: create an OAuth client of type \"Desktop app\" in Google Cloud Console and set google.client_id and google.client_secret (see README); a refresh token works only with the client it was issued to", exitConfig)
+	}
+	// Google's token endpoint refuses a Desktop app's code or refresh token
+	// without the client's secret: say so now, not after the consent.
+	if cfg.Google.ClientSecret == "" && (path == "" || !c.Bool("skip-verify")) {
+		return cli.Exit("google.client_secret is not set: copy the client secret of the OAuth client google.client_id from Google Cloud Console (APIs & Services > Credentials) into google.client_secret (see README)", exitConfig)
+	}
+	if p := c.Int("listen-port"); p < 0 || p > 65535 {
+		return cli.Exit(fmt.Sprintf("--listen-port=%d: want a TCP port, 1 to 65535 (or 0 for a free one)", p), 1)
 	}
 	st, rdb, err := openAccounts(c.Context, cfg, true)
 	if err != nil {
@@ -194,8 +208,12 @@ func tokenFromBrowser(c *cli.Context, cfg *config.Config, email string) (string,
 	res, err := oauth.Consent(ctx, googleOAuth(cfg), oauth.ConsentOptions{
 		Email:       email,
 		UserinfoURL: cfg.Google.UserinfoURL,
+		ListenAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Int("listen-port"))),
 		OpenURL: func(u string) {
 			fmt.Fprintf(w, "Open this URL in a browser signed in to %s:\n  %s\n", email, u)
+			if p := c.Int("listen-port"); p > 0 {
+				fmt.Fprintf(w, "(From another machine, forward the port first: ssh -L %d:127.0.0.1:%d THIS-SERVER)\n", p, p)
+			}
 			if !c.Bool("no-browser") {
 				openBrowser(u)
 			}
@@ -343,10 +361,11 @@ type quotaJSON struct {
 // admin sees as the limit nears. On a failed read the use
 // counts as 0 and err says why.
 func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits, warnAt float64) (quotaJSON, error) {
-	used, blocked, err := q.Used(ctx, a.Email)
-	r := quotaJSON{Quota: status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}}
+	sq, err := status.ReadQuota(ctx, q, a.Email, limits(a.Kind).Messages)
+	r := quotaJSON{Quota: sq}
+	used := sq.Used
 	switch {
-	case blocked:
+	case sq.Blocked:
 		r.Warning = "Gmail reported its daily sending limit: notifications go out directly for now"
 	case r.Limit > 0 && used >= int64(r.Limit):
 		r.Warning = fmt.Sprintf("daily Gmail limit reached (%d/%d): notifications go out by the fallback until the 24-hour window frees", used, r.Limit)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/internal/fakeoauth"
+	"github.com/mailgate/mailgate/internal/freeport"
 	"github.com/mailgate/mailgate/internal/redistest"
 	"github.com/mailgate/mailgate/oauth"
 )
@@ -400,5 +402,48 @@ func TestAccountsConnectNoClient(t *testing.T) {
 	// A help flag after EMAIL is not taken for a request to connect.
 	if code, _, errOut := e.run("accounts", "add", "alice@example.com", "-h"); code == 0 || !strings.Contains(errOut, "--help lists the flags") {
 		t.Errorf("accounts add EMAIL -h: exit %d, stderr %s", code, errOut)
+	}
+}
+
+// TestAccountsConnectListenPort: Google's redirect comes to the port the
+// admin chose (and forwarded with ssh -L), and the URL is only printed.
+func TestAccountsConnectListenPort(t *testing.T) {
+	e := newAccountsEnv(t)
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := e.connect("alice@example.com", "--import-recent=0", "--listen-port", strconv.Itoa(port))
+	if code != 0 {
+		t.Fatalf("accounts connect --listen-port: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	want := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
+	if got := e.google.LastAuthRequest().Get("redirect_uri"); got != want {
+		t.Errorf("redirect_uri = %q, want %q", got, want)
+	}
+	wantOutput(t, "stdout", out, fmt.Sprintf("ssh -L %d:127.0.0.1:%d", port, port), "Connected alice@example.com")
+
+	code, _, errOut = e.run("accounts", "connect", "bob@example.com", "--no-browser", "--listen-port", "70000")
+	if code == 0 || !strings.Contains(errOut, "--listen-port=70000") {
+		t.Errorf("--listen-port 70000: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestAccountsConnectNoSecret: a client id without its secret is refused
+// at once, exit 2 naming the key, before any browser or listener.
+func TestAccountsConnectNoSecret(t *testing.T) {
+	e := newAccountsEnv(t)
+	e.global = append(e.global, "--set", "google.client_secret=")
+	start := time.Now()
+	code, out, errOut := e.run("accounts", "connect", "alice@example.com", "--no-browser")
+	if code != exitConfig || !strings.Contains(errOut, "google.client_secret is not set") {
+		t.Fatalf("connect without a secret: exit %d, stderr %q; want %d naming google.client_secret", code, errOut, exitConfig)
+	}
+	if strings.Contains(out, "Open this URL") || time.Since(start) > 5*time.Second {
+		t.Errorf("connect without a secret started the consent (%s):\n%s", time.Since(start), out)
+	}
+	tok := e.tokenFile("tok", e.google.IssueRefreshToken("alice@example.com"), 0o600)
+	if code, _, errOut = e.run("accounts", "add", "alice@example.com", "--refresh-token-file", tok); code != exitConfig || !strings.Contains(errOut, "google.client_secret") {
+		t.Errorf("add without a secret: exit %d, stderr %q", code, errOut)
 	}
 }

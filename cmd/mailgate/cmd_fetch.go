@@ -60,13 +60,9 @@ func fetchOnce(c *cli.Context) error {
 	w := c.App.Writer
 	failed := 0
 	for _, email := range emails {
-		progress := func(done, total int) {
-			fmt.Fprintf(w, "\r%s: %d/%d mails", email, done, total)
-			if done == total {
-				fmt.Fprintln(w)
-			}
-		}
-		r, err := f.PollOnce(c.Context, email, progress)
+		p := newProgress(w, email)
+		r, err := f.PollOnce(c.Context, email, p.update)
+		p.finish()
 		var held *imapfetch.LeaseHeldError
 		switch {
 		case errors.As(err, &held):

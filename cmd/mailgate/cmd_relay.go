@@ -64,7 +64,7 @@ func relayPasswd(c *cli.Context) error {
 		return cli.Exit(err, 1)
 	}
 	if n := len([]rune(pw)); n < 12 {
-		fmt.Fprintf(c.App.ErrWriter, "warning: a %d-character password is weak for a relay that can send as your support addresses; 12 or more is better\n", n)
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s %d-character password is weak for a relay that can send as your support addresses; 12 or more is better\n", article(n), n)
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
 	if errors.Is(err, bcrypt.ErrPasswordTooLong) {
@@ -87,9 +87,22 @@ func relayPasswd(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "%s\n\n", hash)
 	fmt.Fprintf(w, "# Add to the configuration file (merge the entry into relay.users if it has some),\n")
-	fmt.Fprintf(w, "# then restart `mailgate serve`. The helpdesk authenticates as %q with the password.\n", user)
+	fmt.Fprintf(w, "# then reload a running `mailgate serve` with SIGHUP (systemctl reload mailgate, or kill -HUP PID):\n")
+	fmt.Fprintf(w, "# serve reads relay users again and keeps running. The helpdesk authenticates as %q with the password.\n", user)
 	fmt.Fprint(w, b.String())
 	return nil
+}
+
+// article is the English indefinite article before the number n said
+// aloud: "an" for 8, 11, 18 and 80-89 ("an eleven"), else "a".
+func article(n int) string {
+	for n >= 1000 {
+		n /= 1000
+	}
+	if n == 8 || n == 11 || n == 18 || n >= 80 && n <= 89 || n >= 800 && n <= 899 {
+		return "an"
+	}
+	return "a"
 }
 
 // readPassword reads the password from in: twice and without echo on a

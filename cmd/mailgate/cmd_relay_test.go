@@ -50,10 +50,27 @@ func TestRelayPasswd(t *testing.T) {
 	if u := cfg.Relay.Users; len(u) != 1 || u[0].Name != "desk" || u[0].PasswordHash != hash {
 		t.Errorf("snippet users = %+v, want desk with the hash", u)
 	}
+	// serve reloads relay users on SIGHUP: no restart needed.
+	wantOutput(t, "relay passwd", snippet, "SIGHUP", "systemctl reload mailgate")
+	if strings.Contains(snippet, "restart") {
+		t.Errorf("relay passwd says to restart serve, but SIGHUP reloads relay users:\n%s", snippet)
+	}
 
 	code, out, _ = relayCLI(t, strings.NewReader("short"), "relay", "passwd", "--cost", "4", "--hash-only")
 	if code != 0 || bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(out)), []byte("short")) != nil {
 		t.Errorf("--hash-only without a final newline = %d %q", code, out)
+	}
+}
+
+// TestRelayPasswdWeakWarning words the warning with the right article.
+func TestRelayPasswdWeakWarning(t *testing.T) {
+	for pw, want := range map[string]string{
+		"elevenchars": "warning: an 11-character password is weak",
+		"eightchr":    "warning: an 8-character password is weak",
+		"short":       "warning: a 5-character password is weak",
+	} {
+		_, _, stderr := relayCLI(t, strings.NewReader(pw), "relay", "passwd", "--cost", "4", "--hash-only")
+		wantOutput(t, "relay passwd stderr", stderr, want)
 	}
 }
 

@@ -101,8 +101,7 @@ const quotaCells = 10
 // `accounts list` and `status`: "[######----] 312/500", plus " BLOCKED by
 // Gmail" once Gmail answered with its daily-limit error.
 func quotaColumn(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, limits func(accounts.Kind) sendlimit.Limits) string {
-	used, blocked, err := q.Used(ctx, a.Email)
-	return quotaCell(status.Quota{Used: used, Limit: limits(a.Kind).Messages, Blocked: blocked}, err)
+	return quotaCell(status.ReadQuota(ctx, q, a.Email, limits(a.Kind).Messages))
 }
 
 // quotaCell is quotaBar of q, or why the quota could not be read.

@@ -33,7 +33,14 @@ func TestQuotaColumn(t *testing.T) {
 	}
 	send("three@gmail.com", 3, ten)
 	send("full@gmail.com", 12, ten) // the last two are refused
-	send("one@example.com", 1, ten)
+	send("one@example.com", 1, defaults)
+	send("old@gmail.com", 3, ten)
+	// A window counted by a relay from before the applied limit was kept.
+	if keys, err := rdb.Keys(ctx, "*relay:quota:old@gmail.com:limit").Result(); err != nil || len(keys) != 1 {
+		t.Fatalf("limit key: %q, %v", keys, err)
+	} else if err := rdb.Del(ctx, keys[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
 	send("busy@gmail.com", 312, defaults)
 	if err := quota.Block(ctx, "blocked@gmail.com"); err != nil {
 		t.Fatal(err)
@@ -49,15 +56,18 @@ func TestQuotaColumn(t *testing.T) {
 		{"one@example.com", defaults, "[#---------] 1/500"},
 		{"busy@gmail.com", defaults, "[######----] 312/500"},
 		{"blocked@gmail.com", ten, "[----------] 0/10 BLOCKED by Gmail"},
-		{"three@gmail.com", func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{} }, "3 sent (no limit)"},
+		// The limit the relay applied wins over the reader's own.
+		{"three@gmail.com", defaults, "[###-------] 3/10"},
+		{"old@gmail.com", defaults, "[#---------] 3/500"},
+		{"old@gmail.com", func(accounts.Kind) sendlimit.Limits { return sendlimit.Limits{} }, "3 sent (no limit)"},
 	} {
 		if got := quotaColumn(ctx, quota, &accounts.Account{Email: tc.email, Kind: accounts.KindGmail}, tc.limits); got != tc.want {
 			t.Errorf("quotaColumn(%s) = %q, want %q", tc.email, got, tc.want)
 		}
 	}
 	// Workspace accounts get the workspace limit.
-	ws := &accounts.Account{Email: "three@gmail.com", Kind: accounts.KindWorkspace}
-	if got := quotaColumn(ctx, quota, ws, defaults); got != "[#---------] 3/2000" {
+	ws := &accounts.Account{Email: "idle@example.com", Kind: accounts.KindWorkspace}
+	if got := quotaColumn(ctx, quota, ws, defaults); got != "[----------] 0/2000" {
 		t.Errorf("quotaColumn(workspace) = %q", got)
 	}
 }
