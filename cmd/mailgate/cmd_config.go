@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
@@ -29,7 +30,8 @@ func configCommand() *cli.Command {
 				if src == "" {
 					src = "built-in defaults (no --config)"
 				}
-				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n%s", src, out)
+				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n", src)
+				fmt.Fprintf(c.App.Writer, "# key file: %s\n%s", keyFileState(cfg.Secrets.KeyFile), out)
 				if _, warning := cfg.RelayHostname(config.SystemNames{}); warning != "" {
 					fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", warning)
 				}
@@ -37,6 +39,14 @@ func configCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// keyFileState names the key file in use and whether it exists yet.
+func keyFileState(path string) string {
+	if _, err := os.Stat(path); err != nil {
+		return path + " (not there yet: created when the first account is connected)"
+	}
+	return path
 }
 
 func versionCommand() *cli.Command {

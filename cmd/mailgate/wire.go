@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -110,22 +111,47 @@ func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts
 // creates) the key file that seals refresh tokens; listing needs none, so
 // a read-only command never creates one.
 func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accounts.Store, redis.UniversalClient, error) {
-	var box *oauth.Box
-	if withKey {
-		var err error
-		if box, err = oauth.LoadOrCreateKey(cfg.Secrets.KeyFile); err != nil {
-			return nil, nil, fmt.Errorf("secrets.key_file: %w", err)
-		}
-	}
 	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return accounts.New(rdb, accounts.Options{
-		Prefix: cfg.Redis.Prefix,
-		Box:    box,
-		Extra:  cfg.Tickets.SupportAddresses,
-	}), rdb, nil
+	opts := accounts.Options{Prefix: cfg.Redis.Prefix, Extra: cfg.Tickets.SupportAddresses}
+	if withKey {
+		if opts.Box, err = openKey(ctx, cfg.Secrets.KeyFile, accounts.New(rdb, opts)); err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+	}
+	return accounts.New(rdb, opts), rdb, nil
+}
+
+// openKey reads the key file, creating it only while no account is
+// stored: a new key could not open the refresh tokens sealed with the
+// old one, so a missing file then means the configuration points at the
+// wrong place, and creating one would hide that until the next fetch.
+func openKey(ctx context.Context, path string, acc *accounts.Store) (*oauth.Box, error) {
+	if path == "" {
+		return nil, errors.New("secrets.key_file: not set")
+	}
+	box, err := oauth.LoadKey(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		if err != nil {
+			return nil, fmt.Errorf("secrets.key_file: %w", err)
+		}
+		return box, nil
+	}
+	list, err := acc.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) > 0 {
+		return nil, fmt.Errorf("secrets.key_file: %s does not exist, but Redis holds %d account(s) whose refresh tokens were sealed with a key: "+
+			"point secrets.key_file (or $STATE_DIRECTORY) at that key file; mailgate does not create a new key while accounts exist", path, len(list))
+	}
+	if box, err = oauth.LoadOrCreateKey(path); err != nil {
+		return nil, fmt.Errorf("secrets.key_file: %w", err)
+	}
+	return box, nil
 }
 
 // googleOAuth is the OAuth client mailgate uses with Google (or the
