@@ -22,6 +22,9 @@ func configCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
+				if err := checkFiles(cfg); err != nil {
+					return err
+				}
 				out, err := cfg.Masked().YAML()
 				if err != nil {
 					return err
