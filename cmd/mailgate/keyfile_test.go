@@ -65,6 +65,9 @@ func TestKeyFileIndependentOfWorkingDirectory(t *testing.T) {
 	if !strings.Contains(out, "key file: "+keyFile) {
 		t.Errorf("config check does not print the key file %s:\n%s", keyFile, out)
 	}
+	if out := e.mustRun("status"); !strings.Contains(out, "key file: "+keyFile) {
+		t.Errorf("status does not print the key file %s:\n%s", keyFile, out)
+	}
 }
 
 // With accounts in Redis, a missing key file is a wrong path, not a first
