@@ -17,6 +17,9 @@ func configCommand() *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:  "check",
 			Usage: "validate the configuration and print the effective values, secrets masked",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "connect", Usage: "also try Redis, the IMAP and SMTP hosts and the token endpoint, and say what answered"},
+			},
 			Action: func(c *cli.Context) error {
 				cfg, err := loadConfig(c)
 				if err != nil {
@@ -37,6 +40,10 @@ func configCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "# key file: %s\n%s", keyFileState(cfg.Secrets.KeyFile), out)
 				if _, warning := cfg.RelayHostname(config.SystemNames{}); warning != "" {
 					fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", warning)
+				}
+				if c.Bool("connect") {
+					fmt.Fprintln(c.App.Writer, "# connections:")
+					return checkConnect(c.Context, c.App.Writer, cfg)
 				}
 				return nil
 			},
