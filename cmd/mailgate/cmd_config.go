@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
@@ -49,14 +48,6 @@ func configCommand() *cli.Command {
 			},
 		}},
 	}
-}
-
-// keyFileState names the key file in use and whether it exists yet.
-func keyFileState(path string) string {
-	if _, err := os.Stat(path); err != nil {
-		return path + " (not there yet: created when the first account is connected)"
-	}
-	return path
 }
 
 func versionCommand() *cli.Command {

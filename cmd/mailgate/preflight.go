@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,10 +23,8 @@ func checkFiles(cfg *config.Config) error {
 	if _, err := loadDKIMKeys(cfg); err != nil {
 		errs = append(errs, err)
 	}
-	if r := cfg.Relay; r.TLSCert != "" {
-		if _, err := tls.LoadX509KeyPair(r.TLSCert, r.TLSKey); err != nil {
-			errs = append(errs, fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err))
-		}
+	if _, err := relayServerTLS(cfg); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := clientTLS(cfg.Google.CAFile); err != nil {
 		errs = append(errs, err)

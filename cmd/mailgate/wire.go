@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -125,35 +124,6 @@ func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accou
 	return accounts.New(rdb, opts), rdb, nil
 }
 
-// openKey reads the key file, creating it only while no account is
-// stored: a new key could not open the refresh tokens sealed with the
-// old one, so a missing file then means the configuration points at the
-// wrong place, and creating one would hide that until the next fetch.
-func openKey(ctx context.Context, path string, acc *accounts.Store) (*oauth.Box, error) {
-	if path == "" {
-		return nil, errors.New("secrets.key_file: not set")
-	}
-	box, err := oauth.LoadKey(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		if err != nil {
-			return nil, fmt.Errorf("secrets.key_file: %w", err)
-		}
-		return box, nil
-	}
-	list, err := acc.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(list) > 0 {
-		return nil, fmt.Errorf("secrets.key_file: %s does not exist, but Redis holds %d account(s) whose refresh tokens were sealed with a key: "+
-			"point secrets.key_file (or $STATE_DIRECTORY) at that key file; mailgate does not create a new key while accounts exist", path, len(list))
-	}
-	if box, err = oauth.LoadOrCreateKey(path); err != nil {
-		return nil, fmt.Errorf("secrets.key_file: %w", err)
-	}
-	return box, nil
-}
-
 // googleOAuth is the OAuth client mailgate uses with Google (or the
 // endpoints configured in its place).
 func googleOAuth(cfg *config.Config) *oauth2.Config {
@@ -231,6 +201,19 @@ func clientTLS(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("google.ca_file: %s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// relayServerTLS loads the relay's certificate and key, or returns nil
+// when relay.tls_cert is not set.
+func relayServerTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.Relay.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // relayLimits turns the relay.* limits of the configuration into the
@@ -318,13 +301,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		return err
 	}
 	users, nets := access.Users, access.AllowedNetworks
-	var serverTLS *tls.Config
-	if cfg.Relay.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
-		if err != nil {
-			return fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
-		}
-		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	serverTLS, err := relayServerTLS(cfg)
+	if err != nil {
+		return err
 	}
 	// Validate applied this rule already; a configuration built in code
 	// (the demo, tests) meets it here.
