@@ -70,6 +70,7 @@ type Tickets struct {
 // Secrets says where key material lives.
 type Secrets struct {
 	// KeyFile holds the AES-256 key that encrypts refresh tokens at rest.
+	// Empty: the default home (see ResolvePaths).
 	KeyFile string `yaml:"key_file"`
 }
 
@@ -223,7 +224,7 @@ func Defaults() *Config {
 			MaxRawBytes:  50 << 20,
 			StreamMaxLen: 1_000_000,
 		},
-		Secrets: Secrets{KeyFile: "mailgate.key"},
+		Secrets: Secrets{}, // key_file: ResolvePaths gives it its default home
 		Google: Google{
 			AuthURL:     "https://accounts.google.com/o/oauth2/auth",
 			TokenURL:    "https://oauth2.googleapis.com/token",
@@ -286,7 +287,7 @@ func Defaults() *Config {
 
 // Load builds a configuration: Defaults, then the YAML file at path (none if
 // path is ""), then MAILGATE_* overrides from environ (os.Environ format),
-// then Validate. Every error names the key, and for file errors the line.
+// then ResolvePaths and Validate. Every error names the key, and for file errors the line.
 // Unless the file cannot be read or parsed at all, the error lists every
 // problem found in the file, the environment and validation together.
 func Load(path string, environ []string) (*Config, error) {
@@ -303,7 +304,9 @@ func Load(path string, environ []string) (*Config, error) {
 		}
 		errs = append(errs, decodeNode(path, root, c))
 	}
-	errs = append(errs, c.applyEnv(environ), c.Validate())
+	errs = append(errs, c.applyEnv(environ))
+	c.ResolvePaths(path, environ)
+	errs = append(errs, c.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

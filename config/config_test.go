@@ -39,7 +39,9 @@ func TestExampleIsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(%s) = %v", examplePath, err)
 	}
-	if want := Defaults(); !reflect.DeepEqual(got, want) {
+	want := Defaults()
+	want.ResolvePaths(examplePath, nil)
+	if !reflect.DeepEqual(got, want) {
 		gotY, _ := got.YAML()
 		wantY, _ := want.YAML()
 		t.Fatalf("example differs from Defaults()\nexample:\n%s\ndefaults:\n%s", gotY, wantY)
@@ -208,13 +210,15 @@ func TestLoadNoFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf(`Load("", nil) = %v`, err)
 	}
-	if !reflect.DeepEqual(got, Defaults()) {
+	want := Defaults()
+	want.ResolvePaths("", nil)
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf(`Load("", nil) differs from Defaults()`)
 	}
 }
 
 func TestLoadFile(t *testing.T) {
-	c, err := Load(writeConfig(t, `
+	path := writeConfig(t, `
 redis:
   url: rediss://:pw@redis.internal:6380/2
   addrs: [10.0.0.1:26379, 10.0.0.2:26379]
@@ -251,7 +255,8 @@ dkim:
 log:
   format: json
 shutdown_grace: 2m
-`), []string{"HOME=/root", "MAILGATE_CONFIG=/etc/mailgate.yaml"})
+`)
+	c, err := Load(path, []string{"HOME=/root", "MAILGATE_CONFIG=/etc/mailgate.yaml"})
 	if err != nil {
 		t.Fatalf("Load = %v", err)
 	}
@@ -278,6 +283,7 @@ shutdown_grace: 2m
 	want.DKIM.Keys = []DKIMKey{{Domain: "example.com", Selector: "s2024", Algorithm: DKIMEd25519, PrivateKeyFile: "dkim.pem"}}
 	want.Log.Format = "json"
 	want.ShutdownGrace = Duration(2 * time.Minute)
+	want.ResolvePaths(path, nil) // relay.pem and the others: next to the file
 	if !reflect.DeepEqual(c, want) {
 		gotY, _ := c.YAML()
 		wantY, _ := want.YAML()
@@ -443,10 +449,12 @@ func TestYAMLRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := Load(writeConfig(t, string(data)), nil)
+	path := writeConfig(t, string(data))
+	got, err := Load(path, nil)
 	if err != nil {
 		t.Fatalf("Load(YAML()) = %v\n%s", err, data)
 	}
+	c.ResolvePaths(path, nil)
 	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("Load(YAML()) differs:\n%s", data)
 	}

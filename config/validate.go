@@ -43,8 +43,7 @@ func (c *Config) Validate() error {
 		p.email(fmt.Sprintf("tickets.support_addresses[%d]", i), a)
 	}
 
-	// secrets
-	p.required("secrets.key_file", c.Secrets.KeyFile)
+	// secrets.key_file: empty means its default home (ResolvePaths).
 
 	// google
 	g := c.Google

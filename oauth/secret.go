@@ -41,6 +41,16 @@ func LoadOrCreateKey(path string) (*Box, error) {
 	return NewBox(key)
 }
 
+// LoadKey reads the key file at path and never creates one; a missing
+// file is an error that matches fs.ErrNotExist.
+func LoadKey(path string) (*Box, error) {
+	key, err := readKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return NewBox(key)
+}
+
 // NewBox returns a Box using key, which must be KeySize bytes.
 func NewBox(key []byte) (*Box, error) {
 	if len(key) != KeySize {

@@ -16,9 +16,15 @@ func configCommand() *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:  "check",
 			Usage: "validate the configuration and print the effective values, secrets masked",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "connect", Usage: "also try Redis, the IMAP and SMTP hosts and the token endpoint, and say what answered"},
+			},
 			Action: func(c *cli.Context) error {
 				cfg, err := loadConfig(c)
 				if err != nil {
+					return err
+				}
+				if err := checkFiles(cfg); err != nil {
 					return err
 				}
 				out, err := cfg.Masked().YAML()
@@ -29,9 +35,14 @@ func configCommand() *cli.Command {
 				if src == "" {
 					src = "built-in defaults (no --config)"
 				}
-				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n%s", src, out)
+				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n", src)
+				fmt.Fprintf(c.App.Writer, "# key file: %s\n%s", keyFileState(cfg.Secrets.KeyFile), out)
 				if _, warning := cfg.RelayHostname(config.SystemNames{}); warning != "" {
 					fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", warning)
+				}
+				if c.Bool("connect") {
+					fmt.Fprintln(c.App.Writer, "# connections:")
+					return checkConnect(c.Context, c.App.Writer, cfg)
 				}
 				return nil
 			},

@@ -23,6 +23,9 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkFiles(cfg); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.Default()

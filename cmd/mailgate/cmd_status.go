@@ -44,6 +44,7 @@ func statusAction(c *cli.Context) error {
 			err = writeJSON(c.App.Writer, st)
 		} else {
 			err = printStatus(c.App.Writer, st)
+			fmt.Fprintf(c.App.Writer, "\nkey file: %s\n", keyFileState(cfg.Secrets.KeyFile))
 		}
 		if err != nil || c.Duration("watch") <= 0 {
 			return err

@@ -55,6 +55,9 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 			return nil, cli.Exit(err, exitConfig)
 		}
 	}
+	// Paths given by flags, too, are taken from the configuration
+	// file's directory.
+	cfg.ResolvePaths(c.String("config"), os.Environ())
 	if err := cfg.Validate(); err != nil {
 		return nil, cli.Exit(err, exitConfig)
 	}

@@ -110,22 +110,18 @@ func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts
 // creates) the key file that seals refresh tokens; listing needs none, so
 // a read-only command never creates one.
 func openAccounts(ctx context.Context, cfg *config.Config, withKey bool) (*accounts.Store, redis.UniversalClient, error) {
-	var box *oauth.Box
-	if withKey {
-		var err error
-		if box, err = oauth.LoadOrCreateKey(cfg.Secrets.KeyFile); err != nil {
-			return nil, nil, fmt.Errorf("secrets.key_file: %w", err)
-		}
-	}
 	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return accounts.New(rdb, accounts.Options{
-		Prefix: cfg.Redis.Prefix,
-		Box:    box,
-		Extra:  cfg.Tickets.SupportAddresses,
-	}), rdb, nil
+	opts := accounts.Options{Prefix: cfg.Redis.Prefix, Extra: cfg.Tickets.SupportAddresses}
+	if withKey {
+		if opts.Box, err = openKey(ctx, cfg.Secrets.KeyFile, accounts.New(rdb, opts)); err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+	}
+	return accounts.New(rdb, opts), rdb, nil
 }
 
 // googleOAuth is the OAuth client mailgate uses with Google (or the
@@ -205,6 +201,19 @@ func clientTLS(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("google.ca_file: %s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// relayServerTLS loads the relay's certificate and key, or returns nil
+// when relay.tls_cert is not set.
+func relayServerTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.Relay.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // relayLimits turns the relay.* limits of the configuration into the
@@ -296,13 +305,9 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		return err
 	}
 	users, nets := access.Users, access.AllowedNetworks
-	var serverTLS *tls.Config
-	if cfg.Relay.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
-		if err != nil {
-			return fmt.Errorf("relay.tls_cert/relay.tls_key: %w", err)
-		}
-		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	serverTLS, err := relayServerTLS(cfg)
+	if err != nil {
+		return err
 	}
 	// Validate applied this rule already; a configuration built in code
 	// (the demo, tests) meets it here.
