@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
@@ -53,9 +54,9 @@ func configCommand() *cli.Command {
 func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
-		Usage: "print the version",
+		Usage: "print the version and the Go release it was built with",
 		Action: func(c *cli.Context) error {
-			fmt.Fprintf(c.App.Writer, "mailgate %s\n", version())
+			fmt.Fprintf(c.App.Writer, "mailgate %s (%s)\n", version(), runtime.Version())
 			return nil
 		},
 	}
@@ -72,14 +73,39 @@ func version() string {
 	if !ok {
 		return "devel"
 	}
+	return formatVersion(bi)
+}
+
+// formatVersion names the build once. go install ...@v1.2.3 stamps the
+// tag; a build from a checkout stamps a pseudo-version that already holds
+// the revision (v0.0.0-20261202145900-c80ccf7abcde, "+dirty" when the tree
+// had changes), so the revision is added only when the main module has no
+// version at all (go build -buildvcs=false, or go run).
+func formatVersion(bi *debug.BuildInfo) string {
 	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "devel"
+	if v != "" && v != "(devel)" {
+		return v
 	}
+	v = "devel"
+	var rev string
+	var modified bool
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += "+" + s.Value[:12]
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
 		}
+	}
+	if rev == "" {
+		return v
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	v += "-" + rev
+	if modified {
+		v += "+dirty"
 	}
 	return v
 }
