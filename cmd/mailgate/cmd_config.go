@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/debug"
 
@@ -18,6 +19,7 @@ func configCommand() *cli.Command {
 			Name:  "check",
 			Usage: "validate the configuration and print the effective values, secrets masked",
 			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "changed", Usage: "print only the keys whose values differ from the defaults (as postconf -n), secrets masked"},
 				&cli.BoolFlag{Name: "connect", Usage: "also try Redis, the IMAP and SMTP hosts and the token endpoint, and say what answered"},
 			},
 			Action: func(c *cli.Context) error {
@@ -28,16 +30,22 @@ func configCommand() *cli.Command {
 				if err := checkFiles(cfg); err != nil {
 					return err
 				}
-				out, err := cfg.Masked().YAML()
-				if err != nil {
-					return err
+				if c.Bool("changed") {
+					if err := printChanged(c, cfg); err != nil {
+						return err
+					}
+				} else {
+					out, err := cfg.Masked().YAML()
+					if err != nil {
+						return err
+					}
+					src := c.String("config")
+					if src == "" {
+						src = "built-in defaults (no --config)"
+					}
+					fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n", src)
+					fmt.Fprintf(c.App.Writer, "# key file: %s\n%s", keyFileState(cfg.Secrets.KeyFile), out)
 				}
-				src := c.String("config")
-				if src == "" {
-					src = "built-in defaults (no --config)"
-				}
-				fmt.Fprintf(c.App.Writer, "# configuration OK: %s, with MAILGATE_* and flag overrides\n", src)
-				fmt.Fprintf(c.App.Writer, "# key file: %s\n%s", keyFileState(cfg.Secrets.KeyFile), out)
 				if _, warning := cfg.RelayHostname(config.SystemNames{}); warning != "" {
 					fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", warning)
 				}
@@ -49,6 +57,18 @@ func configCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// printChanged prints the keys that differ from the defaults, one a line.
+func printChanged(c *cli.Context, cfg *config.Config) error {
+	lines, err := cfg.Changed(c.String("config"), os.Environ())
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		fmt.Fprintln(c.App.Writer, l)
+	}
+	return nil
 }
 
 func versionCommand() *cli.Command {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -46,5 +48,22 @@ func TestVersionCommandNamesGoRelease(t *testing.T) {
 	line := out.String()
 	if !strings.HasPrefix(line, "mailgate ") || !strings.Contains(line, "(go") || strings.Count(line, "\n") != 1 {
 		t.Errorf("version printed %q, want one line \"mailgate <version> (go1.x)\"", line)
+	}
+}
+
+// TestConfigCheckChanged: --changed prints only what the file and flags
+// changed, like postconf -n, so an admin sees the installation's choices.
+func TestConfigCheckChanged(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "x.yaml")
+	if err := os.WriteFile(cfg, []byte("relay:\n  listen: 127.0.0.1:2611\ngoogle:\n  client_secret: topsecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := mailgate(t, "config", "check", "--changed", "-c", cfg, "--set", "log.level=debug")
+	if code != 0 {
+		t.Fatalf("config check --changed = %d\n%s\n%s", code, out, stderr)
+	}
+	want := "google.client_secret: '********'\nlog.level: debug\nrelay.listen: 127.0.0.1:2611\n"
+	if out != want {
+		t.Errorf("config check --changed printed\n%s\nwant\n%s", out, want)
 	}
 }
