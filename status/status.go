@@ -50,6 +50,10 @@ type Quota struct {
 	Used    int64 `json:"used"`    // messages sent via Gmail
 	Limit   int   `json:"limit"`   // the daily limit of the account's kind
 	Blocked bool  `json:"blocked"` // Gmail answered with its daily-limit error
+	// FreesAt is when the oldest message sent leaves the 24-hour window
+	// (or Gmail's block ends), so that the account may send via Gmail
+	// again; zero when nothing counts against the window.
+	FreesAt time.Time `json:"frees_at,omitzero"`
 }
 
 // Queue summarises the relay's queue.
@@ -87,16 +91,20 @@ type QueueProblem interface {
 type QuotaReader interface {
 	Used(ctx context.Context, account string) (used int64, blocked bool, err error)
 	AppliedLimit(ctx context.Context, account string) (int, error)
+	FreesAt(ctx context.Context, account string) time.Time
 }
 
 // ReadQuota is the one home of an account's quota figures, for every view:
-// its use, whether Gmail blocked it, and its limit, the relay's applied
-// one when there is one, else configured.
+// its use, whether Gmail blocked it, when its window frees, and its limit,
+// the relay's applied one when there is one, else configured.
 func ReadQuota(ctx context.Context, q QuotaReader, account string, configured int) (Quota, error) {
 	r := Quota{Limit: configured}
 	var err error
 	if r.Used, r.Blocked, err = q.Used(ctx, account); err != nil {
 		return r, err
+	}
+	if r.Used > 0 || r.Blocked {
+		r.FreesAt = q.FreesAt(ctx, account).UTC()
 	}
 	applied, err := q.AppliedLimit(ctx, account)
 	if applied > 0 {

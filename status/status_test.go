@@ -81,8 +81,13 @@ func TestGather(t *testing.T) {
 	for _, a := range st.Accounts {
 		got[a.Email] = a
 	}
-	if a := got[support]; a.State != accounts.StateConnected || a.Quota != (Quota{Used: 1, Limit: 500}) || !a.SendViaGmail {
+	frees := got[support].Quota.FreesAt
+	if a := got[support]; a.State != accounts.StateConnected || a.Quota != (Quota{Used: 1, Limit: 500, FreesAt: frees}) || !a.SendViaGmail {
 		t.Errorf("account %s = %+v, want connected, quota 1/500", support, a)
+	}
+	// The one message sent frees its place 24 hours after it was sent.
+	if d := time.Until(frees); d < 23*time.Hour || d > 24*time.Hour+time.Minute {
+		t.Errorf("quota of %s frees at %v, want about 24 h from now", support, frees)
 	}
 	if a := got[workspace]; a.State != accounts.StateError || a.Warning != "reconnect it" || a.Quota != (Quota{Limit: 2000}) {
 		t.Errorf("account %s = %+v, want error with its warning, quota 0/2000", workspace, a)

@@ -79,7 +79,8 @@ var consoleTexts = []string{
 	"mailgate console", "v1.2.3-test", "redis://127.0.0.1 prefix mg:",
 	busy, quiet, "connected",
 	"9 / 10 sent", "warning at 8", "over the warning threshold", "Close to Gmail's daily limit",
-	"0 / 10 sent", "never", // quiet: nothing sent, never polled
+	"next place frees in 23h", // busy's first message sent leaves the window in a day
+	"0 / 10 sent", "never",    // quiet: nothing sent, never polled
 	"1 message(s) waiting",
 	"quota.warning", "busy@acme.example sent 8 of 10 today",
 	"/healthz", "/status",
