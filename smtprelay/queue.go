@@ -460,7 +460,13 @@ func (q *Queue) Finish(ctx context.Context, m *Message, keep time.Duration) erro
 		keep = 7 * 24 * time.Hour
 	}
 	m.NextAttempt = time.Time{}
-	return q.save(ctx, m, "finish", keep.Milliseconds())
+	if err := q.save(ctx, m, "finish", keep.Milliseconds()); err != nil {
+		return err
+	}
+	if m.State == StateBounced {
+		q.noteBounced(ctx, m)
+	}
+	return nil
 }
 
 // Defer schedules another try of m at m.NextAttempt.

@@ -194,3 +194,49 @@ func consumerGone(name string) bool {
 	n, err := strconv.Atoi(pid)
 	return err == nil && proclive.Gone(name[:i], n)
 }
+
+// EachDeferred calls fn for the n deferred messages due soonest, soonest
+// first, with what an operator reads of each (the console's queue table).
+// Plain values keep the status package free of this one.
+func (q *Queue) EachDeferred(ctx context.Context, n int, fn func(id string, rcpts, attempts int, next time.Time, lastErr string)) error {
+	ids, err := q.rdb.ZRange(ctx, q.deferred(), 0, int64(n)-1).Result()
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	msgs, errs := q.getMany(ctx, ids)
+	for i, m := range msgs {
+		if errors.Is(errs[i], ErrNotFound) {
+			continue
+		}
+		if errs[i] != nil {
+			return errs[i]
+		}
+		fn(m.ID, len(m.Pending()), m.Attempts, m.NextAttempt, m.LastError)
+	}
+	return nil
+}
+
+// bounced is a sorted set of the messages bounced in the last two days,
+// scored by when, for the count of bounces today.
+func (q *Queue) bounced() string { return q.p + "relay:bounced" }
+
+// bouncedKeep is how long a bounce stays counted: long enough for "today"
+// in any time zone.
+const bouncedKeep = 48 * time.Hour
+
+// noteBounced counts m among the bounces; a failure only makes the count
+// low, so it is not returned.
+func (q *Queue) noteBounced(ctx context.Context, m *Message) {
+	now := q.opts.Now()
+	q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, q.bounced(), redis.Z{Score: float64(now.UnixMilli()), Member: m.ID})
+		p.ZRemRangeByScore(ctx, q.bounced(), "-inf", strconv.FormatInt(now.Add(-bouncedKeep).UnixMilli(), 10))
+		return nil
+	})
+}
+
+// BouncedSince returns how many messages bounced at or after since (at
+// most two days back).
+func (q *Queue) BouncedSince(ctx context.Context, since time.Time) (int64, error) {
+	return q.rdb.ZCount(ctx, q.bounced(), strconv.FormatInt(since.UnixMilli(), 10), "+inf").Result()
+}

@@ -50,6 +50,10 @@ type Quota struct {
 	Used    int64 `json:"used"`    // messages sent via Gmail
 	Limit   int   `json:"limit"`   // the daily limit of the account's kind
 	Blocked bool  `json:"blocked"` // Gmail answered with its daily-limit error
+	// FreesAt is when the oldest message sent leaves the 24-hour window
+	// (or Gmail's block ends), so that the account may send via Gmail
+	// again; zero when nothing counts against the window.
+	FreesAt time.Time `json:"frees_at,omitzero"`
 }
 
 // Queue summarises the relay's queue.
@@ -62,6 +66,32 @@ type Queue struct {
 	// Problem is "" while delivery can proceed, else what stops it (the
 	// delivery queue missing from Redis).
 	Problem string `json:"problem,omitempty"`
+	// Deferred are the deferred messages due soonest (at most
+	// DefaultDeferred), soonest first.
+	Deferred []Deferred `json:"deferred"`
+	// BouncedToday counts the messages that bounced since midnight UTC.
+	BouncedToday int64 `json:"bounced_today"`
+}
+
+// Deferred is a message waiting for another try.
+type Deferred struct {
+	ID          string    `json:"id"`
+	Recipients  int       `json:"recipients"` // recipients still to deliver to
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// DefaultDeferred is how many deferred messages Gather returns.
+const DefaultDeferred = 10
+
+// QueueDetails is implemented by a QueueStats that can list its deferred
+// messages and count bounces (*smtprelay.Queue does). EachDeferred calls
+// fn for the n deferred messages due soonest; BouncedSince counts the
+// messages that bounced at or after since.
+type QueueDetails interface {
+	EachDeferred(ctx context.Context, n int, fn func(id string, rcpts, attempts int, next time.Time, lastErr string)) error
+	BouncedSince(ctx context.Context, since time.Time) (int64, error)
 }
 
 // AccountLister is the part of *accounts.Store that Gather reads.
@@ -87,16 +117,20 @@ type QueueProblem interface {
 type QuotaReader interface {
 	Used(ctx context.Context, account string) (used int64, blocked bool, err error)
 	AppliedLimit(ctx context.Context, account string) (int, error)
+	FreesAt(ctx context.Context, account string) time.Time
 }
 
 // ReadQuota is the one home of an account's quota figures, for every view:
-// its use, whether Gmail blocked it, and its limit, the relay's applied
-// one when there is one, else configured.
+// its use, whether Gmail blocked it, when its window frees, and its limit,
+// the relay's applied one when there is one, else configured.
 func ReadQuota(ctx context.Context, q QuotaReader, account string, configured int) (Quota, error) {
 	r := Quota{Limit: configured}
 	var err error
 	if r.Used, r.Blocked, err = q.Used(ctx, account); err != nil {
 		return r, err
+	}
+	if r.Used > 0 || r.Blocked {
+		r.FreesAt = q.FreesAt(ctx, account).UTC()
 	}
 	applied, err := q.AppliedLimit(ctx, account)
 	if applied > 0 {
@@ -167,13 +201,25 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: queue: %w", err)
 	}
-	st.Queue = Queue{Depth: depth}
+	st.Queue = Queue{Depth: depth, Deferred: []Deferred{}}
 	if depth > 0 && !oldest.IsZero() {
 		st.Queue.Oldest = oldest.UTC()
 		st.Queue.OldestAgeSeconds = max(0, st.At.Sub(oldest).Seconds())
 	}
 	if qp, ok := s.Queue.(QueueProblem); ok {
 		if st.Queue.Problem, err = qp.Problem(ctx); err != nil {
+			return nil, fmt.Errorf("status: queue: %w", err)
+		}
+	}
+
+	if qd, ok := s.Queue.(QueueDetails); ok {
+		if err := qd.EachDeferred(ctx, DefaultDeferred, func(id string, rcpts, attempts int, next time.Time, lastErr string) {
+			st.Queue.Deferred = append(st.Queue.Deferred, Deferred{ID: id, Recipients: rcpts, Attempts: attempts, NextAttempt: next.UTC(), LastError: lastErr})
+		}); err != nil {
+			return nil, fmt.Errorf("status: queue: %w", err)
+		}
+		midnight := st.At.Truncate(24 * time.Hour)
+		if st.Queue.BouncedToday, err = qd.BouncedSince(ctx, midnight); err != nil {
 			return nil, fmt.Errorf("status: queue: %w", err)
 		}
 	}

@@ -81,8 +81,13 @@ func TestGather(t *testing.T) {
 	for _, a := range st.Accounts {
 		got[a.Email] = a
 	}
-	if a := got[support]; a.State != accounts.StateConnected || a.Quota != (Quota{Used: 1, Limit: 500}) || !a.SendViaGmail {
+	frees := got[support].Quota.FreesAt
+	if a := got[support]; a.State != accounts.StateConnected || a.Quota != (Quota{Used: 1, Limit: 500, FreesAt: frees}) || !a.SendViaGmail {
 		t.Errorf("account %s = %+v, want connected, quota 1/500", support, a)
+	}
+	// The one message sent frees its place 24 hours after it was sent.
+	if d := time.Until(frees); d < 23*time.Hour || d > 24*time.Hour+time.Minute {
+		t.Errorf("quota of %s frees at %v, want about 24 h from now", support, frees)
 	}
 	if a := got[workspace]; a.State != accounts.StateError || a.Warning != "reconnect it" || a.Quota != (Quota{Limit: 2000}) {
 		t.Errorf("account %s = %+v, want error with its warning, quota 0/2000", workspace, a)
@@ -170,5 +175,55 @@ func TestGatherSaysDeliveryStopped(t *testing.T) {
 	}
 	if st, err := w.sources().Gather(ctx); err != nil || st.Queue.Problem != "" {
 		t.Errorf("Gather with the queue = %+v, %v; want no problem", st.Queue, err)
+	}
+}
+
+// TestGatherDeferredAndBounced: the status lists deferred messages soonest
+// first with their next try and last error, and counts today's bounces.
+func TestGatherDeferredAndBounced(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	put := func() *smtprelay.Message {
+		m := &smtprelay.Message{From: support, To: []string{"alice@customer.example"}, Data: []byte("Subject: hi\r\n\r\nhi\r\n")}
+		if err := w.q.Put(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	later, sooner := put(), put()
+	for _, d := range []struct {
+		m    *smtprelay.Message
+		in   time.Duration
+		last string
+	}{{later, time.Hour, "451 4.7.0 later"}, {sooner, 10 * time.Minute, "421 4.4.2 timed out"}} {
+		d.m.NextAttempt, d.m.LastError, d.m.Attempts = time.Now().Add(d.in), d.last, 1
+		if err := w.q.Defer(ctx, d.m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		m := put()
+		m.State, m.LastError = smtprelay.StateBounced, "550 5.1.1 no such user"
+		if err := w.q.Finish(ctx, m, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := w.sources().Gather(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := st.Queue.Deferred
+	if len(d) != 2 || d[0].ID != sooner.ID || d[0].LastError != "421 4.4.2 timed out" || d[0].Recipients != 1 || d[0].Attempts != 1 ||
+		d[1].ID != later.ID || time.Until(d[0].NextAttempt) < 5*time.Minute || !d[0].NextAttempt.Before(d[1].NextAttempt) {
+		t.Errorf("deferred = %+v, want %s (in 10 min, timed out) then %s", d, sooner.ID, later.ID)
+	}
+	if st.Queue.BouncedToday != 2 {
+		t.Errorf("bounced today = %d, want 2", st.Queue.BouncedToday)
+	}
+	// Tomorrow, yesterday's bounces no longer count.
+	src := w.sources()
+	src.Now = func() time.Time { return time.Now().Add(24 * time.Hour) }
+	if st, err := src.Gather(ctx); err != nil || st.Queue.BouncedToday != 0 {
+		t.Errorf("bounced tomorrow = %+v, %v; want 0", st.Queue, err)
 	}
 }

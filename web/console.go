@@ -20,6 +20,7 @@ var consoleHTML string
 
 var consoleTmpl = template.Must(template.New("console").Funcs(template.FuncMap{
 	"ago":     ago,
+	"in":      in,
 	"percent": func(n int64, d int) int64 { return n * 100 / int64(max(d, 1)) },
 	"warnAt":  func(limit int, frac float64) int { return int(float64(limit) * frac) },
 	"over": func(used int64, limit int, frac float64) bool {
@@ -90,4 +91,13 @@ func ago(now, t time.Time) string {
 		return "never"
 	}
 	return now.Sub(t).Truncate(time.Second).String() + " ago"
+}
+
+// in says how long after now t is, to the second, as "in 1h2m3s"; "now"
+// when t has come.
+func in(now, t time.Time) string {
+	if !t.After(now) {
+		return "now"
+	}
+	return "in " + t.Sub(now).Truncate(time.Second).String()
 }

@@ -24,8 +24,8 @@ const (
 )
 
 // consoleServer fills a real Redis with two accounts, one of them over its
-// quota warning threshold (9 of 10, warning at 8), a deferred message and a
-// quota warning event, and returns the web handler serving it.
+// quota warning threshold (9 of 10, warning at 8), a deferred message, a
+// bounced one and a quota warning event, and returns the web handler serving it.
 func consoleServer(t *testing.T, token string) *Server {
 	t.Helper()
 	rdb := redistest.Start(t).Client(t)
@@ -59,6 +59,14 @@ func consoleServer(t *testing.T, token string) *Server {
 	if err := q.Defer(ctx, m); err != nil {
 		t.Fatal(err)
 	}
+	b := &smtprelay.Message{From: busy, To: []string{"nobody@customer.example"}, Data: []byte("Subject: hi\r\n\r\nhi\r\n")}
+	if err := q.Put(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	b.State, b.LastError = smtprelay.StateBounced, "550 5.1.1 no such user"
+	if err := q.Finish(ctx, b, 0); err != nil {
+		t.Fatal(err)
+	}
 	st := tickets.NewStore(rdb, tickets.Options{SupportAddresses: acc.SupportAddresses})
 	if err := st.Publish(ctx, tickets.EventQuotaWarning, 0, map[string]any{"account": busy, "used": 8, "limit": 10, "message": "busy@acme.example sent 8 of 10 today"}); err != nil {
 		t.Fatal(err)
@@ -79,8 +87,11 @@ var consoleTexts = []string{
 	"mailgate console", "v1.2.3-test", "redis://127.0.0.1 prefix mg:",
 	busy, quiet, "connected",
 	"9 / 10 sent", "warning at 8", "over the warning threshold", "Close to Gmail's daily limit",
-	"0 / 10 sent", "never", // quiet: nothing sent, never polled
+	"next place frees in 23h", // busy's first message sent leaves the window in a day
+	"0 / 10 sent", "never",    // quiet: nothing sent, never polled
 	"1 message(s) waiting",
+	"Next try", "in 9m", "451 4.7.0 try again later", // the deferred message
+	"1 bounced today",
 	"quota.warning", "busy@acme.example sent 8 of 10 today",
 	"/healthz", "/status",
 }
