@@ -111,6 +111,13 @@ func (c *conn) step(dir Dir, dst *net.TCPConn, cut *cutting, data []byte) (*cutt
 			return nil, nil, true
 		}
 		end := pos + len(r.Match)
+		if r.Then == nil && r.After == 0 {
+			// The cut is right after the match: fire freezes the other
+			// direction before forwarding it, so an answer to these
+			// bytes cannot slip through before the cut.
+			c.fire(tr, dst, data[:end])
+			return nil, nil, true
+		}
 		cut = &cutting{tr: tr, then: r.Then, left: r.After}
 		if c.write(dst, data[:end]) != nil {
 			return cut, nil, true
