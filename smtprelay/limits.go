@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -41,9 +42,9 @@ type Limits struct {
 	// MaxDataInFlight bounds the message bytes held while being received,
 	// over all connections at once. Default 4 × MaxMessageBytes.
 	MaxDataInFlight int64
-	// MemoryWait is how long a message waits for its share of
-	// MaxDataInFlight before it is refused with 452 4.3.1 (try later).
-	// Default 5s.
+	// MemoryWait is the longest a message waits for its share of
+	// MaxDataInFlight before it is refused with 452 4.3.1 (try later);
+	// each wait is between half of it and all of it. Default 5s.
 	MemoryWait time.Duration
 }
 
@@ -316,7 +317,12 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if !d.l.mem.TryAcquire(n) {
-		ctx, cancel := context.WithTimeout(context.Background(), d.l.lim.MemoryWait)
+		// Each reader waits between half and all of MemoryWait: partly
+		// received messages that all wait for memory none of them can
+		// free would otherwise all give up at the same moment; spread
+		// out, the first to give up frees its bytes for the others.
+		wait := d.l.lim.MemoryWait/2 + rand.N(d.l.lim.MemoryWait/2+1)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		err := d.l.mem.Acquire(ctx, n)
 		cancel()
 		if err != nil {
