@@ -202,7 +202,7 @@ func (q *Queue) Next(ctx context.Context, consumer string, n int, block time.Dur
 	for i, e := range entries {
 		ids[i], _ = e.Values["id"].(string)
 	}
-	msgs, errs := q.getMany(ctx, ids)
+	msgs, errs := q.getMany(ctx, ids, true)
 	var out []*Message
 	for i, e := range entries {
 		m, err := msgs[i], errs[i]
@@ -300,9 +300,9 @@ func (q *Queue) Get(ctx context.Context, id string, withData bool) (*Message, er
 	return q.decodeRecord(id, vals, withData)
 }
 
-// getMany loads messages with their bytes in one round trip: the i-th
-// message or error is for ids[i].
-func (q *Queue) getMany(ctx context.Context, ids []string) ([]*Message, []error) {
+// getMany loads messages in one round trip, with their bytes when
+// withData (Get's flag): the i-th message or error is for ids[i].
+func (q *Queue) getMany(ctx context.Context, ids []string, withData bool) ([]*Message, []error) {
 	msgs, errs := make([]*Message, len(ids)), make([]error, len(ids))
 	if len(ids) == 0 {
 		return msgs, errs
@@ -310,7 +310,7 @@ func (q *Queue) getMany(ctx context.Context, ids []string) ([]*Message, []error)
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, q.msgKey(id), recordFields(true)...)
+			cmds[i] = p.HMGet(ctx, q.msgKey(id), recordFields(withData)...)
 		}
 		return nil
 	})
@@ -322,7 +322,7 @@ func (q *Queue) getMany(ctx context.Context, ids []string) ([]*Message, []error)
 		case err != nil:
 			errs[i] = err
 		default:
-			msgs[i], errs[i] = q.decodeRecord(id, vals, true)
+			msgs[i], errs[i] = q.decodeRecord(id, vals, withData)
 		}
 	}
 	return msgs, errs

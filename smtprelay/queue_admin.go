@@ -155,14 +155,14 @@ func (q *Queue) List(ctx context.Context, limit int64) ([]*Message, error) {
 	if err != nil {
 		return nil, err
 	}
+	msgs, errs := q.getMany(ctx, ids, false)
 	var out []*Message
-	for _, id := range ids {
-		m, err := q.Get(ctx, id, false)
-		if errors.Is(err, ErrNotFound) {
+	for i, m := range msgs {
+		if errors.Is(errs[i], ErrNotFound) {
 			continue
 		}
-		if err != nil {
-			return nil, err
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
 		out = append(out, m)
 	}
@@ -203,7 +203,7 @@ func (q *Queue) EachDeferred(ctx context.Context, n int, fn func(id string, rcpt
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	msgs, errs := q.getMany(ctx, ids)
+	msgs, errs := q.getMany(ctx, ids, false)
 	for i, m := range msgs {
 		if errors.Is(errs[i], ErrNotFound) {
 			continue
