@@ -66,6 +66,7 @@ type world struct {
 	acc    *accounts.Store
 	config string
 	relay  string      // relay.listen
+	http   string      // http.listen
 	mx     *stallProxy // relay.smarthost, in front of the fake MX
 	serves int
 }
@@ -92,6 +93,7 @@ func newWorld(t *testing.T, ctx context.Context, c Config) *world {
 		t.Fatal(err)
 	}
 	w.mx = newStallProxy(t, fakes.MX.Addr())
+	w.http = httpAddr
 	c.RedisURL, c.RelayListen, c.HTTPListen, c.Smarthost = rs.URL, w.relay, httpAddr, w.mx.Addr()
 	if w.config, err = fakes.WriteConfig("mailgate.yaml", c); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,8 @@ type Config struct {
 	LogLevel      string // default info
 	Smarthost     string // relay.smarthost; default the fake MX
 	Pprof         bool   // http.pprof: Go's profiles on /debug/pprof/
+	HTTPToken     string // http.token
+	GmailLimit    int    // relay.gmail_daily_limit; default Gmail's
 }
 
 // WriteConfig writes a mailgate configuration pointing at the fakes and
@@ -75,6 +77,10 @@ func (f *Fakes) WriteConfig(name string, c Config) (string, error) {
 	cfg.Relay.RetrySchedule = []config.Duration{config.Duration(time.Second)}
 	cfg.HTTP.Listen = c.HTTPListen
 	cfg.HTTP.Pprof = c.Pprof
+	cfg.HTTP.Token = c.HTTPToken
+	if c.GmailLimit > 0 {
+		cfg.Relay.GmailDailyLimit = c.GmailLimit
+	}
 	cfg.Log.Level = c.LogLevel
 	cfg.ShutdownGrace = config.Duration(c.ShutdownGrace)
 	y, err := cfg.YAML()

@@ -23,6 +23,10 @@ var consoleTmpl = template.Must(template.New("console").Funcs(template.FuncMap{
 	"in":      in,
 	"percent": func(n int64, d int) int64 { return n * 100 / int64(max(d, 1)) },
 	"warnAt":  func(limit int, frac float64) int { return int(float64(limit) * frac) },
+	// A meter's value is in its high (coloured) region only when above
+	// high, while the warning starts at the threshold itself: the bar's
+	// high sits half a message below it.
+	"meterHigh": func(limit int, frac float64) float64 { return float64(limit)*frac - 0.5 },
 	"over": func(used int64, limit int, frac float64) bool {
 		return limit > 0 && frac > 0 && float64(used) >= float64(limit)*frac
 	},
