@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/oauth"
 )
@@ -15,14 +17,15 @@ import (
 // stored: a new key could not open the refresh tokens sealed with the
 // old one, so a missing file then means the configuration points at the
 // wrong place, and creating one would hide that until the next fetch.
+// Refusals of the configured path exit 2, like every configuration error.
 func openKey(ctx context.Context, path string, acc *accounts.Store) (*oauth.Box, error) {
 	if path == "" {
-		return nil, errors.New("secrets.key_file: not set")
+		return nil, cli.Exit("secrets.key_file: not set", exitConfig)
 	}
 	box, err := oauth.LoadKey(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		if err != nil {
-			return nil, fmt.Errorf("secrets.key_file: %w", err)
+			return nil, cli.Exit(fmt.Sprintf("secrets.key_file: %v", err), exitConfig)
 		}
 		return box, nil
 	}
@@ -31,11 +34,11 @@ func openKey(ctx context.Context, path string, acc *accounts.Store) (*oauth.Box,
 		return nil, err
 	}
 	if len(list) > 0 {
-		return nil, fmt.Errorf("secrets.key_file: %s does not exist, but Redis holds %d account(s) whose refresh tokens were sealed with a key: "+
-			"point secrets.key_file (or $STATE_DIRECTORY) at that key file; mailgate does not create a new key while accounts exist", path, len(list))
+		return nil, cli.Exit(fmt.Sprintf("secrets.key_file: %s does not exist, but Redis holds %d account(s) whose refresh tokens were sealed with a key: "+
+			"point secrets.key_file (or $STATE_DIRECTORY) at that key file; mailgate does not create a new key while accounts exist", path, len(list)), exitConfig)
 	}
 	if box, err = oauth.LoadOrCreateKey(path); err != nil {
-		return nil, fmt.Errorf("secrets.key_file: %w", err)
+		return nil, cli.Exit(fmt.Sprintf("secrets.key_file: %v", err), exitConfig)
 	}
 	return box, nil
 }

@@ -81,8 +81,8 @@ func TestNoNewKeyWhileAccountsExist(t *testing.T) {
 
 	tok := e.tokenFile("tok2", e.google.IssueRefreshToken("bob@example.com"), 0o600)
 	code, out, errOut := e.run("accounts", "add", "bob@example.com", "--refresh-token-file", tok)
-	if code == 0 || !strings.Contains(errOut, keyFile) || !strings.Contains(errOut, "secrets.key_file") {
-		t.Fatalf("accounts add without the key: exit %d, want a failure naming secrets.key_file and %s\nstdout: %s\nstderr: %s", code, keyFile, out, errOut)
+	if code != exitConfig || !strings.Contains(errOut, keyFile) || !strings.Contains(errOut, "secrets.key_file") {
+		t.Fatalf("accounts add without the key: exit %d, want %d naming secrets.key_file and %s\nstdout: %s\nstderr: %s", code, exitConfig, keyFile, out, errOut)
 	}
 	if _, err := os.Stat(keyFile); err == nil {
 		t.Fatalf("a new key file was created at %s while an account exists", keyFile)

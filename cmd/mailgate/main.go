@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runApp(app *cli.App, args []string, stderr io.Writer) int {
 	if err := app.Run(hoistGlobalFlags(app, args)); err != nil {
 		code := 1
-		if ec, ok := err.(cli.ExitCoder); ok {
+		// A configuration error keeps its exit code (2) when a caller
+		// wrapped it with context.
+		if ec := cli.ExitCoder(nil); errors.As(err, &ec) {
 			code = ec.ExitCode()
 		}
 		// An empty message: the error was reported already (the
