@@ -10,6 +10,7 @@ package sendlimit
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -58,4 +59,16 @@ func (l Limits) String() string {
 		parts = append(parts, fmt.Sprintf("%d recipients per message", l.PerMessageRcpt))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// WarnAt is the number of messages sent in the window from which an
+// account is "near its limit": frac (relay.quota_warn_at, 0.9) of limit,
+// rounded up, so a limit of 3 at 0.6 warns from the 2nd message. The relay's
+// quota.warning event, `accounts list`, `status` and the console use it
+// alike. 0 means no warning (no limit or no threshold).
+func WarnAt(limit int, frac float64) int {
+	if limit <= 0 || frac <= 0 {
+		return 0
+	}
+	return int(math.Ceil(float64(limit)*frac - 1e-9))
 }

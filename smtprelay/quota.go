@@ -77,7 +77,7 @@ type reservation struct {
 // Reserve takes one message with rcpts recipients (ext of them external)
 // from account's quota, or says why not.
 func (q *Quota) Reserve(ctx context.Context, account, id string, rcpts, ext int, l sendlimit.Limits, warnAt float64) (reservation, error) {
-	warn := int(float64(l.Messages)*warnAt + 0.999999)
+	warn := sendlimit.WarnAt(l.Messages, warnAt)
 	keys := []string{q.sentKey(account), q.rcptKey(account), q.extKey(account), q.blockKey(account), q.warnKey(account), q.limitKey(account)}
 	res, err := reserveScript.Run(ctx, q.rdb, keys, q.now().UnixMilli(), window.Milliseconds(), l.Messages, id,
 		rcpts, ext, l.Recipients, l.External, warn).Int64Slice()

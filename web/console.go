@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/status"
 )
 
@@ -22,13 +23,14 @@ var consoleTmpl = template.Must(template.New("console").Funcs(template.FuncMap{
 	"ago":     ago,
 	"in":      in,
 	"percent": func(n int64, d int) int64 { return n * 100 / int64(max(d, 1)) },
-	"warnAt":  func(limit int, frac float64) int { return int(float64(limit) * frac) },
+	"warnAt":  sendlimit.WarnAt,
 	// A meter's value is in its high (coloured) region only when above
 	// high, while the warning starts at the threshold itself: the bar's
 	// high sits half a message below it.
-	"meterHigh": func(limit int, frac float64) float64 { return float64(limit)*frac - 0.5 },
+	"meterHigh": func(limit int, frac float64) float64 { return float64(sendlimit.WarnAt(limit, frac)) - 0.5 },
 	"over": func(used int64, limit int, frac float64) bool {
-		return limit > 0 && frac > 0 && float64(used) >= float64(limit)*frac
+		w := sendlimit.WarnAt(limit, frac)
+		return w > 0 && used >= int64(w)
 	},
 }).Parse(consoleHTML))
 

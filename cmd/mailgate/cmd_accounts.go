@@ -369,7 +369,7 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 		r.Warning = "Gmail reported its daily sending limit: notifications go out directly for now"
 	case r.Limit > 0 && used >= int64(r.Limit):
 		r.Warning = fmt.Sprintf("daily Gmail limit reached (%d/%d): notifications go out by the fallback until the 24-hour window frees", used, r.Limit)
-	case r.Limit > 0 && float64(used) >= warnAt*float64(r.Limit):
+	case sendlimit.WarnAt(r.Limit, warnAt) > 0 && used >= int64(sendlimit.WarnAt(r.Limit, warnAt)):
 		r.Warning = fmt.Sprintf("Gmail quota at %d%% (%d/%d)", used*100/int64(r.Limit), used, r.Limit)
 	}
 	return r, err

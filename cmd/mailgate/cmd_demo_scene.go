@@ -335,7 +335,7 @@ func (sc *scene) printAddresses(cfg *config.Config) {
 	n.title("still running (Ctrl-C to stop)")
 	n.say("relay (SMTP, no AUTH from loopback): %s", sc.relay)
 	n.say("  swaks --server %s --from %s --to someone@example.org --header 'Subject: [#1] hello'", sc.relay, demoWorkspace)
-	n.say("HTTP: http://%s/status, /metrics, /healthz, /readyz", sc.d.httpL.Addr())
+	n.say("web console (open in a browser): http://%s/ ; also /status, /metrics, /healthz, /readyz", sc.d.httpL.Addr())
 	n.say("fake Gmail IMAP: %s (XOAUTH2 only)", sc.w.IMAPAddr)
 	n.say("Redis: %s, keys under %q", cfg.Redis.URL, cfg.Redis.Prefix)
 	n.say("  redis-cli -u %s XRANGE %sevents - +", cfg.Redis.URL, cfg.Redis.Prefix)
