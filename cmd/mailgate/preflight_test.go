@@ -42,6 +42,11 @@ func TestConfigCheckRefusesWhatServeRefuses(t *testing.T) {
 			yaml: "relay:\n  listen: 0.0.0.0:2525\n"},
 		{name: "key file readable by others", key: "secrets.key_file",
 			yaml: "secrets:\n  key_file: mg.key\n", files: map[string]string{"mg.key": strings.Repeat("k", 32)}},
+		// A key file that could never be created: its "directory" is a
+		// file (as it is a root-owned /etc/mailgate for the mailgate
+		// user, which a test run as root cannot reproduce).
+		{name: "key file that cannot be created", key: "secrets.key_file",
+			yaml: "secrets:\n  key_file: notadir/mg.key\n", files: map[string]string{"notadir": "x"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
