@@ -65,7 +65,20 @@ type Tickets struct {
 	MaxRawBytes      int64    `yaml:"max_raw_bytes"`
 	StreamMaxLen     int64    `yaml:"stream_max_len"`
 	SupportAddresses []string `yaml:"support_addresses"`
+	// TokenThreading says whose "[#1042]" subject token threads a mail
+	// onto that ticket: TokenThreadingParticipants or TokenThreadingAnyone.
+	TokenThreading string `yaml:"token_threading"`
 }
+
+// Values of tickets.token_threading.
+const (
+	// TokenThreadingParticipants: only the ticket's requester, a CC of
+	// one of its mails or a support address; anyone else's mail opens a
+	// new ticket that names the token's as related.
+	TokenThreadingParticipants = "participants"
+	// TokenThreadingAnyone: whoever sent the mail, as mailgate did before.
+	TokenThreadingAnyone = "anyone"
+)
 
 // Secrets says where key material lives.
 type Secrets struct {
@@ -221,8 +234,9 @@ func Defaults() *Config {
 			DialTimeout: Duration(5 * time.Second),
 		},
 		Tickets: Tickets{
-			MaxRawBytes:  50 << 20,
-			StreamMaxLen: 1_000_000,
+			MaxRawBytes:    50 << 20,
+			StreamMaxLen:   1_000_000,
+			TokenThreading: TokenThreadingParticipants,
 		},
 		Secrets: Secrets{}, // key_file: ResolvePaths gives it its default home
 		Google: Google{

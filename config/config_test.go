@@ -129,6 +129,8 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`tickets.support_addresses[1]: invalid email address "not-an-email"`}},
 		{name: "support address with name", yaml: "tickets:\n  support_addresses: [\"Support <support@example.com>\"]\n",
 			want: []string{"tickets.support_addresses[0]: want a bare address"}},
+		{name: "bad token threading", yaml: "tickets:\n  token_threading: everyone\n",
+			want: []string{`tickets.token_threading: must be one of participants, anyone, got "everyone"`}},
 		{name: "bad CIDR", yaml: "relay:\n  allowed_networks: [127.0.0.0/8, 10.0.0.0/33]\n",
 			want: []string{`relay.allowed_networks[1]: invalid CIDR "10.0.0.0/33"`}},
 		{name: "bad allowed sender", yaml: "relay:\n  allowed_senders: [\"exa mple.com\"]\n",

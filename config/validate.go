@@ -42,6 +42,7 @@ func (c *Config) Validate() error {
 	for i, a := range c.Tickets.SupportAddresses {
 		p.email(fmt.Sprintf("tickets.support_addresses[%d]", i), a)
 	}
+	p.oneOf("tickets.token_threading", c.Tickets.TokenThreading, TokenThreadingParticipants, TokenThreadingAnyone)
 
 	// secrets.key_file: empty means its default home (ResolvePaths).
 

@@ -38,7 +38,7 @@ func mustBatch(t *testing.T, s *Store, mails []BatchMail) []Result {
 func TestBatchReplyThreadsOntoTicketOpenedInSameBatch(t *testing.T) {
 	s, rdb := newTestStore(t, Options{})
 	rs := mustBatch(t, s, batchOf(
-		mail("alice@customer.test", "Broken", "it broke", "Message-ID: <q@c.test>"),
+		mail("alice@customer.test", "Broken", "it broke", "Message-ID: <q@c.test>", "Cc: carol@customer.test"),
 		mail("bob@customer.test", "Other", "another thing", "Message-ID: <o@c.test>"),
 		mail("alice@customer.test", "Re: Broken", "still broken", "Message-ID: <a@c.test>", "In-Reply-To: <q@c.test>"),
 		mail("carol@customer.test", "Re: [#1] Broken", "me too", "Message-ID: <t@c.test>"),
@@ -54,7 +54,7 @@ func TestBatchReplyThreadsOntoTicketOpenedInSameBatch(t *testing.T) {
 	}
 	tk := mustGet(t, s, rs[0].Ticket)
 	if len(tk.Comments) != 3 || tk.Comments[1].MessageID != "a@c.test" || tk.Comments[1].ThreadedBy != ruleInReplyTo {
-		t.Errorf("ticket #%d = %+v, want the question, the reply and carol's mail", rs[0].Ticket, tk.Comments)
+		t.Errorf("ticket #%d = %+v, want the question, the reply and carol's mail (CC'd on the question)", rs[0].Ticket, tk.Comments)
 	}
 	evs := rdb.XRange(context.Background(), s.Key("events"), "-", "+").Val()
 	var types []string

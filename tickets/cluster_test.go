@@ -49,7 +49,7 @@ func TestIngestOnRedisCluster(t *testing.T) {
 	if ts, err := s.List(ctx, ListOptions{}); err != nil || len(ts) != 1 {
 		t.Fatalf("List on cluster = %v, %v", ts, err)
 	}
-	token := mustIngest(t, s, mail("carol@customer.test", fmt.Sprintf("Re: [#%d] Cluster", first.Ticket), "z", "Message-ID: <c3@c.test>"), Source{})
+	token := mustIngest(t, s, mail("alice@customer.test", fmt.Sprintf("Re: [#%d] Cluster", first.Ticket), "z", "Message-ID: <c3@c.test>"), Source{})
 	if token.Ticket != first.Ticket || token.ThreadedBy != ruleSubjectToken {
 		t.Fatalf("subject token on cluster: %+v", token)
 	}

@@ -36,6 +36,8 @@ type batchArgs struct {
 	StreamMaxLen int64        `json:"stream_max_len"`
 	Events       ingestEvents `json:"events"`
 	SubjectRule  string       `json:"subject_rule"`
+	TokenAnyone  bool         `json:"token_anyone"`
+	Related      string       `json:"related_reason"`
 	RateReason   string       `json:"rate_reason"`
 	Mails        []*mailArgs  `json:"mails"`
 }
@@ -46,6 +48,7 @@ type mailArgs struct {
 	Sender           string     `json:"sender"`
 	MessageID        string     `json:"message_id"`
 	Participants     []string   `json:"participants"`
+	SenderSupport    bool       `json:"sender_support"`
 	SuppressTriggers string     `json:"suppress_triggers"`
 	SubjectTicket    string     `json:"subject_ticket"`
 	Refs             []string   `json:"refs"`
@@ -74,7 +77,7 @@ type ingestEvents struct {
 // and kinds the rule of each (none for a bounce's).
 func (s *Store) newMailArgs(m *mailparse.Parsed, src Source, support map[string]bool, noise string, refs, kinds []string) *mailArgs {
 	a := &mailArgs{
-		Sender: m.From.Email, MessageID: m.MessageID,
+		Sender: m.From.Email, SenderSupport: support[m.From.Email], MessageID: m.MessageID,
 		Participants: participants(m, support), SuppressTriggers: strconv.FormatBool(src.SuppressTriggers),
 		SubjectTicket: subjectToken(m.Subject), Refs: make([]string, len(refs)), Noise: noise,
 	}
@@ -130,6 +133,7 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 	}
 	a := batchArgs{
 		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited,
+		TokenAnyone: s.opts.TokenThreadingAnyone, Related: RelatedSubjectTokenStranger,
 		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
 			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
 		Mails: make([]*mailArgs, len(todo)),
@@ -263,6 +267,8 @@ func parseResult(reply any) (r Result, stale bool, err error) {
 	r.Ticket, _ = strconv.ParseInt(tid, 10, 64)
 	r.Comment, _ = strconv.ParseInt(cidx, 10, 64)
 	r.ThreadedBy, r.EventID = str(2), str(3)
+	r.RelatedTicket, _ = strconv.ParseInt(str(4), 10, 64)
+	r.RelatedReason = str(5)
 	switch str(0) {
 	case "duplicate":
 		r.Duplicate = true

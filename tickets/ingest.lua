@@ -30,12 +30,18 @@
 --   events            {created, comment, suppressed, rate_limited}: event
 --                     type names (EventType in events.go)
 --   subject_rule      the rule name of subject-token threading
+--   token_anyone      true: a subject token threads whoever sent the mail
+--                     (tickets.token_threading: anyone); false: only a
+--                     sender who takes part in the ticket (takes_part)
+--   related_reason    why a ticket a stranger's token named is only
+--                     recorded as related_ticket of the new one
 --   rate_reason       the reason of a mail suppressed by the rate limit
 --   mails             one object per mail, in order (mailArgs in ingest.go):
 --     k               where its keys start, see above
 --     sender          the mail's sender, lower-cased, or ""
 --     message_id      its own Message-ID, or ""
 --     participants    who may thread later replies by headers
+--     sender_support  true when the sender is one of our support addresses
 --     suppress_triggers  "true"/"false", copied to the event
 --     subject_ticket  the id of a "[#1042]" subject token, or ""
 --     refs            the threading rule of each msg:<ref> key
@@ -54,10 +60,11 @@
 -- these: each is copied into what is stored in one concatenation.
 -- Returns one reply per mail, in order: {'duplicate', '<ticket>:<comment>'},
 -- {'suppressed', ..., reason, event id} or {event type, '<ticket>:<comment>',
--- rule, event id}; the last is {'stale'} when a mail needed the keys of a
--- ticket that were not given (a reference or the last id moved since Go
--- looked): that mail wrote nothing and the mails after it were not tried,
--- so Go looks again and runs them in a new call.
+-- rule, event id, related ticket, related reason} (the last two "" unless
+-- a new ticket records a related one); the last is {'stale'} when a mail
+-- needed the keys of a ticket that were not given (a reference or the last
+-- id moved since Go looked): that mail wrote nothing and the mails after
+-- it were not tried, so Go looks again and runs them in a new call.
 local a = cjson.decode(ARGV[1])
 
 local function publish(fields)
@@ -85,6 +92,15 @@ local given = {}
 for i, id in ipairs(a.ids) do
   local k = 3 + 4 * (i - 1)
   given[id] = {hash = KEYS[k + 1], comments = KEYS[k + 2], people = KEYS[k + 3], threaded = KEYS[k + 4]}
+end
+
+-- takes_part says whether the sender of mail m takes part in ticket t:
+-- it is the requester or a CC of one of the ticket's mails (the people
+-- set, participants in build.go), or one of our support addresses. The
+-- header rules and the subject-token rule join only such a ticket.
+local function takes_part(t, m)
+  if m.sender_support then return true end
+  return m.sender ~= '' and redis.call('SISMEMBER', t.people, m.sender) == 1
 end
 
 -- ingest one mail m, its ticket JSON tdata and its comment's head and
@@ -120,17 +136,26 @@ local function ingest(m, tdata, head, body)
     if tid and m.sender ~= '' then
       local t = given[tid]
       if not t then return nil end
-      if redis.call('SISMEMBER', t.people, m.sender) == 1 then
+      if takes_part(t, m) then
         id, tk, rule = tid, t, m.refs[i]
         break
       end
     end
   end
+  -- A subject token is easy to forge: it joins the ticket only for a
+  -- sender who takes part in it (unless token_anyone). A stranger's mail
+  -- opens a ticket of its own that names the token's as related, so no
+  -- one can write into a customer's conversation by typing "[#1]".
+  local related, why = '', ''
   if not id and m.subject_ticket ~= '' then
     local t = given[m.subject_ticket]
     if not t then return nil end
     if redis.call('EXISTS', t.hash) == 1 then
-      id, tk, rule = m.subject_ticket, t, a.subject_rule
+      if a.token_anyone or takes_part(t, m) then
+        id, tk, rule = m.subject_ticket, t, a.subject_rule
+      else
+        related, why = m.subject_ticket, a.related_reason
+      end
     end
   end
   local target = id
@@ -175,7 +200,11 @@ local function ingest(m, tdata, head, body)
   else
     redis.call('INCR', KEYS[1])
     idx = 1
-    local ticket = '{' .. fields('id', tonumber(id)) .. ',' .. tdata
+    local own = fields('id', tonumber(id))
+    if related ~= '' then
+      own = fields('id', tonumber(id), 'related_ticket', tonumber(related), 'related_reason', why)
+    end
+    local ticket = '{' .. own .. ',' .. tdata
     redis.call('HSET', tk.hash, 'data', ticket, 'status', 'new', 'updated_at', a.now, 'comment_count', 1)
     local ids = '{' .. fields('ticket', tonumber(id), 'index', 1) .. ',' .. head
     redis.call('RPUSH', tk.comments, ids .. ',' .. body .. '}')
@@ -196,7 +225,7 @@ local function ingest(m, tdata, head, body)
 
   local eid = publish({'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,
     'message_id', m.message_id, 'data', data})
-  return {typ, id .. ':' .. idx, rule, eid}
+  return {typ, id .. ':' .. idx, rule, eid, related, why}
 end
 
 local out = {}

@@ -40,7 +40,7 @@ func TestIngestScriptDeclaresEveryKey(t *testing.T) {
 
 	s, rdb := newTestStore(t, Options{SenderRateLimit: 3, SenderRateWindow: time.Hour})
 	ctx := context.Background()
-	first := mustIngest(t, s, mail("alice@customer.test", "Order 77", "where is it", "Message-ID: <o@c.test>"), Source{})
+	first := mustIngest(t, s, mail("alice@customer.test", "Order 77", "where is it", "Message-ID: <o@c.test>", "Cc: carol@customer.test"), Source{})
 	if err := s.RegisterOutbound(ctx, first.Ticket, "n1@acme.test"); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +57,8 @@ func TestIngestScriptDeclaresEveryKey(t *testing.T) {
 			func(r Result) bool { return r.Created && r.Ticket == first.Ticket+1 }},
 		{"subject token", mail("carol@customer.test", "Re: [#1] Order 77", "x", "Message-ID: <r3@c.test>"),
 			func(r Result) bool { return r.Ticket == first.Ticket && r.ThreadedBy == ruleSubjectToken }},
+		{"subject token by a stranger", mail("erin@customer.test", "Re: [#1] Order 77", "x", "Message-ID: <r7@c.test>"),
+			func(r Result) bool { return r.Created && r.RelatedTicket == first.Ticket }},
 		{"auto-reply", mail("ooo@customer.test", "Away", "x", "Message-ID: <r4@c.test>", "Auto-Submitted: auto-replied", "In-Reply-To: <n1@acme.test>"),
 			func(r Result) bool { return r.Suppressed == NoiseAutoReply && r.Ticket == first.Ticket }},
 		{"bounce", readMail(t, "bounce.eml"), func(r Result) bool { return r.Suppressed == NoiseBounce }},
@@ -83,8 +85,9 @@ func TestIngestScriptDeclaresEveryKey(t *testing.T) {
 	// Several processes opening tickets at once: most of them find the next
 	// id taken since they looked, and look again.
 	ids := ingestConcurrently(t, rdb, 24)
-	// The stranger's mail above opened the second ticket, the batch the third.
-	if want := first.Ticket + 2; ids[0] != want+1 || ids[len(ids)-1] != want+24 {
+	// The strangers' mails above opened the second and third tickets, the
+	// batch the fourth.
+	if want := first.Ticket + 3; ids[0] != want+1 || ids[len(ids)-1] != want+24 {
 		t.Errorf("concurrent tickets = %v, want #%d..#%d", ids, want+1, want+24)
 	}
 }

@@ -31,6 +31,12 @@ type Options struct {
 	// probable mail loop; 0 disables the limit.
 	SenderRateLimit  int
 	SenderRateWindow time.Duration
+	// TokenThreadingAnyone lets a "[#1042]" subject token thread a mail
+	// onto that ticket whoever sent it. False (the default): only a sender
+	// who takes part in the ticket (its requester, a CC of one of its
+	// mails, a support address) joins it by token; anyone else's mail
+	// opens a new ticket with RelatedTicket set.
+	TokenThreadingAnyone bool
 	// SupportAddresses returns the addresses mail is received at (the
 	// connected accounts and configured extras), lower-cased. May be nil.
 	SupportAddresses func(ctx context.Context) ([]string, error)
@@ -100,7 +106,11 @@ type Result struct {
 	Created    bool   // a new ticket was opened
 	Duplicate  bool   // the mail was ingested before; nothing was written
 	ThreadedBy string // rule that attached a reply ("" for new tickets)
-	EventID    string // stream entry id of the event ("" for duplicates)
+	// RelatedTicket and RelatedReason are those of the new ticket (see
+	// Ticket); zero and empty otherwise.
+	RelatedTicket int64
+	RelatedReason string
+	EventID       string // stream entry id of the event ("" for duplicates)
 	// Suppressed says why the mail opened no ticket and added no comment
 	// (one of the Noise* reasons); Ticket is then the ticket it concerns,
 	// or 0.

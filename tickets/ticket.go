@@ -34,8 +34,19 @@ type Ticket struct {
 	Tags             []string  `json:"tags"`
 	Source           string    `json:"source,omitempty"`
 	CommentCount     int64     `json:"comment_count,omitempty"`
-	Comments         []Comment `json:"comments,omitempty"`
+	// RelatedTicket is the ticket a mail named but could not join, and
+	// RelatedReason why (RelatedSubjectTokenStranger); both empty for a
+	// ticket that names none.
+	RelatedTicket int64     `json:"related_ticket,omitempty"`
+	RelatedReason string    `json:"related_reason,omitempty"`
+	Comments      []Comment `json:"comments,omitempty"`
 }
+
+// RelatedSubjectTokenStranger is the RelatedReason of a ticket opened by a
+// mail whose "[#1042]" subject token named a ticket its sender takes no
+// part in: a token is easy to type, so it does not let a stranger write
+// into someone else's conversation (see Options.TokenThreadingAnyone).
+const RelatedSubjectTokenStranger = "subject-token-stranger"
 
 // Comment is one mail of a ticket.
 type Comment struct {

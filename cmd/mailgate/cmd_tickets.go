@@ -118,6 +118,9 @@ func ticketsShow(c *cli.Context) error {
 	if tags := tagList(t); tags != "" {
 		fmt.Fprintf(w, "  tags:       %s\n", tags)
 	}
+	if t.RelatedTicket != 0 {
+		fmt.Fprintf(w, "  related:    #%d (%s)\n", t.RelatedTicket, t.RelatedReason)
+	}
 	for _, cm := range t.Comments {
 		how := ""
 		if cm.ThreadedBy != "" {
@@ -186,6 +189,9 @@ func ticketsIngest(c *cli.Context) error {
 		case r.Duplicate:
 			fmt.Fprintf(c.App.Writer, "%s: already ingested (ticket #%d), nothing new\n", f, r.Ticket)
 			dups++
+		case r.Created && r.RelatedTicket != 0:
+			fmt.Fprintf(c.App.Writer, "%s: new ticket #%d, related to #%d (%s)\n", f, r.Ticket, r.RelatedTicket, r.RelatedReason)
+			created++
 		case r.Created:
 			fmt.Fprintf(c.App.Writer, "%s: new ticket #%d\n", f, r.Ticket)
 			created++

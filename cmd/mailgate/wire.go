@@ -96,13 +96,14 @@ func redisWhere(cfg *config.Config) string { return redisOptions(cfg).String() }
 
 func newTicketStore(rdb redis.UniversalClient, cfg *config.Config, acc *accounts.Store, log *slog.Logger) *tickets.Store {
 	return tickets.NewStore(rdb, tickets.Options{
-		Prefix:           cfg.Redis.Prefix,
-		MaxRawBytes:      cfg.Tickets.MaxRawBytes,
-		StreamMaxLen:     cfg.Tickets.StreamMaxLen,
-		SenderRateLimit:  cfg.Fetch.SenderRateLimit,
-		SenderRateWindow: cfg.Fetch.SenderRateWindow.Duration(),
-		SupportAddresses: acc.SupportAddresses,
-		Logger:           log,
+		Prefix:               cfg.Redis.Prefix,
+		MaxRawBytes:          cfg.Tickets.MaxRawBytes,
+		StreamMaxLen:         cfg.Tickets.StreamMaxLen,
+		SenderRateLimit:      cfg.Fetch.SenderRateLimit,
+		SenderRateWindow:     cfg.Fetch.SenderRateWindow.Duration(),
+		SupportAddresses:     acc.SupportAddresses,
+		TokenThreadingAnyone: cfg.Tickets.TokenThreading == config.TokenThreadingAnyone,
+		Logger:               log,
 	})
 }
 
