@@ -3,6 +3,8 @@ package smtprelay
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 )
@@ -72,5 +74,39 @@ func TestAliasGoesViaGmail(t *testing.T) {
 	m := prepare([]byte(notif(alias, "x")), gmailAcct, []string{customer}, "relay.acme.example", w.clock.t, nil)
 	if d, err := w.relay.decide(ctx, m, readHeader(m.Data), reasonNone); err != nil || d.reason != reasonFromNotAccount {
 		t.Errorf("removed alias: reason %q (%v), want %q", d.reason, err, reasonFromNotAccount)
+	}
+}
+
+// TestAliasAcceptedBySMTP: with the account store's support addresses, as
+// serve wires them, the relay takes mail From an alias (envelope and
+// header) and sends it via the account's Gmail; the alias of nobody is
+// refused at DATA as before.
+func TestAliasAcceptedBySMTP(t *testing.T) {
+	w := newRelayWorld(t, 500)
+	ctx := context.Background()
+	const alias = "help@acme.example"
+	if err := w.acc.SetAliases(ctx, gmailAcct, []string{alias}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.gmail.SetAliases(gmailAcct, alias)
+	s := NewServer(w.q, ServerOptions{Hostname: "relay.test", AllowedNetworks: loopback, MaxMessageBytes: 1 << 20,
+		SupportAddresses: w.acc.SupportAddresses, Logger: slog.New(slog.DiscardHandler)})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+
+	if _, err := submit(t, l.Addr().String(), nil, alias, []string{customer}, notif(alias, "from the alias")); err != nil {
+		t.Fatalf("mail from the alias refused: %v", err)
+	}
+	w.tryNext()
+	if g := w.gmail.Received(); len(g) != 1 || g[0].AuthUser != gmailAcct || g[0].FromRewritten {
+		t.Fatalf("Gmail received %+v, want the alias's mail as %s, From intact", g, gmailAcct)
+	}
+	_, err = submit(t, l.Addr().String(), nil, gmailAcct, []string{customer}, notif("sales@acme.example", "not an alias"))
+	if code(err) != 550 {
+		t.Errorf("From an address that is no alias: %v, want 550", err)
 	}
 }
