@@ -127,6 +127,9 @@ type Account struct {
 	Quarantined  int64     `json:"quarantined"`
 	SendViaGmail bool      `json:"send_via_gmail"`     // so the mail lands in the account's Sent folder; new accounts start with true
 	Fallback     Fallback  `json:"fallback,omitempty"` // when the relay cannot send via Gmail
+	// Aliases are the account's "Send mail as" addresses, sorted: mail
+	// From one goes via the account's Gmail, mail to one becomes tickets.
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 // Cursor is how far fetching got in the account's INBOX.

@@ -114,9 +114,12 @@ func (s *Store) Connect(ctx context.Context, a Account, refreshToken string) (re
 		return false, fmt.Errorf("connect %s: %w", email, err)
 	}
 	n, err := connectScript.Run(ctx, s.rdb,
-		[]string{s.accountKey(email), s.setKey()},
+		[]string{s.accountKey(email), s.setKey(), s.aliasKey()},
 		email, string(kind), sealed, s.now(), a.ImportRecent, "1", string(a.Fallback), s.channel(),
 	).Int()
+	if owner, ok := strings.CutPrefix(fmt.Sprint(err), "ALIAS "); err != nil && ok {
+		return false, fmt.Errorf("connect %s: %w: it is an alias of %s (accounts set %s --remove-alias %s)", email, ErrAliasTaken, owner, owner, email)
+	}
 	if err != nil {
 		return false, fmt.Errorf("connect %s: %w", email, err)
 	}
@@ -248,7 +251,7 @@ func (s *Store) SaveRefreshToken(ctx context.Context, email, token string) error
 
 // SupportAddresses returns the addresses mail is received at: accounts
 // connected or in error (an errored account is still ours, which matters
-// for loop detection) and Options.Extra, lower-cased, sorted, without
+// for loop detection), their aliases, and Options.Extra, lower-cased, sorted, without
 // duplicates. Disconnected accounts are not included: mail to them is no
 // longer the helpdesk's.
 func (s *Store) SupportAddresses(ctx context.Context) ([]string, error) {
@@ -259,17 +262,21 @@ func (s *Store) SupportAddresses(ctx context.Context) ([]string, error) {
 	out := make([]string, 0, len(emails)+len(s.opts.Extra))
 	if len(emails) > 0 {
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(emails))
+		cmds := make([]*redis.SliceCmd, len(emails))
 		for i, e := range emails {
-			cmds[i] = pipe.HGet(ctx, s.accountKey(e), "state")
+			cmds[i] = pipe.HMGet(ctx, s.accountKey(e), "state", "aliases")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("support addresses: %w", err)
 		}
 		for i, e := range emails {
-			switch State(cmds[i].Val()) {
+			v := cmds[i].Val()
+			state, _ := v[0].(string)
+			aliases, _ := v[1].(string)
+			switch State(state) {
 			case StateConnected, StateError:
 				out = append(out, e)
+				out = append(out, parseAliases(aliases)...)
 			}
 		}
 	}
@@ -449,6 +456,7 @@ func parseAccount(email string, h map[string]string) *Account {
 		LastPoll:     parseTime(h["last_poll"]),
 		SendViaGmail: h["send_via_gmail"] == "1",
 		Fallback:     Fallback(h["fallback"]),
+		Aliases:      parseAliases(h["aliases"]),
 	}
 	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
 	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func TestConnectGet(t *testing.T) {
 		Email: "alice@example.com", Kind: KindGmail, State: StateConnected,
 		ConnectedAt: clk.Now(), ImportRecent: 50, SendViaGmail: true,
 	}
-	if *a != want {
+	if !reflect.DeepEqual(*a, want) {
 		t.Fatalf("Get = %+v\nwant  %+v", *a, want)
 	}
 
@@ -106,7 +107,7 @@ func TestConnectGet(t *testing.T) {
 		t.Fatalf("RefreshToken = %q, %v, want %q", got, err, token)
 	}
 	list, err := s.List(ctx)
-	if err != nil || len(list) != 1 || *list[0] != want {
+	if err != nil || len(list) != 1 || !reflect.DeepEqual(*list[0], want) {
 		t.Fatalf("List = %v, %v", list, err)
 	}
 }
@@ -171,7 +172,7 @@ func TestReconnectKeepsProgress(t *testing.T) {
 		ConnectedAt: first, ImportRecent: 50, ImportDone: true, LastPoll: polled,
 		Imported: 5, Quarantined: 1, SendViaGmail: true,
 	}
-	if *a != want {
+	if !reflect.DeepEqual(*a, want) {
 		t.Fatalf("after reconnect Get = %+v\nwant                  %+v", *a, want)
 	}
 	if c, err := s.Cursor(ctx, "alice@example.com"); err != nil || c != cur {

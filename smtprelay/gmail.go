@@ -17,6 +17,9 @@ import (
 // AccountStore is what the relay needs of the accounts.
 type AccountStore interface {
 	Get(ctx context.Context, email string) (*accounts.Account, error)
+	// AliasOwner returns the account addr is a "Send mail as" alias of,
+	// "" when it is nobody's.
+	AliasOwner(ctx context.Context, addr string) (string, error)
 }
 
 // GmailOptions say how to reach Gmail's submission server.

@@ -173,6 +173,8 @@ func (noAccounts) Get(_ context.Context, email string) (*accounts.Account, error
 	return nil, fmt.Errorf("account %s: %w", email, accounts.ErrNotFound)
 }
 
+func (noAccounts) AliasOwner(context.Context, string) (string, error) { return "", nil }
+
 // needBinary finds a program the integration tests run, failing (not
 // skipping: CI installs them) with the Debian package to install.
 func needBinary(t *testing.T, name, pkg string) string {

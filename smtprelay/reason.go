@@ -3,7 +3,8 @@ package smtprelay
 import "log/slog"
 
 // reason says why a message does not go via its account's Gmail in this
-// try. The log text is made from it (String); the details that vary, such
+// try, or, for reasonAlias, why it does though its sender is not the
+// account. The log text is made from it (String); the details that vary, such
 // as the From address or the counts, go in separate log attributes, so no
 // decision is ever taken by reading text that came from the message.
 type reason int
@@ -20,6 +21,7 @@ const (
 	reasonTooManyRecipients               // more recipients than Gmail takes in one message
 	reasonOverQuota                       // the account's count of the last 24 hours reached its limit
 	reasonGmailLimit                      // Gmail refused with its daily sending limit error
+	reasonAlias                           // it goes via Gmail: the sender is a "Send mail as" alias of the account
 )
 
 var reasonText = [...]string{
@@ -34,6 +36,7 @@ var reasonText = [...]string{
 	reasonTooManyRecipients: "more recipients than Gmail takes in one message",
 	reasonOverQuota:         "daily Gmail quota reached",
 	reasonGmailLimit:        "Gmail reported its daily sending limit",
+	reasonAlias:             "via Gmail as a \"Send mail as\" alias of the account",
 }
 
 // String is the reason in words, for logs and the queue's last error.

@@ -23,7 +23,7 @@ type decision struct {
 	via     courier // nil for RouteDeferred: no route tries it
 	from    string  // envelope sender
 	data    []byte  // the bytes to send (signed, rewritten)
-	reason  reason  // why not via Gmail; reasonNone when via Gmail
+	reason  reason  // why not via Gmail; reasonNone (or reasonAlias) when via Gmail
 	attrs   []any   // the reason's details and the policy applied, as log attributes
 	account string  // RouteGmail: whose quota the message took
 	until   time.Time
@@ -59,7 +59,7 @@ func (r *Relay) decide(ctx context.Context, m *Message, hd header, refused reaso
 		// A bounce we generate: null sender, never via an account.
 		return r.direct(m, m.From, m.Data, hd.from, reasonBounce, nil), nil
 	}
-	acct, err := r.acc.Get(ctx, strings.ToLower(m.From))
+	acct, err := r.account(ctx, strings.ToLower(m.From))
 	if errors.Is(err, accounts.ErrNotFound) {
 		return r.direct(m, m.From, m.Data, hd.from, reasonNotAccount, nil), nil
 	}
@@ -73,16 +73,50 @@ func (r *Relay) decide(ctx context.Context, m *Message, hd header, refused reaso
 		}
 	}
 	if why == reasonNone {
-		return decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data}, nil
+		d := decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data}
+		if alias := viaAlias(m, hd, acct); alias != "" {
+			d.reason, d.attrs = reasonAlias, []any{"alias", alias, "account", acct.Email}
+		}
+		return d, nil
 	}
 	return r.fallback(ctx, m, acct, hd, why, attrs), nil
+}
+
+// account returns the account whose Gmail may send for the envelope
+// sender: the account itself, or the account it is an alias of. Anything
+// else is ErrNotFound.
+func (r *Relay) account(ctx context.Context, sender string) (*accounts.Account, error) {
+	acct, err := r.acc.Get(ctx, sender)
+	if !errors.Is(err, accounts.ErrNotFound) {
+		return acct, err
+	}
+	owner, oerr := r.acc.AliasOwner(ctx, sender)
+	if oerr != nil {
+		return nil, oerr
+	}
+	if owner == "" {
+		return nil, err
+	}
+	return r.acc.Get(ctx, owner)
+}
+
+// viaAlias returns the alias of acct that m is sent as (its envelope
+// sender or its From), "" when it is sent as the account itself.
+func viaAlias(m *Message, hd header, acct *accounts.Account) string {
+	for _, a := range []string{hd.from, strings.ToLower(m.From)} {
+		if a != acct.Email && acct.HasAlias(a) {
+			return a
+		}
+	}
+	return ""
 }
 
 // gmailBlock says what keeps m from going via acct's Gmail now, with its
 // details as log attributes, or takes one message from the account's
 // quota and returns reasonNone. Gmail sends as the account, so the mail
-// lands in its Sent folder, but it rewrites a From that is not the account
-// (or a verified alias), and its daily limits are counted here so that
+// lands in its Sent folder, but it rewrites a From that is neither the
+// account nor one of its "Send mail as" aliases (the alias shares the
+// account's quota), and its daily limits are counted here so that
 // mail goes another way before Gmail refuses it.
 func (r *Relay) gmailBlock(ctx context.Context, m *Message, hd header, acct *accounts.Account) (reason, []any, error) {
 	switch {
@@ -90,7 +124,7 @@ func (r *Relay) gmailBlock(ctx context.Context, m *Message, hd header, acct *acc
 		return reasonNotConnected, []any{"state", acct.State}, nil
 	case !acct.SendViaGmail:
 		return reasonGmailOff, nil, nil
-	case hd.from != acct.Email:
+	case hd.from != acct.Email && !acct.HasAlias(hd.from):
 		return reasonFromNotAccount, []any{"header_from", hd.from}, nil
 	case realAttachment(m.Data):
 		return reasonAttachment, nil, nil

@@ -2,9 +2,9 @@ package smtprelay
 
 // This file holds the sender policy, in one place for the envelope sender
 // (MAIL FROM) and the header From: an address may be sent from when it is
-// a support address or matches relay.allowed_senders. The accounts store
-// keeps no aliases of its own, so an alias must be listed in
-// relay.allowed_senders (or be a support address) to be sent from.
+// a support address or matches relay.allowed_senders. An account's
+// "Send mail as" aliases are support addresses, so they may be sent from
+// without being listed in relay.allowed_senders.
 
 import (
 	"bufio"

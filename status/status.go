@@ -42,6 +42,7 @@ type Account struct {
 	Imported     int64          `json:"imported"`           // mails turned into tickets or comments, all time
 	Quarantined  int64          `json:"quarantined"`
 	SendViaGmail bool           `json:"send_via_gmail"`
+	Aliases      []string       `json:"aliases,omitempty"` // "Send mail as" addresses
 	Quota        Quota          `json:"quota"`
 }
 
@@ -189,8 +190,8 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 			Email: a.Email, Kind: a.Kind, State: a.State, Warning: a.Warning,
 			LastError: a.LastError, ErrorAt: a.ErrorAt, ConnectedAt: a.ConnectedAt,
 			LastPoll: a.LastPoll, Imported: a.Imported, Quarantined: a.Quarantined,
-			SendViaGmail: a.SendViaGmail,
-			Quota:        Quota{Limit: limits(a.Kind).Messages},
+			SendViaGmail: a.SendViaGmail, Aliases: a.Aliases,
+			Quota: Quota{Limit: limits(a.Kind).Messages},
 		})
 	}
 	if err := s.readQuotas(ctx, st.Accounts); err != nil {

@@ -40,6 +40,9 @@ func consoleServer(t *testing.T, token string) *Server {
 			t.Fatal(err)
 		}
 	}
+	if err := acc.SetAliases(ctx, busy, []string{"help@acme.example", "sales@acme.example"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := acc.RecordPoll(ctx, busy, 4); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +89,7 @@ func consoleServer(t *testing.T, token string) *Server {
 var consoleTexts = []string{
 	"mailgate console", "v1.2.3-test", "redis://127.0.0.1 prefix mg:",
 	busy, quiet, "connected",
+	"sends as help@acme.example, sales@acme.example", // busy's aliases
 	"9 / 10 sent", "warning at 8", "over the warning threshold", "Close to Gmail's daily limit",
 	"next place frees in 23h", // busy's first message sent leaves the window in a day
 	"0 / 10 sent", "never",    // quiet: nothing sent, never polled

@@ -78,9 +78,11 @@ func accountsCommand() *cli.Command {
 			},
 			{
 				Name:      "set",
-				Usage:     "choose how the relay sends for an account: via Gmail or not, and the fallback beyond its quota",
+				Usage:     "choose how the relay sends for an account: via Gmail or not, the fallback beyond its quota, its \"Send mail as\" aliases",
 				ArgsUsage: "EMAIL",
 				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "alias", Usage: "add a \"Send mail as\" address verified in the account's Gmail settings: mail From it goes via the account's Gmail (its quota), mail to it becomes tickets (repeatable)"},
+					&cli.StringSliceFlag{Name: "remove-alias", Usage: "remove an alias (repeatable)"},
 					&cli.BoolFlag{Name: "send-via-gmail", Value: true, Usage: "send the account's notifications through its Gmail (Sent folder, Google's quota); false sends everything directly, as an admin who keeps hitting the limit does"},
 					&cli.StringFlag{Name: "fallback", Value: "default", Usage: "beyond the quota or with attachments: direct (DKIM-signed for the account's domain), rewrite-from (From on relay.rewrite_from_address), defer (wait for the quota), or default"},
 				},
@@ -329,7 +331,7 @@ func accountsList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EMAIL\tKIND\tSTATE\tLAST POLL\tIMPORTED\tGMAIL QUOTA (24 H)\tWARNING")
+	fmt.Fprintln(tw, "EMAIL\tKIND\tSTATE\tLAST POLL\tIMPORTED\tGMAIL QUOTA (24 H)\tALIASES\tWARNING")
 	for _, a := range list {
 		poll := "never"
 		if !a.LastPoll.IsZero() {
@@ -344,10 +346,18 @@ func accountsList(c *cli.Context) error {
 		if q.Warning != "" {
 			warning = strings.TrimPrefix(warning+"; "+q.Warning, "; ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported,
-			quotaCell(q.Quota, err), clip(warning, 100))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.Kind, a.State, poll, imported,
+			quotaCell(q.Quota, err), aliasList(a.Aliases), clip(warning, 100))
 	}
 	return tw.Flush()
+}
+
+// aliasList is an account's aliases as `accounts list` shows them.
+func aliasList(aliases []string) string {
+	if len(aliases) == 0 {
+		return "none"
+	}
+	return strings.Join(aliases, ", ")
 }
 
 // quotaJSON is an account's Gmail sending over the last 24 hours, as
@@ -377,7 +387,23 @@ func accountQuota(ctx context.Context, q *smtprelay.Quota, a *accounts.Account, 
 
 func accountsSet(c *cli.Context) error { return withAccount(c, setSending) }
 
+// setSending changes the sending policy, the aliases, or both. With only
+// --alias or --remove-alias, the policy is left as it is.
 func setSending(c *cli.Context, st *accounts.Store, email string) error {
+	add, remove := c.StringSlice("alias"), c.StringSlice("remove-alias")
+	if len(add) > 0 || len(remove) > 0 {
+		if err := st.SetAliases(c.Context, email, add, remove); err != nil {
+			return cli.Exit(err, 1)
+		}
+		a, err := st.Get(c.Context, email)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "%s: aliases %s\n", a.Email, aliasList(a.Aliases))
+		if !c.IsSet("send-via-gmail") && !c.IsSet("fallback") {
+			return nil
+		}
+	}
 	fallback, err := accounts.ParseFallback(c.String("fallback"))
 	if err != nil {
 		return cli.Exit(err, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,34 @@ func TestAccountsSetSending(t *testing.T) {
 	if code, _, stderr := e.run("accounts", "set", acct, "--fallback", "sideways"); code == 0 || !strings.Contains(stderr, "want direct") {
 		t.Errorf("bad fallback accepted: %d %s", code, stderr)
 	}
+}
+
+// TestAccountsSetAlias: aliases are added, listed (text and JSON), kept
+// with one account only, and removed, without touching the sending policy.
+func TestAccountsSetAlias(t *testing.T) {
+	e := newAccountsEnv(t)
+	const acct, other = "desk@acme.test", "sales@acme.test"
+	e.addAccount(acct, 0)
+	e.addAccount(other, 0)
+	e.mustRun("accounts", "set", acct, "--send-via-gmail=false")
+	e.mustRun("accounts", "set", acct, "--alias", "Support@Acme.test", "--alias", "help@acme.test")
+	a := e.list()[0]
+	if !slices.Equal(a.Aliases, []string{"help@acme.test", "support@acme.test"}) || a.SendViaGmail {
+		t.Fatalf("after --alias: aliases %v, send via Gmail %v; want both aliases, lower-cased, and sending left off", a.Aliases, a.SendViaGmail)
+	}
+	wantOutput(t, "accounts list", e.mustRun("accounts", "list"), "help@acme.test, support@acme.test")
+	code, _, stderr := e.run("accounts", "set", other, "--alias", "support@acme.test")
+	if code == 0 || !strings.Contains(stderr, "belongs to another account") || !strings.Contains(stderr, acct) {
+		t.Errorf("alias of another account: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := e.run("accounts", "set", acct, "--alias", "not an address"); code == 0 || !strings.Contains(stderr, "not a bare email address") {
+		t.Errorf("bad alias accepted: exit %d, %s", code, stderr)
+	}
+	e.mustRun("accounts", "set", acct, "--remove-alias", "support@acme.test")
+	if a := e.list()[0]; !slices.Equal(a.Aliases, []string{"help@acme.test"}) {
+		t.Errorf("after --remove-alias: %v", a.Aliases)
+	}
+	e.mustRun("accounts", "set", other, "--alias", "support@acme.test")
 }
 
 func TestStatus(t *testing.T) {

@@ -263,8 +263,14 @@ func flagsAfterArgs(c *cli.Context, usage string) ([]string, error) {
 	}
 	var err error
 	set.Visit(func(f *flag.Flag) {
-		if e := c.Set(f.Name, f.Value.String()); e != nil && err == nil {
-			err = e
+		vals := []string{f.Value.String()}
+		if ss, ok := f.Value.(*cli.StringSlice); ok { // repeatable: each value, not "[a b]"
+			vals = ss.Value()
+		}
+		for _, v := range vals {
+			if e := c.Set(f.Name, v); e != nil && err == nil {
+				err = e
+			}
 		}
 	})
 	if err != nil {

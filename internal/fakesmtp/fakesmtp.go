@@ -55,10 +55,11 @@ type Message struct {
 	// ID is the id in the final 250 reply: Gmail's "<conn>.<n>" token or the
 	// MX's queue id.
 	ID string
-	// FromRewritten is set by the Gmail fake when Gmail would have replaced
-	// the message's From header: it is neither AuthUser nor one of its
-	// verified "Send mail as" aliases (GmailOptions.Aliases). Data is kept
-	// as sent; the relay must never cause this.
+	// FromRewritten is set by the Gmail fake when it replaced the
+	// message's From header, as Gmail does, by AuthUser's address: it was
+	// neither AuthUser nor one of its verified "Send mail as" aliases
+	// (GmailOptions.Aliases, SetAliases). Data is then the rewritten
+	// message, as the recipient gets it; the relay must never cause this.
 	FromRewritten bool
 	// At is when the message was accepted.
 	At time.Time
@@ -316,6 +317,18 @@ func (s *Server) Transcripts() [][]string {
 		out[i] = slices.Clone(c.lines)
 	}
 	return out
+}
+
+// SetAliases replaces the verified "Send mail as" addresses of a Gmail
+// account (compared ignoring case), as an admin does in Gmail's settings.
+func (s *Server) SetAliases(account string, aliases ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := strings.ToLower(account)
+	s.aliases[key] = nil
+	for _, a := range aliases {
+		s.aliases[key] = append(s.aliases[key], strings.ToLower(a))
+	}
 }
 
 // SetDailyLimitReached makes the Gmail fake answer every message from the

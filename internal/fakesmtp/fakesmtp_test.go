@@ -2,6 +2,7 @@ package fakesmtp
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -516,6 +517,21 @@ func TestGmailFromRewritten(t *testing.T) {
 	}
 	if msgs[2].From != "someone@else.example" {
 		t.Errorf("envelope From = %q, want it recorded as given", msgs[2].From)
+	}
+	// Gmail delivers the foreign From as the account; the alias as sent.
+	if !bytes.Contains(msgs[2].Data, []byte("From: \"Support\" <"+alice+">")) || bytes.Contains(msgs[2].Data, []byte("someone@else.example")) {
+		t.Errorf("foreign From not rewritten to the account:\n%s", msgs[2].Data)
+	}
+	if !bytes.Equal(msgs[1].Data, []byte(testMsg("support@example.com"))) {
+		t.Errorf("alias message changed:\n%s", msgs[1].Data)
+	}
+	// An alias removed in Gmail's settings is rewritten too.
+	s.SetAliases(alice)
+	if step, err := send(c, alice, []string{"carol@example.net"}, testMsg("support@example.com")); err != nil {
+		t.Fatalf("send: %s: %v", step, err)
+	}
+	if m := s.Received()[3]; !m.FromRewritten {
+		t.Error("From of a removed alias: not rewritten")
 	}
 }
 

@@ -109,8 +109,8 @@ type GmailOptions struct {
 	// client names. Required.
 	Validate func(accessToken string) (email string, ok bool)
 	// Aliases lists each account's verified "Send mail as" addresses; a
-	// message whose From header is neither the account nor one of them is
-	// marked FromRewritten.
+	// message whose From header is neither the account nor one of them has
+	// its From replaced by the account, and is marked FromRewritten.
 	Aliases map[string][]string
 	// Logger receives go-smtp's connection errors. Nil discards them.
 	Logger *slog.Logger
@@ -139,8 +139,9 @@ type GmailOptions struct {
 //     550 5.4.5 during DATA and nothing is sent.
 //   - Accepted: "250 2.0.0 OK  <unix time> <id> - gsmtp".
 //   - MAIL FROM another address than the account is accepted, as Gmail
-//     does (Gmail would rewrite the envelope and, see FromRewritten, the
-//     From header); the envelope is recorded as given.
+//     does; the envelope is recorded as given. A From header that is
+//     neither the account nor one of its aliases is replaced by the
+//     account's address (see FromRewritten).
 func NewGmail(opts GmailOptions) (*Server, error) {
 	if opts.TLS == nil {
 		return nil, errors.New("fakesmtp: GmailOptions.TLS is required")

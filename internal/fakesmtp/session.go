@@ -1,17 +1,20 @@
 package fakesmtp
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/emersion/go-message"
+	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -216,7 +219,7 @@ func (ss *session) Data(r io.Reader) error {
 	var ok *smtp.SMTPError
 	if ss.gmail() {
 		m.ID = ss.gmailID()
-		m.FromRewritten = ss.fromRewritten(data)
+		m.Data, m.FromRewritten = ss.gmailFrom(data)
 		ok = &smtp.SMTPError{
 			Code:         250,
 			EnhancedCode: smtp.EnhancedCode{2, 0, 0},
@@ -238,20 +241,35 @@ func (ss *session) Data(r io.Reader) error {
 	return ok
 }
 
-// fromRewritten reports whether Gmail would replace the From header of data:
-// it is not the authenticated account nor one of its aliases.
-func (ss *session) fromRewritten(data []byte) bool {
-	msg, err := mail.ReadMessage(bytes.NewReader(data))
-	if err != nil {
-		return true
-	}
-	from, err := mail.ParseAddress(msg.Header.Get("From"))
-	if err != nil {
-		return true
-	}
-	addr := strings.ToLower(from.Address)
+// gmailFrom does what Gmail does to the From header of data: a From that
+// is neither the authenticated account nor one of its "Send mail as"
+// aliases is replaced by the account's address (its display name kept), so
+// a client can never send in another's name. It returns the bytes as Gmail
+// delivers them and whether it rewrote the From.
+func (ss *session) gmailFrom(data []byte) ([]byte, bool) {
 	acct := strings.ToLower(ss.authUser)
-	return addr != acct && !slices.Contains(ss.s.aliases[acct], addr)
+	br := bufio.NewReader(bytes.NewReader(data))
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		return data, true
+	}
+	mh := gomail.Header{Header: message.Header{Header: h}}
+	name := ""
+	if list, err := mh.AddressList("From"); err == nil && len(list) == 1 {
+		addr := strings.ToLower(list[0].Address)
+		ss.s.mu.Lock()
+		alias := slices.Contains(ss.s.aliases[acct], addr)
+		ss.s.mu.Unlock()
+		if addr == acct || alias {
+			return data, false
+		}
+		name = list[0].Name
+	}
+	mh.SetAddressList("From", []*gomail.Address{{Name: name, Address: acct}})
+	var out bytes.Buffer
+	textproto.WriteHeader(&out, mh.Header.Header)
+	out.ReadFrom(br)
+	return out.Bytes(), true
 }
 
 func (ss *session) AuthMechanisms() []string {
