@@ -413,7 +413,7 @@ func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) 
 // quota frees.
 func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error {
 	m.Route, m.LastError, m.NextAttempt = RouteDeferred, d.reason.String(), d.until
-	attrs := append([]any{"queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
+	attrs := append([]any{"queue_id", m.ID, "account", d.account, "sender", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
 	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
 }

@@ -25,7 +25,7 @@ type decision struct {
 	data    []byte  // the bytes to send (signed, rewritten)
 	reason  reason  // why not via Gmail; reasonNone (or reasonAlias) when via Gmail
 	attrs   []any   // the reason's details and the policy applied, as log attributes
-	account string  // RouteGmail: whose quota the message took
+	account string  // RouteGmail: whose quota the message took; RouteDeferred: whose it waits for
 	until   time.Time
 }
 
@@ -183,7 +183,7 @@ func (r *Relay) fallback(ctx context.Context, m *Message, acct *accounts.Account
 		attrs = append(attrs, "rewrite_from", r.opts.RewriteFrom)
 		return r.direct(m, r.opts.RewriteFrom, data, from, why, attrs)
 	case accounts.FallbackDefer:
-		return decision{route: RouteDeferred, reason: why, attrs: attrs, until: r.quota.FreesAt(ctx, acct.Email)}
+		return decision{route: RouteDeferred, reason: why, attrs: attrs, account: acct.Email, until: r.quota.FreesAt(ctx, acct.Email)}
 	}
 	return r.direct(m, m.From, m.Data, hd.from, why, attrs)
 }
