@@ -127,6 +127,11 @@ type Account struct {
 	Quarantined  int64     `json:"quarantined"`
 	SendViaGmail bool      `json:"send_via_gmail"`     // so the mail lands in the account's Sent folder; new accounts start with true
 	Fallback     Fallback  `json:"fallback,omitempty"` // when the relay cannot send via Gmail
+	// ThrottledUntil and ThrottleReason: Google asked us to stay away from
+	// the account (too many connections, bandwidth, "try again later")
+	// until then; both directions wait. See Throttle.
+	ThrottledUntil time.Time `json:"throttled_until,omitzero"`
+	ThrottleReason string    `json:"throttle_reason,omitempty"`
 }
 
 // Cursor is how far fetching got in the account's INBOX.

@@ -449,6 +449,9 @@ func parseAccount(email string, h map[string]string) *Account {
 		LastPoll:     parseTime(h["last_poll"]),
 		SendViaGmail: h["send_via_gmail"] == "1",
 		Fallback:     Fallback(h["fallback"]),
+
+		ThrottledUntil: parseTime(h["throttled_until"]),
+		ThrottleReason: h["throttle_reason"],
 	}
 	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
 	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)
