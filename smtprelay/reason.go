@@ -20,6 +20,7 @@ const (
 	reasonTooManyRecipients               // more recipients than Gmail takes in one message
 	reasonOverQuota                       // the account's count of the last 24 hours reached its limit
 	reasonGmailLimit                      // Gmail refused with its daily sending limit error
+	reasonGmailThrottled                  // Gmail asked us to leave the account alone for a while
 )
 
 var reasonText = [...]string{
@@ -34,6 +35,7 @@ var reasonText = [...]string{
 	reasonTooManyRecipients: "more recipients than Gmail takes in one message",
 	reasonOverQuota:         "daily Gmail quota reached",
 	reasonGmailLimit:        "Gmail reported its daily sending limit",
+	reasonGmailThrottled:    "Gmail is throttling the account",
 }
 
 // String is the reason in words, for logs and the queue's last error.

@@ -312,6 +312,10 @@ func (r *Relay) try(ctx context.Context, m *Message, taken *Message) error {
 	m.outcome = true
 	m.apply(RouteNone, r.told(RouteNone, bad))
 	res := append(bad, r.deliver(ctx, m, d, rcpts)...)
+	if te, ok := gmailThrottled(res); ok && d.route == RouteGmail {
+		return r.record(ctx, m, r.throttled(ctx, m, d, te), res)
+	}
+	r.clearThrottle(ctx, d, res)
 	if why, refused := gmailRefused(res); len(refused) > 0 {
 		next, err := r.decide(ctx, m, hd, why)
 		if err != nil {
@@ -414,6 +418,10 @@ func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) 
 func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error {
 	m.Route, m.LastError, m.NextAttempt = RouteDeferred, d.reason.String(), d.until
 	attrs := append([]any{"queue_id", m.ID, "account", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
+	if d.reason == reasonGmailThrottled {
+		r.log.Info("relay: deferred until Google's throttle of the account ends", attrs...)
+		return r.q.Defer(ctx, m)
+	}
 	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
 }
