@@ -43,6 +43,11 @@ type Account struct {
 	Quarantined  int64          `json:"quarantined"`
 	SendViaGmail bool           `json:"send_via_gmail"`
 	Quota        Quota          `json:"quota"`
+
+	// Throttled is "throttled by Google until 15:04 (reason)" while Gmail
+	// asks us to leave the account alone; "" otherwise.
+	Throttled      string    `json:"throttled,omitempty"`
+	ThrottledUntil time.Time `json:"throttled_until,omitzero"`
 }
 
 // Quota is an account's Gmail sending over the rolling 24 hours.
@@ -185,7 +190,12 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	for _, a := range list {
+		var until time.Time
+		if a.Throttled(st.At) {
+			until = a.ThrottledUntil
+		}
 		st.Accounts = append(st.Accounts, Account{
+			Throttled: a.ThrottleNote(st.At.Local()), ThrottledUntil: until,
 			Email: a.Email, Kind: a.Kind, State: a.State, Warning: a.Warning,
 			LastError: a.LastError, ErrorAt: a.ErrorAt, ConnectedAt: a.ConnectedAt,
 			LastPoll: a.LastPoll, Imported: a.Imported, Quarantined: a.Quarantined,
