@@ -130,6 +130,11 @@ type Account struct {
 	// Aliases are the account's "Send mail as" addresses, sorted: mail
 	// From one goes via the account's Gmail, mail to one becomes tickets.
 	Aliases []string `json:"aliases,omitempty"`
+	// ThrottledUntil and ThrottleReason: Google asked us to stay away from
+	// the account (too many connections, bandwidth, "try again later")
+	// until then; both directions wait. See Throttle.
+	ThrottledUntil time.Time `json:"throttled_until,omitzero"`
+	ThrottleReason string    `json:"throttle_reason,omitempty"`
 }
 
 // Cursor is how far fetching got in the account's INBOX.

@@ -445,18 +445,20 @@ func (s *Store) seal(email, token string) (string, error) {
 
 func parseAccount(email string, h map[string]string) *Account {
 	a := &Account{
-		Email:        email,
-		Kind:         Kind(h["kind"]),
-		State:        State(h["state"]),
-		Warning:      h["warning"],
-		LastError:    h["last_error"],
-		ErrorAt:      parseTime(h["error_at"]),
-		ConnectedAt:  parseTime(h["connected_at"]),
-		ImportDone:   h["import_done"] == "1",
-		LastPoll:     parseTime(h["last_poll"]),
-		SendViaGmail: h["send_via_gmail"] == "1",
-		Fallback:     Fallback(h["fallback"]),
-		Aliases:      parseAliases(h["aliases"]),
+		Email:          email,
+		Kind:           Kind(h["kind"]),
+		State:          State(h["state"]),
+		Warning:        h["warning"],
+		LastError:      h["last_error"],
+		ErrorAt:        parseTime(h["error_at"]),
+		ConnectedAt:    parseTime(h["connected_at"]),
+		ImportDone:     h["import_done"] == "1",
+		LastPoll:       parseTime(h["last_poll"]),
+		SendViaGmail:   h["send_via_gmail"] == "1",
+		Fallback:       Fallback(h["fallback"]),
+		Aliases:        parseAliases(h["aliases"]),
+		ThrottledUntil: parseTime(h["throttled_until"]),
+		ThrottleReason: h["throttle_reason"],
 	}
 	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
 	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)

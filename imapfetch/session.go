@@ -80,6 +80,9 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 	if a.State != accounts.StateConnected {
 		return Report{}, fmt.Errorf("%w: state %s", errStopped, a.State)
 	}
+	if err := w.stillThrottled(a); err != nil {
+		return Report{}, err
+	}
 	s := &session{
 		started:  started,
 		w:        w,
@@ -100,6 +103,7 @@ func (w *worker) session(ctx context.Context, once bool, progress func(done, tot
 	if err != nil && ctx.Err() == nil && s.closed() && !errors.Is(err, errServerClosed) && !errors.Is(err, errSilent) && !oauth.NeedsReconnect(err) {
 		err = fmt.Errorf("%w: %w", errServerClosed, err)
 	}
+	err = w.noteThrottle(ctx, err)
 	s.reportEnd(ctx, time.Since(start), err)
 	return s.rep, err
 }
@@ -161,6 +165,7 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 			return err
 		}
 		s.w.polled = true
+		s.w.clearThrottle(ctx, a)
 		s.started()
 		done := s.rep.Created + s.rep.Comments
 		s.recordPoll(ctx, done-recorded)

@@ -96,6 +96,7 @@ func (w *worker) run(ctx context.Context) {
 			sbo.reset()
 		}
 		var se *storeError
+		var te *throttledError
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -111,6 +112,19 @@ func (w *worker) run(ctx context.Context) {
 			continue // handed to another process; acquireLease waits for this one's turn
 		case leaseLost:
 			continue // holdLease said why; acquireLease waits for it
+		case errors.As(err, &te):
+			// Gmail asked for a pause: every login meanwhile would count
+			// against the account. The next session reads the account
+			// (Redis, not Gmail) again within PollInterval, so a throttle
+			// cleared by an admin or by another process's success ends
+			// the wait early. The lease is released meanwhile; a standby
+			// process that takes it reads the same throttle and waits too.
+			wait := min(max(te.until.Sub(o.Now()), 0), o.PollInterval)
+			w.log.Debug("imapfetch: waiting out Gmail's throttle", "until", te.until, "reason", te.reason, "recheck_after", wait.Round(time.Millisecond))
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
 		case errors.As(err, &se):
 			// Not the IMAP server's fault, so its backoff does not grow;
 			// then acquireLease asks Redis every storeRetry until it

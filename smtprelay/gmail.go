@@ -70,12 +70,17 @@ func (s gmailSender) Deliver(ctx context.Context, from string, rcpts []string, d
 	c, err := s.g.dialAs(ctx, s.account)
 	if err != nil {
 		// Gmail's trouble, not the recipients': none of them bounces.
-		return failAll(rcpts, err, Deferred)
+		return failAll(rcpts, asThrottled(err), Deferred)
 	}
 	res := send(c, from, rcpts, data, nil) // Google signs what Gmail sends
 	for i, rr := range res {
-		if rr.Err != nil && isDailyLimit(rr.Err) {
+		switch {
+		case rr.Err != nil && isDailyLimit(rr.Err):
 			res[i].Outcome, res[i].Err = Deferred, fmt.Errorf("%w: %w", errGmailQuota, rr.Err)
+		case rr.Err != nil:
+			if te := asThrottled(rr.Err); te != rr.Err {
+				res[i].Outcome, res[i].Err = Deferred, te
+			}
 		}
 	}
 	quit(c, s.g.timeouts)

@@ -22,6 +22,7 @@ const (
 	reasonOverQuota                       // the account's count of the last 24 hours reached its limit
 	reasonGmailLimit                      // Gmail refused with its daily sending limit error
 	reasonAlias                           // it goes via Gmail: the sender is a "Send mail as" alias of the account
+	reasonGmailThrottled                  // Gmail asked us to leave the account alone for a while
 )
 
 var reasonText = [...]string{
@@ -37,6 +38,7 @@ var reasonText = [...]string{
 	reasonOverQuota:         "daily Gmail quota reached",
 	reasonGmailLimit:        "Gmail reported its daily sending limit",
 	reasonAlias:             "via Gmail as a \"Send mail as\" alias of the account",
+	reasonGmailThrottled:    "Gmail is throttling the account",
 }
 
 // String is the reason in words, for logs and the queue's last error.

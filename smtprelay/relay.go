@@ -312,6 +312,10 @@ func (r *Relay) try(ctx context.Context, m *Message, taken *Message) error {
 	m.outcome = true
 	m.apply(RouteNone, r.told(RouteNone, bad))
 	res := append(bad, r.deliver(ctx, m, d, rcpts)...)
+	if te, ok := gmailThrottled(res); ok && d.route == RouteGmail {
+		return r.record(ctx, m, r.throttled(ctx, m, d, te), res)
+	}
+	r.clearThrottle(ctx, d, res)
 	if why, refused := gmailRefused(res); len(refused) > 0 {
 		next, err := r.decide(ctx, m, hd, why)
 		if err != nil {
@@ -398,7 +402,7 @@ func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) 
 	case len(m.Pending()) == 0:
 		return r.finish(ctx, m, nil)
 	case d.route == RouteDeferred:
-		return r.deferForQuota(ctx, m, d)
+		return r.deferUntil(ctx, m, d)
 	}
 	var last error
 	for _, rr := range res {
@@ -409,11 +413,15 @@ func (r *Relay) record(ctx context.Context, m *Message, d decision, res Result) 
 	return r.retry(ctx, m, last)
 }
 
-// deferForQuota keeps m queued until d.until, when the account's Gmail
-// quota frees.
-func (r *Relay) deferForQuota(ctx context.Context, m *Message, d decision) error {
+// deferUntil keeps m queued until d.until, when the account's Gmail quota
+// frees or Google's throttle of it ends.
+func (r *Relay) deferUntil(ctx context.Context, m *Message, d decision) error {
 	m.Route, m.LastError, m.NextAttempt = RouteDeferred, d.reason.String(), d.until
 	attrs := append([]any{"queue_id", m.ID, "account", d.account, "sender", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
+	if d.reason == reasonGmailThrottled {
+		r.log.Info("relay: deferred until Google's throttle of the account ends", attrs...)
+		return r.q.Defer(ctx, m)
+	}
 	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
 }

@@ -27,6 +27,8 @@ type decision struct {
 	attrs   []any   // the reason's details and the policy applied, as log attributes
 	account string  // RouteGmail: whose quota the message took; RouteDeferred: whose it waits for
 	until   time.Time
+
+	wasThrottled bool // RouteGmail: the account carries a throttle, to clear once Gmail takes its mail
 }
 
 // header is what a try needs from the message's header, read once per try.
@@ -73,11 +75,17 @@ func (r *Relay) decide(ctx context.Context, m *Message, hd header, refused reaso
 		}
 	}
 	if why == reasonNone {
-		d := decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data}
+		d := decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data,
+			wasThrottled: !acct.ThrottledUntil.IsZero()}
 		if alias := viaAlias(m, hd, acct); alias != "" {
 			d.reason, d.attrs = reasonAlias, []any{"alias", alias, "account", acct.Email}
 		}
 		return d, nil
+	}
+	if why == reasonGmailThrottled {
+		// As after a Gmail outage, the mail waits for the account's
+		// Gmail rather than going another way (see Relay.throttled).
+		return decision{route: RouteDeferred, reason: why, attrs: attrs, account: acct.Email, until: acct.ThrottledUntil}, nil
 	}
 	return r.fallback(ctx, m, acct, hd, why, attrs), nil
 }
@@ -132,6 +140,9 @@ func (r *Relay) gmailBlock(ctx context.Context, m *Message, hd header, acct *acc
 	l, rcpts := r.opts.Limits(acct.Kind), m.Pending()
 	if l.PerMessageRcpt > 0 && len(rcpts) > l.PerMessageRcpt {
 		return reasonTooManyRecipients, []any{"rcpts", len(rcpts), "max", l.PerMessageRcpt}, nil
+	}
+	if acct.Throttled(r.opts.Now()) {
+		return reasonGmailThrottled, []any{"until", acct.ThrottledUntil, "throttle", acct.ThrottleReason}, nil
 	}
 	res, err := r.quota.Reserve(ctx, acct.Email, m.ID, len(rcpts), external(rcpts, acct.Email), l, r.opts.WarnAt)
 	if err != nil {

@@ -44,6 +44,11 @@ type Account struct {
 	SendViaGmail bool           `json:"send_via_gmail"`
 	Aliases      []string       `json:"aliases,omitempty"` // "Send mail as" addresses
 	Quota        Quota          `json:"quota"`
+
+	// Throttled is "throttled by Google until 15:04 (reason)" while Gmail
+	// asks us to leave the account alone; "" otherwise.
+	Throttled      string    `json:"throttled,omitempty"`
+	ThrottledUntil time.Time `json:"throttled_until,omitzero"`
 }
 
 // Quota is an account's Gmail sending over the rolling 24 hours.
@@ -186,7 +191,12 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	for _, a := range list {
+		var until time.Time
+		if a.Throttled(st.At) {
+			until = a.ThrottledUntil
+		}
 		st.Accounts = append(st.Accounts, Account{
+			Throttled: a.ThrottleNote(st.At.Local()), ThrottledUntil: until,
 			Email: a.Email, Kind: a.Kind, State: a.State, Warning: a.Warning,
 			LastError: a.LastError, ErrorAt: a.ErrorAt, ConnectedAt: a.ConnectedAt,
 			LastPoll: a.LastPoll, Imported: a.Imported, Quarantined: a.Quarantined,

@@ -227,3 +227,34 @@ func TestGatherDeferredAndBounced(t *testing.T) {
 		t.Errorf("bounced tomorrow = %+v, %v; want 0", st.Queue, err)
 	}
 }
+
+// TestGatherShowsThrottle: Gather reports Gmail's throttle of an account
+// while it lasts, in the words `status` and the console print.
+func TestGatherShowsThrottle(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	if _, err := w.acc.Connect(ctx, accounts.Account{Email: support}, "refresh"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 9, 30, 0, 0, time.Local)
+	if err := w.acc.SetThrottled(ctx, support, now.Add(20*time.Minute), "too many login attempts"); err != nil {
+		t.Fatal(err)
+	}
+	src := w.sources()
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{
+		{now, "throttled by Google until 09:50 (too many login attempts)"},
+		{now.Add(21 * time.Minute), ""}, // passed: no longer shown
+	} {
+		src.Now = func() time.Time { return tc.at }
+		st, err := src.Gather(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Accounts[0].Throttled; got != tc.want {
+			t.Errorf("at %s: Throttled = %q, want %q", tc.at.Format("15:04"), got, tc.want)
+		}
+	}
+}

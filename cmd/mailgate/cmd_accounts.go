@@ -341,7 +341,7 @@ func accountsList(c *cli.Context) error {
 		if a.ImportRecent > 0 && !a.ImportDone && a.State == accounts.StateConnected {
 			imported += fmt.Sprintf(" (import of %d pending)", a.ImportRecent)
 		}
-		warning := a.Warning
+		warning := joinNotes(a.ThrottleNote(time.Now()), a.Warning)
 		q, err := accountQuota(c.Context, quota, a, limits, cfg.Relay.QuotaWarnAt)
 		if q.Warning != "" {
 			warning = strings.TrimPrefix(warning+"; "+q.Warning, "; ")

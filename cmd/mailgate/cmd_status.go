@@ -74,7 +74,7 @@ func printStatus(w io.Writer, st *status.Status) error {
 				imported += fmt.Sprintf(" (%d quarantined)", a.Quarantined)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Email, a.State, poll, imported,
-				quotaBar(a.Quota.Used, a.Quota.Limit, a.Quota.Blocked), clip(a.Warning, 90))
+				quotaBar(a.Quota.Used, a.Quota.Limit, a.Quota.Blocked), clip(joinNotes(a.Throttled, a.Warning), 90))
 		}
 		tw.Flush()
 	}

@@ -34,6 +34,17 @@ func clip(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// joinNotes joins the non-empty notes of one table cell with "; ".
+func joinNotes(notes ...string) string {
+	var out []string
+	for _, n := range notes {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 func tagList(t *tickets.Ticket) string {
 	tags := append([]string{}, t.Tags...)
 	if t.SuppressTriggers {

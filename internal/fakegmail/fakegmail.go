@@ -43,6 +43,10 @@ type Options struct {
 	// about 29 minutes (RFC 2177 section 3 lets servers log out idlers after
 	// 30); tests set it small. Zero means no cut-off.
 	IdleTimeout time.Duration
+	// MaxConnections is how many connections one account may have logged
+	// in at once; the next login gets ErrTooManyConnections, as from
+	// Gmail. Zero means DefaultMaxConnections (15, Gmail's limit).
+	MaxConnections int
 	// Logger receives connection and login events. Nil discards them.
 	Logger *slog.Logger
 }
@@ -78,6 +82,9 @@ type account struct {
 	idlers    map[*session]chan struct{} // sessions in IDLE, woken on changes
 
 	mostSessions int // the most logged-in connections at once
+
+	// commandErr answers every command after login (SetCommandError).
+	commandErr *imap.Error
 }
 
 // New returns a server that is not yet listening; call Listen or Start.

@@ -101,6 +101,11 @@ func (sess *session) authenticate(user, token string) error {
 	}
 
 	srv.mu.Lock()
+	if len(acct.sessions) >= srv.maxConnections() {
+		srv.mu.Unlock()
+		srv.log.Info("fakegmail: login refused: too many connections", "account", acct.email)
+		return ErrTooManyConnections
+	}
 	acct.logins++
 	acct.sessions[sess] = struct{}{}
 	acct.mostSessions = max(acct.mostSessions, len(acct.sessions))

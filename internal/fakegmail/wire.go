@@ -119,7 +119,7 @@ func (c *wireConn) scan(eof bool) {
 		}
 		line := c.raw[:i+1]
 		c.raw = c.raw[i+1:]
-		if c.answerID(line) {
+		if c.answerID(line) || c.refuseCommand(line) {
 			continue
 		}
 		c.ready = append(c.ready, line...)

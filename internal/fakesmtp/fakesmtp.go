@@ -98,6 +98,8 @@ type Server struct {
 	convs     []*conversation
 	byConn    map[*smtp.Conn]*conversation
 	nextQueue int
+
+	authErr map[string]*smtp.SMTPError // Gmail: lower-case account → AUTH reply (SetAuthError)
 }
 
 // conversation is what the server remembers about one connection: it
@@ -244,6 +246,7 @@ func (s *Server) Reset() {
 	s.failRcpt = make(map[string]*smtp.SMTPError)
 	s.drops = 0
 	s.overLimit = make(map[string]bool)
+	s.authErr = nil
 	s.convs = nil
 	s.byConn = make(map[*smtp.Conn]*conversation)
 }

@@ -74,6 +74,9 @@ func newXOAUTH2Exchange(ss *session) *xoauth2Exchange {
 
 func (x *xoauth2Exchange) Next(resp []byte) (challenge []byte, done bool, err error) {
 	x.logResponse(resp)
+	if user, _, perr := fakesasl.ParseXOAUTH2(resp); perr == nil && x.ss.s.authError(user) != nil {
+		return nil, true, x.ss.reply(x.ss.s.authError(user))
+	}
 	c, done, err := x.inner.Next(resp)
 	switch {
 	case err != nil:
