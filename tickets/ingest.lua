@@ -31,6 +31,7 @@
 --                     type names (EventType in events.go)
 --   subject_rule      the rule name of subject-token threading
 --   rate_reason       the reason of a mail suppressed by the rate limit
+--   unthreaded        the reason of an agent's mail that joins no ticket
 --   mails             one object per mail, in order (mailArgs in ingest.go):
 --     k               where its keys start, see above
 --     sender          the mail's sender, lower-cased, or ""
@@ -43,6 +44,10 @@
 --                     event type that reports it; "" for a normal mail
 --     rate            {limit, window_ms}: limit 0 when none applies
 --                     (no limit set, no sender, or the initial import)
+--     agent           true for an agent's mail from the Sent folder: its
+--                     participants are its recipients, one of whom must
+--                     take part in the ticket its headers name; it never
+--                     opens a ticket (reply {'skipped', ...} instead)
 -- ARGV[3i-1] the ticket JSON of mail i without its opening "{" and its id
 --         ("" for noise)
 -- ARGV[3i]   the members of its comment JSON but its body, without braces
@@ -53,7 +58,7 @@
 -- nowhere, so its event carries the whole mail. The script never decodes
 -- these: each is copied into what is stored in one concatenation.
 -- Returns one reply per mail, in order: {'duplicate', '<ticket>:<comment>'},
--- {'suppressed', ..., reason, event id} or {event type, '<ticket>:<comment>',
+-- {'suppressed', ..., reason, event id}, {'skipped', '0:0', reason} or {event type, '<ticket>:<comment>',
 -- rule, event id}; the last is {'stale'} when a mail needed the keys of a
 -- ticket that were not given (a reference or the last id moved since Go
 -- looked): that mail wrote nothing and the mails after it were not tried,
@@ -85,6 +90,19 @@ local given = {}
 for i, id in ipairs(a.ids) do
   local k = 3 + 4 * (i - 1)
   given[id] = {hash = KEYS[k + 1], comments = KEYS[k + 2], people = KEYS[k + 3], threaded = KEYS[k + 4]}
+end
+
+-- takesPart tells whether mail m may join the ticket whose people are at
+-- key people by its headers: its sender takes part in it, or, for an
+-- agent's mail, one of its recipients does.
+local function takesPart(people, m)
+  if not m.agent then
+    return redis.call('SISMEMBER', people, m.sender) == 1
+  end
+  for _, p in ipairs(m.participants) do
+    if redis.call('SISMEMBER', people, p) == 1 then return true end
+  end
+  return false
 end
 
 -- ingest one mail m, its ticket JSON tdata and its comment's head and
@@ -120,7 +138,7 @@ local function ingest(m, tdata, head, body)
     if tid and m.sender ~= '' then
       local t = given[tid]
       if not t then return nil end
-      if redis.call('SISMEMBER', t.people, m.sender) == 1 then
+      if takesPart(t.people, m) then
         id, tk, rule = tid, t, m.refs[i]
         break
       end
@@ -134,6 +152,9 @@ local function ingest(m, tdata, head, body)
     end
   end
   local target = id
+  if not target and m.agent then
+    return {'skipped', '0:0', a.unthreaded}
+  end
   if not target then
     id = tostring((tonumber(redis.call('GET', KEYS[1])) or 0) + 1)
     tk = given[id]
@@ -165,8 +186,9 @@ local function ingest(m, tdata, head, body)
     redis.call('RPUSH', tk.comments, ids .. ',' .. body .. '}')
     data = ids .. '}'
     redis.call('HSET', tk.threaded, idx, rule)
-    -- A customer writing again reopens a solved ticket.
-    if redis.call('HGET', tk.hash, 'status') == 'solved' then
+    -- A customer writing again reopens a solved ticket; an agent's
+    -- answer does not.
+    if not m.agent and redis.call('HGET', tk.hash, 'status') == 'solved' then
       redis.call('HSET', tk.hash, 'status', 'open', 'updated_at', a.now)
     else
       redis.call('HSET', tk.hash, 'updated_at', a.now)
@@ -194,8 +216,13 @@ local function ingest(m, tdata, head, body)
     redis.call('SET', KEYS[k + 2], id)
   end
 
-  local eid = publish({'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,
-    'message_id', m.message_id, 'data', data})
+  local ev = {'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,
+    'message_id', m.message_id, 'data', data}
+  if m.agent then
+    -- Consumers tell an agent's answer from a customer's mail by this.
+    ev[#ev + 1], ev[#ev + 2] = 'author', 'agent'
+  end
+  local eid = publish(ev)
   return {typ, id .. ':' .. idx, rule, eid}
 end
 
