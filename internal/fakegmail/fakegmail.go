@@ -19,8 +19,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 )
 
-// Inbox is the only mailbox a new account has and the one Deliver appends to.
+// Inbox is the mailbox Deliver appends to.
 const Inbox = "INBOX"
+
+// SentMail is the name of a new account's Sent folder, as an English Gmail
+// shows it; LIST marks it \Sent (RFC 6154). SetSentName renames it, as
+// Gmail in another language names it.
+const SentMail = "[Gmail]/Sent Mail"
 
 // appendLimit is the APPENDLIMIT Gmail advertises (RFC 7889).
 const appendLimit = 35651584
@@ -74,6 +79,7 @@ type account struct {
 	failLogin error
 	fetchErr  error
 	clientID  *imap.IDData
+	sent      string                     // the name of the mailbox LIST marks \Sent
 	sessions  map[*session]struct{}      // logged-in connections
 	idlers    map[*session]chan struct{} // sessions in IDLE, woken on changes
 
@@ -173,7 +179,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-// AddUser creates an account with an empty INBOX. Adding an existing account
+// AddUser creates an account with an empty INBOX and Sent folder. Adding an existing account
 // does nothing. Addresses are compared without regard to case, as Gmail does.
 func (s *Server) AddUser(email string) {
 	key := strings.ToLower(email)
@@ -187,9 +193,13 @@ func (s *Server) AddUser(email string) {
 	if err := u.Create(Inbox, nil); err != nil {
 		panic(fmt.Sprintf("fakegmail: create INBOX for new user: %v", err))
 	}
+	if err := u.Create(SentMail, nil); err != nil {
+		panic(fmt.Sprintf("fakegmail: create Sent folder for new user: %v", err))
+	}
 	s.accounts[key] = &account{
 		email:    email,
 		user:     u,
+		sent:     SentMail,
 		sessions: make(map[*session]struct{}),
 		idlers:   make(map[*session]chan struct{}),
 	}
@@ -227,6 +237,52 @@ func (s *Server) Deliver(email string, raw []byte, seen bool) (imap.UID, error) 
 	s.wake(a)
 	s.log.Debug("fakegmail: delivered", "account", email, "uid", uint32(data.UID))
 	return data.UID, nil
+}
+
+// AppendSent appends raw to the account's Sent folder, read, as Gmail does
+// with mail the account sends (from its web interface, or over SMTP), and
+// returns its UID.
+func (s *Server) AppendSent(email string, raw []byte) (imap.UID, error) {
+	a, err := s.account(email)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	name := a.sent
+	s.mu.Unlock()
+	data, err := a.user.Append(name, bytes.NewReader(raw), &imap.AppendOptions{Time: time.Now(), Flags: []imap.Flag{imap.FlagSeen}})
+	if err != nil {
+		return 0, fmt.Errorf("fakegmail: append to %s of %s: %w", name, email, err)
+	}
+	s.wake(a)
+	return data.UID, nil
+}
+
+// SetSentName renames the account's Sent folder, e.g. to
+// "[Gmail]/Gesendet" as a German Gmail names it; LIST still marks it \Sent.
+func (s *Server) SetSentName(email, name string) error {
+	a, err := s.account(email)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := a.user.Rename(a.sent, name, nil); err != nil {
+		return fmt.Errorf("fakegmail: rename %s of %s: %w", a.sent, email, err)
+	}
+	a.sent = name
+	return nil
+}
+
+// specialUse returns the RFC 6154 attribute of the account's mailbox name,
+// or "".
+func (s *Server) specialUse(email, name string) imap.MailboxAttr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.accounts[strings.ToLower(email)]; a != nil && a.sent == name {
+		return imap.MailboxAttrSent
+	}
+	return ""
 }
 
 // inbox runs f with a private view of the account's INBOX, through the same
