@@ -158,3 +158,33 @@ func TestSentFolderLocalisedName(t *testing.T) {
 	e.deliver(alice, 2, false)
 	waitFor(t, 10*time.Second, "the second ticket", func() bool { return e.ticketCount() == 2 })
 }
+
+// A Sent folder whose UIDVALIDITY changed is read again from its start, as
+// INBOX is; what was added before comes back as duplicates, not twice.
+func TestSentFolderUIDValidityChange(t *testing.T) {
+	e := newEnv(t, fakegmail.Options{})
+	e.connect(alice, 0)
+	o := e.options()
+	o.SentFolder = true
+	f := New(e.acc, e.st, o)
+	e.deliver(alice, 1, false)
+	pollOnce(t, f, alice)
+	e.appendSent(alice, agentReply(alice, 1, "answer@example.com"))
+	if rep := pollOnce(t, f, alice); rep.Comments != 1 {
+		t.Fatalf("poll = %+v, want the agent's comment", rep)
+	}
+	c := e.sentCursor(alice)
+	if err := e.acc.SetSentCursor(context.Background(), alice, accounts.Cursor{UIDValidity: c.UIDValidity + 1000, LastUID: 77}); err != nil {
+		t.Fatal(err)
+	}
+	rep := pollOnce(t, f, alice)
+	if rep.Fetched != 1 || rep.Duplicates != 1 || rep.Comments != 0 {
+		t.Fatalf("poll after the UIDVALIDITY change = %+v, want the one sent mail read again as a duplicate", rep)
+	}
+	if got := e.sentCursor(alice); got != c {
+		t.Errorf("sent cursor = %+v, want %+v again", got, c)
+	}
+	if tk := e.tickets()["Help number 1"]; tk == nil || tk.CommentCount != 2 {
+		t.Errorf("ticket = %+v, want 2 comments", tk)
+	}
+}
