@@ -137,7 +137,8 @@ type Account struct {
 	ThrottleReason string    `json:"throttle_reason,omitempty"`
 }
 
-// Cursor is how far fetching got in the account's INBOX.
+// Cursor is how far fetching got in one of the account's folders: INBOX
+// (Cursor), or Sent (SentCursor).
 type Cursor struct {
 	UIDValidity uint32 `json:"uid_validity"`
 	LastUID     uint32 `json:"last_uid"` // highest UID fully processed

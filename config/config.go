@@ -121,6 +121,10 @@ type Fetch struct {
 	// CommandTimeout is how long the IMAP server may stay silent while a
 	// reply is due before the connection is dropped and made again.
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// SentFolder also reads each account's Sent folder (found by its \Sent
+	// attribute) and adds an agent's answer written in Gmail itself to
+	// its ticket as a comment by the agent.
+	SentFolder bool `yaml:"sent_folder"`
 }
 
 // Relay configures the SMTP submission listener the helpdesk sends through

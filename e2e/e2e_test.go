@@ -41,7 +41,9 @@ func TestServe(t *testing.T) {
 	w.addAccount(account)
 	hd := newHelpdesk(w)
 
-	serve1 := w.serve()
+	// Reading the Sent folder too: the notifications the relay sends
+	// through Gmail land there and must be skipped.
+	serve1 := w.serve("--set", "fetch.sent_folder=true")
 	w.waitPolled(account, serve1.Started, 10*time.Second)
 
 	// phase runs f as a subtest, with the world reporting to it meanwhile.
@@ -122,6 +124,41 @@ func TestServe(t *testing.T) {
 			t.Errorf("tickets show %d --json: comment_count %d (%v), want 2", ticket, shown.CommentCount, err)
 		}
 		t.Logf("whole round trip: %s", time.Since(start).Round(time.Millisecond))
+	}) {
+		return
+	}
+
+	if !phase("an answer written in Gmail becomes the agent's comment", func(t *testing.T) {
+		// The helpdesk answers without naming the ticket: only the relay's
+		// registration of every Message-ID tells its copy in Sent apart.
+		const helpdeskID, agentID = "plain-1@helpdesk.e2e.test", "gmail-web-1@mail.gmail.com"
+		before := len(w.fakes.GmailSMTP.Received())
+		if _, _, err := submit(w.relay, account, "elodie@customer.example",
+			notification("elodie@customer.example", "Re: Invoice 42 is wrong", helpdeskID, 0, false, "cust-2@customer.example")); err != nil {
+			t.Fatalf("relay: %v", err)
+		}
+		if got := w.fakes.GmailSMTP.WaitFor(before+1, 10*time.Second); len(got) != before+1 {
+			t.Fatalf("Gmail SMTP received %d messages, want %d", len(got), before+1)
+		}
+		agent := []byte("From: Acme Support <" + account + ">\r\nTo: elodie@customer.example\r\nSubject: Re: Invoice 42 is wrong\r\n" +
+			"Message-ID: <" + agentID + ">\r\nIn-Reply-To: <cust-2@customer.example>\r\nReferences: <cust-1@customer.example> <cust-2@customer.example>\r\n" +
+			"Date: " + time.Now().Format(time.RFC1123Z) + "\r\n\r\nFixed it from Gmail.\r\n")
+		if _, err := w.fakes.IMAP.AppendSent(account, agent); err != nil {
+			t.Fatal(err)
+		}
+		ev := hd.next(15*time.Second, "the agent's comment", func(e event) bool {
+			if e.MessageID == helpdeskID {
+				t.Errorf("the helpdesk's own answer came back from the Sent folder as %s", e.Type)
+			}
+			return e.MessageID == agentID
+		})
+		var c struct {
+			Role string `json:"role"`
+		}
+		_ = json.Unmarshal([]byte(ev.Data), &c)
+		if ev.Type != "ticket.comment" || ev.Ticket != ticket || ev.Author != "agent" || !ev.SuppressTriggers || c.Role != "agent" {
+			t.Errorf("agent's answer = %+v (role %q), want a ticket.comment on #%d by the agent that triggers nothing", ev, c.Role, ticket)
+		}
 	}) {
 		return
 	}

@@ -200,12 +200,16 @@ type event struct {
 	Ticket    int64
 	Comment   int64
 	MessageID string
-	Data      string
+	Author    string
+	// SuppressTriggers: the helpdesk must notify nobody.
+	SuppressTriggers bool
+	Data             string
 }
 
 func decodeEvent(m redis.XMessage) event {
 	s := func(k string) string { v, _ := m.Values[k].(string); return v }
-	e := event{ID: m.ID, Type: s("type"), MessageID: s("message_id"), Data: s("data")}
+	e := event{ID: m.ID, Type: s("type"), MessageID: s("message_id"), Author: s("author"),
+		SuppressTriggers: s("suppress_triggers") == "true", Data: s("data")}
 	e.Ticket, _ = strconv.ParseInt(s("ticket"), 10, 64)
 	e.Comment, _ = strconv.ParseInt(s("comment"), 10, 64)
 	return e

@@ -81,6 +81,16 @@
 // fake server does not offer it, and UIDVALIDITY plus Message-ID dedupe
 // cover what X-GM-MSGID would add.
 //
+// # The Sent folder
+//
+// With Options.SentFolder each poll first reads the Sent folder (sent.go):
+// found by its \Sent attribute, opened with EXAMINE, searched above a
+// cursor of its own (accounts.SentCursor, which starts at the folder's
+// UIDNEXT the first time), and fetched and stored by the same batches as
+// INBOX, as tickets.Source.Agent; nothing there is marked. INBOX is then
+// selected again, so mail that reached it meanwhile is found by the search
+// that follows.
+//
 // # Several processes
 //
 // A worker polls an account only while it holds the account's lease in
@@ -108,5 +118,5 @@
 // imapclient has one per command: session.go (dial, log in, select, wait
 // with IDLE), poll.go (search, the batch pipeline, cursor), batch.go
 // (stream and parse one batch), ingest.go (store a batch, \Seen,
-// quarantine).
+// quarantine), sent.go (the Sent folder).
 package imapfetch

@@ -419,3 +419,71 @@ func BenchmarkFetchDovecot(b *testing.B) {
 		})
 	}
 }
+
+// Dovecot with a Sent folder named as a German client names it, marked
+// \Sent by Dovecot's special_use setting (RFC 6154): the fetcher finds it
+// by the attribute, and an agent's answer filed there becomes a comment.
+// Dovecot offers no X-GM-EXT-1 either, so this is also the Sent folder
+// without Gmail's extensions.
+func TestDovecotSentFolderByAttribute(t *testing.T) {
+	dovecottest.SkipUnlessEnabled(t)
+	e := newEnv(t, fakegmail.Options{})
+	dv := dovecottest.Start(t, dovecottest.Options{Users: []string{alice}, TokeninfoURL: e.oa.TokeninfoURL(),
+		Extra: []string{
+			"namespace inbox {",
+			"  inbox = yes",
+			"  mailbox Gesendet {",
+			"    special_use = \\Sent",
+			"    auto = create",
+			"  }",
+			"  mailbox Sent {", // a folder named Sent that is not the Sent folder
+			"    auto = create",
+			"  }",
+			"}",
+		}})
+	e.addr = dv.Addr()
+	tok := e.oa.IssueRefreshToken(alice)
+	if _, err := e.acc.Connect(context.Background(), accounts.Account{Email: alice}, tok); err != nil {
+		t.Fatal(err)
+	}
+	o := e.options()
+	o.SentFolder = true
+	f := New(e.acc, e.st, o)
+	dvDeliver(t, dv, alice, 1, false)
+	if rep := pollOnce(t, f, alice); rep.Created != 1 {
+		t.Fatalf("first poll = %+v, want one ticket", rep)
+	}
+	if c := e.sentCursor(alice); c.UIDValidity == 0 {
+		t.Fatalf("sent cursor = %+v, want the Gesendet folder's", c)
+	}
+	// The decoy first: were the folder found by name, this would be read.
+	if _, err := dv.Append(alice, "Sent", agentReply(alice, 1, "decoy@example.com"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dv.Append(alice, "Gesendet", agentReply(alice, 1, "answer@example.com"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dv.Append(alice, "Gesendet", []byte("From: "+alice+"\r\nTo: friend@elsewhere.test\r\n"+
+		"Subject: Lunch?\r\nMessage-ID: <lunch@example.com>\r\n\r\nNoon?\r\n"), true); err != nil {
+		t.Fatal(err)
+	}
+	rep := pollOnce(t, f, alice)
+	if rep.Comments != 1 || rep.Skipped != 1 || rep.Created != 0 || rep.Errors != 0 {
+		t.Fatalf("poll = %+v, want the agent's answer as a comment and the private mail skipped", rep)
+	}
+	full, err := e.st.Get(context.Background(), e.tickets()["Help number 1"].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Comments) != 2 || full.Comments[1].MessageID != "answer@example.com" || full.Comments[1].Role != tickets.RoleAgent {
+		t.Fatalf("comments = %+v, want the agent's answer from Gesendet", full.Comments)
+	}
+	if c := e.sentCursor(alice); c.LastUID != 2 {
+		t.Errorf("sent cursor = %+v, want last_uid 2", c)
+	}
+	// INBOX still works after the Sent folder was read.
+	dvDeliver(t, dv, alice, 2, false)
+	if rep := pollOnce(t, f, alice); rep.Created != 1 || rep.Comments != 0 {
+		t.Errorf("poll = %+v, want the new INBOX mail only", rep)
+	}
+}

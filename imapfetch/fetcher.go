@@ -84,6 +84,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SentFolder also reads the account's Sent folder (found by its \Sent
+	// attribute, RFC 6154) at every poll, from the first poll with it on,
+	// and adds each mail there that answers a ticket as a comment by the
+	// agent (tickets.Source.Agent): an answer written in Gmail itself.
+	SentFolder bool
 	// ClientID is sent with the IMAP ID command (Google asks clients to
 	// identify themselves); nil sends name "mailgate".
 	ClientID *imap.IDData
@@ -165,6 +170,8 @@ type AccountStore interface {
 	Get(ctx context.Context, email string) (*accounts.Account, error)
 	Cursor(ctx context.Context, email string) (accounts.Cursor, error)
 	SetCursor(ctx context.Context, email string, c accounts.Cursor) error
+	SentCursor(ctx context.Context, email string) (accounts.Cursor, error)
+	SetSentCursor(ctx context.Context, email string, c accounts.Cursor) error
 	MarkImportDone(ctx context.Context, email string) error
 	RecordPoll(ctx context.Context, email string, imported int) error
 	Attempt(ctx context.Context, email string, uidValidity, uid uint32) (int, error)
@@ -196,6 +203,7 @@ type Report struct {
 	Suppressed    int // mails the loop rules kept from opening tickets
 	Quarantined   int // poison mails set aside
 	Errors        int // mails that failed and will be retried
+	Skipped       int // mails of the Sent folder that joined no ticket, or that mailgate sent
 }
 
 // sub returns what r counted beyond o.
@@ -209,6 +217,7 @@ func (r Report) sub(o Report) Report {
 		Suppressed:    r.Suppressed - o.Suppressed,
 		Quarantined:   r.Quarantined - o.Quarantined,
 		Errors:        r.Errors - o.Errors,
+		Skipped:       r.Skipped - o.Skipped,
 	}
 }
 

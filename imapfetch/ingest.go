@@ -39,7 +39,6 @@ var errNoBody = errors.New("server returned no message body")
 // outcome, so that they are still marked \Seen.
 // src is the Source of every mail but its ReceivedAt.
 func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.Source, imported bool) ([]outcome, error) {
-	w := s.w
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)
 	defer cancel()
 
@@ -50,7 +49,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 	for i := range b.mails {
 		m := &b.mails[i]
 		switch {
-		case w.quarantined[uint32(m.uid)]:
+		case s.marks.quarantined[uint32(m.uid)]:
 			out[i] = quarantined
 		case m.raw == nil:
 			errs[i] = errNoBody
@@ -95,6 +94,8 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 // stored counts one stored mail and forgets its failed attempts.
 func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) {
 	switch {
+	case res.Skipped != "":
+		s.rep.Skipped++
 	case res.Duplicate:
 		s.rep.Duplicates++
 	case res.Suppressed != "":
@@ -109,10 +110,11 @@ func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) 
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("imapfetch: ingested", "uid", uid, "ticket", res.Ticket, "created", res.Created,
-			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy)
+			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy,
+			"sent_folder", s.sent, "skipped", res.Skipped)
 	}
-	if s.w.failed[uint32(uid)] {
-		delete(s.w.failed, uint32(uid))
+	if s.marks.failed[uint32(uid)] {
+		delete(s.marks.failed, uint32(uid))
 		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.cur.UIDValidity, uint32(uid)); err != nil {
 			s.log.Warn("imapfetch: clear attempts", "uid", uid, "err", err)
 		}
@@ -131,17 +133,20 @@ func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcom
 	if aerr != nil {
 		return failed, storeErr(fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr))
 	}
-	w.failed[uid] = true
+	s.marks.failed[uid] = true
 	if n < s.o.MaxAttempts {
 		s.rep.Errors++
 		s.log.Warn("imapfetch: ingest failed; will retry", "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
 		return failed, nil
 	}
 	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
+	if s.sent {
+		reason = "in the Sent folder: " + reason
+	}
 	if qerr := w.f.st.Quarantine(ctx, m.raw, w.email, uid, reason); qerr != nil {
 		return failed, storeErr(fmt.Errorf("quarantine uid %d: %w", uid, qerr))
 	}
-	w.quarantined[uid] = true
+	s.marks.quarantined[uid] = true
 	s.rep.Quarantined++
 	if err := w.f.acc.AddQuarantined(ctx, w.email); err != nil {
 		s.log.Warn("imapfetch: count quarantined mail", "uid", uid, "err", err)

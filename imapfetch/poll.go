@@ -197,6 +197,9 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 	done := make([]bool, len(uids))
 	ndone := 0
 	src := tickets.Source{SupportAddress: s.w.email, Origin: "imap:" + s.w.email}
+	if s.sent {
+		src.Agent, src.Origin = true, "imap-sent:"+s.w.email
+	}
 	if imported {
 		src.SuppressTriggers = true
 		src.Tags = []string{"imported"}
@@ -291,7 +294,7 @@ func (s *session) fetchAndIngest(ctx context.Context, uids []imap.UID, imported 
 				continue
 			}
 			switch o := out[j]; {
-			case o == ingested && !imported:
+			case o == ingested && !imported && !s.sent:
 				stored = append(stored, u)
 				seenAt = append(seenAt, i)
 			case o == ingested, o == quarantined:
@@ -333,6 +336,9 @@ func (s *session) advance(ctx context.Context, uids []imap.UID, done []bool, cei
 	}
 	s.cur.LastUID = next
 	s.bounded(ctx, func(ctx context.Context) error {
+		if s.sent {
+			return s.w.f.acc.SetSentCursor(ctx, s.w.email, s.cur)
+		}
 		return s.w.f.acc.SetCursor(ctx, s.w.email, s.cur)
 	}, "save cursor")
 }

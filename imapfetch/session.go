@@ -44,7 +44,15 @@ type session struct {
 	// newMail receives a value when the server announces EXISTS.
 	newMail chan struct{}
 
-	cur accounts.Cursor
+	// cur and marks are the selected folder's: INBOX, or Sent while
+	// sent is true (sent.go).
+	cur   accounts.Cursor
+	marks *uidMarks
+	sent  bool
+	// sentBox is the Sent folder's name, once looked up (sentLooked).
+	sentBox    string
+	sentLooked bool
+
 	rep Report
 
 	reported   Report // rep at the last OnPoll call
@@ -158,7 +166,15 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 	}
 	for {
 		start := time.Now()
-		err := s.pollNew(ctx)
+		var err error
+		if s.o.SentFolder {
+			// Before INBOX: mail that reaches INBOX meanwhile, while it is
+			// not selected, is found by the search that follows.
+			err = s.pollSent(ctx)
+		}
+		if err == nil {
+			err = s.pollNew(ctx)
+		}
 		s.reportPoll(ctx, time.Since(start), err)
 		if err != nil {
 			s.pollFailed = true
@@ -361,12 +377,8 @@ func (s *session) selectInbox(ctx context.Context) error {
 			return storeErr(err)
 		}
 	}
-	s.cur = cur
-	if s.w.uidValidity != sel.UIDValidity {
-		s.w.uidValidity = sel.UIDValidity
-		clear(s.w.quarantined)
-		clear(s.w.failed)
-	}
+	s.cur, s.marks, s.sent = cur, &s.w.inbox, false
+	s.marks.reset(sel.UIDValidity)
 	return nil
 }
 

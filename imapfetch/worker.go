@@ -55,20 +55,39 @@ type worker struct {
 	email string
 	log   *slog.Logger
 
-	uidValidity uint32
-	quarantined map[uint32]bool // UIDs under uidValidity
-	failed      map[uint32]bool // UIDs with an attempt counted
+	inbox, sent uidMarks // per folder
 
 	polled bool // the last session completed at least one poll
 }
 
 func (f *Fetcher) newWorker(email string) *worker {
 	return &worker{
-		f:           f,
-		email:       email,
-		log:         f.log.With("account", email),
-		quarantined: make(map[uint32]bool),
-		failed:      make(map[uint32]bool),
+		f:     f,
+		email: email,
+		log:   f.log.With("account", email),
+		inbox: newUIDMarks(),
+		sent:  newUIDMarks(),
+	}
+}
+
+// uidMarks is what a worker remembers of one folder's mail across
+// sessions, under one UIDVALIDITY.
+type uidMarks struct {
+	uidValidity uint32
+	quarantined map[uint32]bool // UIDs under uidValidity
+	failed      map[uint32]bool // UIDs with an attempt counted
+}
+
+func newUIDMarks() uidMarks {
+	return uidMarks{quarantined: make(map[uint32]bool), failed: make(map[uint32]bool)}
+}
+
+// reset forgets the marks when the folder's UIDVALIDITY is not theirs.
+func (m *uidMarks) reset(uidValidity uint32) {
+	if m.uidValidity != uidValidity {
+		m.uidValidity = uidValidity
+		clear(m.quarantined)
+		clear(m.failed)
 	}
 }
 

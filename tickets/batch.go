@@ -74,7 +74,8 @@ type pending struct {
 	args   *mailArgs
 	refs   []string
 	dedupe string
-	tjson  []byte // the ticket it would open; none for noise
+	skip   string // why an agent's mail is left out before the script (Result.Skipped)
+	tjson  []byte // the ticket it would open; none for noise and agents' mail
 	chead  []byte // its comment's members but the body (commentMembers)
 	cbody  []byte // and its body's
 }
@@ -100,6 +101,13 @@ func (s *Store) ingestBatch(ctx context.Context, mails []BatchMail, out []BatchR
 		}
 		p.out = &out[i]
 		todo = append(todo, p)
+	}
+	if todo, err = s.skipOutbound(ctx, todo); err != nil {
+		err = s.fail(ctx, err)
+		for _, p := range todo {
+			p.out.Err = fmt.Errorf("ingest %s: %w", describe(p.m, p.rawSHA), err)
+		}
+		return err
 	}
 	if len(todo) == 0 {
 		return nil
@@ -173,6 +181,15 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 	p.dedupe = dedupeKey(m, p.rawSHA)
 
 	noise := classify(m, support)
+	if bm.Source.Agent {
+		// An agent's mail is from a support address by nature; only an
+		// automatic one is left out.
+		if noise != "" && noise != NoiseOwnAddress {
+			return &pending{m: m, skip: SkipAutomatic}, nil
+		}
+		noise = ""
+		p.c.Role = RoleAgent
+	}
 	var kinds []string
 	if noise == NoiseBounce {
 		p.refs = limitRefs(bounceRefs(m))
@@ -180,7 +197,7 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 		p.refs, kinds = threadRefs(m)
 	}
 	var err error
-	if noise == "" {
+	if noise == "" && !bm.Source.Agent {
 		if p.tjson, err = jsonTail(newTicket(m, bm.Source, support, now)); err != nil {
 			return nil, err
 		}
@@ -190,4 +207,44 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 	}
 	p.args = s.newMailArgs(m, bm.Source, support, noise, p.refs, kinds)
 	return p, nil
+}
+
+// skipOutbound answers the agents' mails (Source.Agent) that are skipped,
+// and returns the rest of todo: those prepare left out, and those whose
+// Message-ID mailgate registered as its own (RegisterSent, or
+// RegisterOutbound for a notification), which the helpdesk has already.
+// A mail ingested before is not looked at here: the script calls it a
+// duplicate. One round trip, only for a batch with agents' mail.
+func (s *Store) skipOutbound(ctx context.Context, todo []*pending) ([]*pending, error) {
+	var keys []string
+	var asked []*pending
+	for _, p := range todo {
+		if p.skip == "" && p.args.Agent && p.m.MessageID != "" {
+			keys = append(keys, s.outboundKey(p.m.MessageID), s.msgKey(p.m.MessageID), s.seenKey(p.dedupe))
+			asked = append(asked, p)
+		}
+	}
+	outbound := map[*pending]bool{}
+	if len(keys) > 0 {
+		vals, err := s.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return todo, err
+		}
+		for i, p := range asked {
+			out, msg, seen := vals[3*i], vals[3*i+1], vals[3*i+2]
+			outbound[p] = seen == nil && (out != nil || msg != nil)
+		}
+	}
+	rest := todo[:0:0]
+	for _, p := range todo {
+		switch {
+		case p.skip != "":
+			p.out.Skipped = p.skip
+		case outbound[p]:
+			p.out.Skipped = SkipOutbound
+		default:
+			rest = append(rest, p)
+		}
+	}
+	return rest, nil
 }

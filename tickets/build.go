@@ -130,6 +130,18 @@ func participants(m *mailparse.Parsed, support map[string]bool) []string {
 	return out
 }
 
+// recipients are the people an agent's mail went to (To and CC), but never
+// a support address: the customers it answers. Never nil.
+func recipients(m *mailparse.Parsed, support map[string]bool) []string {
+	out := []string{}
+	for _, a := range slices.Concat(m.To, m.CC) {
+		if a.Email != "" && !support[a.Email] && !slices.Contains(out, a.Email) {
+			out = append(out, a.Email)
+		}
+	}
+	return out
+}
+
 // threadRefs lists the Message-IDs a mail answers, in the order the
 // threading rules try them: In-Reply-To first, then References from the
 // newest (last) to the oldest (RFC 5322 section 3.6.4).

@@ -59,13 +59,17 @@ type Event struct {
 	Comment          int64
 	SuppressTriggers bool
 	MessageID        string
-	Data             json.RawMessage
+	// Author is "agent" for an agent's answer read from the Sent folder
+	// (its SuppressTriggers is true: nobody is to be notified); empty for
+	// mail received.
+	Author string
+	Data   json.RawMessage
 }
 
 // DecodeEvent reads a stream entry as written by Ingest.
 func DecodeEvent(m redis.XMessage) (Event, error) {
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
-	e := Event{ID: m.ID, Type: EventType(str("type")), MessageID: str("message_id"), Data: json.RawMessage(str("data"))}
+	e := Event{ID: m.ID, Type: EventType(str("type")), MessageID: str("message_id"), Author: str("author"), Data: json.RawMessage(str("data"))}
 	e.Ticket, _ = strconv.ParseInt(str("ticket"), 10, 64)
 	e.Comment, _ = strconv.ParseInt(str("comment"), 10, 64)
 	e.SuppressTriggers = str("suppress_triggers") == "true"

@@ -39,6 +39,7 @@ type batchArgs struct {
 	TokenAnyone  bool         `json:"token_anyone"`
 	Related      string       `json:"related_reason"`
 	RateReason   string       `json:"rate_reason"`
+	Unthreaded   string       `json:"unthreaded"`
 	Mails        []*mailArgs  `json:"mails"`
 }
 
@@ -55,6 +56,9 @@ type mailArgs struct {
 	Noise            string     `json:"noise"`
 	NoiseEvent       EventType  `json:"noise_event"`
 	Rate             ingestRate `json:"rate"`
+	// Agent: an agent's mail from the Sent folder (Source.Agent); its
+	// participants are its recipients, and it only joins a ticket.
+	Agent bool `json:"agent"`
 }
 
 // ingestRate is the sender rate limit; Limit 0 means none applies.
@@ -81,6 +85,13 @@ func (s *Store) newMailArgs(m *mailparse.Parsed, src Source, support map[string]
 		Participants: participants(m, support), SuppressTriggers: strconv.FormatBool(src.SuppressTriggers),
 		SubjectTicket: subjectToken(m.Subject), Refs: make([]string, len(refs)), Noise: noise,
 	}
+	if src.Agent {
+		// Header threading asks whether one of its recipients takes part
+		// in the ticket; the subject token is not an agent's way in.
+		a.Agent, a.SubjectTicket = true, ""
+		a.Participants = recipients(m, support)
+		a.SuppressTriggers = "true"
+	}
 	for i := range refs {
 		a.Refs[i] = ruleReferences
 		if i < len(kinds) {
@@ -95,7 +106,7 @@ func (s *Store) newMailArgs(m *mailparse.Parsed, src Source, support map[string]
 		a.NoiseEvent = EventMailSuppressed
 	}
 	// The initial import is old mail, not a loop happening now.
-	if !src.SuppressTriggers && a.Sender != "" {
+	if !src.SuppressTriggers && !src.Agent && a.Sender != "" {
 		a.Rate.Limit, a.Rate.WindowMS = s.opts.SenderRateLimit, s.opts.SenderRateWindow.Milliseconds()
 	}
 	return a
@@ -132,7 +143,7 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		return nil, false, ctx.Err()
 	}
 	a := batchArgs{
-		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited,
+		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited, Unthreaded: SkipUnthreaded,
 		TokenAnyone: s.opts.TokenThreadingAnyone, Related: RelatedSubjectTokenStranger,
 		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
 			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
@@ -148,7 +159,9 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		if p.args.Noise != "" {
 			continue
 		}
-		opening++
+		if !p.args.Agent {
+			opening++ // an agent's mail never opens a ticket
+		}
 		for _, r := range p.refs {
 			if id := look.refs[r]; id != "" && !ids[id] {
 				ids[id] = true
@@ -276,6 +289,8 @@ func parseResult(reply any) (r Result, stale bool, err error) {
 		r.Created = true
 	case "suppressed":
 		r.Suppressed, r.ThreadedBy = r.ThreadedBy, ""
+	case "skipped":
+		r.Skipped, r.ThreadedBy = r.ThreadedBy, ""
 	}
 	return r, false, nil
 }

@@ -36,6 +36,7 @@
 --   related_reason    why a ticket a stranger's token named is only
 --                     recorded as related_ticket of the new one
 --   rate_reason       the reason of a mail suppressed by the rate limit
+--   unthreaded        the reason of an agent's mail that joins no ticket
 --   mails             one object per mail, in order (mailArgs in ingest.go):
 --     k               where its keys start, see above
 --     sender          the mail's sender, lower-cased, or ""
@@ -49,6 +50,10 @@
 --                     event type that reports it; "" for a normal mail
 --     rate            {limit, window_ms}: limit 0 when none applies
 --                     (no limit set, no sender, or the initial import)
+--     agent           true for an agent's mail from the Sent folder: its
+--                     participants are its recipients, one of whom must
+--                     take part in the ticket its headers name; it never
+--                     opens a ticket (reply {'skipped', ...} instead)
 -- ARGV[3i-1] the ticket JSON of mail i without its opening "{" and its id
 --         ("" for noise)
 -- ARGV[3i]   the members of its comment JSON but its body, without braces
@@ -59,12 +64,13 @@
 -- nowhere, so its event carries the whole mail. The script never decodes
 -- these: each is copied into what is stored in one concatenation.
 -- Returns one reply per mail, in order: {'duplicate', '<ticket>:<comment>'},
--- {'suppressed', ..., reason, event id} or {event type, '<ticket>:<comment>',
--- rule, event id, related ticket, related reason} (the last two "" unless
--- a new ticket records a related one); the last is {'stale'} when a mail
--- needed the keys of a ticket that were not given (a reference or the last
--- id moved since Go looked): that mail wrote nothing and the mails after
--- it were not tried, so Go looks again and runs them in a new call.
+-- {'suppressed', ..., reason, event id}, {'skipped', '0:0', reason} or
+-- {event type, '<ticket>:<comment>', rule, event id, related ticket,
+-- related reason} (the last two "" unless a new ticket records a related
+-- one); the last is {'stale'} when a mail needed the keys of a ticket that
+-- were not given (a reference or the last id moved since Go looked): that
+-- mail wrote nothing and the mails after it were not tried, so Go looks
+-- again and runs them in a new call.
 local a = cjson.decode(ARGV[1])
 
 local function publish(fields)
@@ -94,11 +100,19 @@ for i, id in ipairs(a.ids) do
   given[id] = {hash = KEYS[k + 1], comments = KEYS[k + 2], people = KEYS[k + 3], threaded = KEYS[k + 4]}
 end
 
--- takes_part says whether the sender of mail m takes part in ticket t:
--- it is the requester or a CC of one of the ticket's mails (the people
--- set, participants in build.go), or one of our support addresses. The
--- header rules and the subject-token rule join only such a ticket.
+-- takes_part says whether mail m may join ticket t: its sender is the
+-- requester or a CC of one of the ticket's mails (the people set,
+-- participants in build.go) or one of our support addresses; for an
+-- agent's mail from the Sent folder, one of its recipients is in the
+-- people set. The header rules and the subject-token rule join only such
+-- a ticket.
 local function takes_part(t, m)
+  if m.agent then
+    for _, p in ipairs(m.participants) do
+      if redis.call('SISMEMBER', t.people, p) == 1 then return true end
+    end
+    return false
+  end
   if m.sender_support then return true end
   return m.sender ~= '' and redis.call('SISMEMBER', t.people, m.sender) == 1
 end
@@ -159,6 +173,9 @@ local function ingest(m, tdata, head, body)
     end
   end
   local target = id
+  if not target and m.agent then
+    return {'skipped', '0:0', a.unthreaded}
+  end
   if not target then
     id = tostring((tonumber(redis.call('GET', KEYS[1])) or 0) + 1)
     tk = given[id]
@@ -190,8 +207,9 @@ local function ingest(m, tdata, head, body)
     redis.call('RPUSH', tk.comments, ids .. ',' .. body .. '}')
     data = ids .. '}'
     redis.call('HSET', tk.threaded, idx, rule)
-    -- A customer writing again reopens a solved ticket.
-    if redis.call('HGET', tk.hash, 'status') == 'solved' then
+    -- A customer writing again reopens a solved ticket; an agent's
+    -- answer does not.
+    if not m.agent and redis.call('HGET', tk.hash, 'status') == 'solved' then
       redis.call('HSET', tk.hash, 'status', 'open', 'updated_at', a.now)
     else
       redis.call('HSET', tk.hash, 'updated_at', a.now)
@@ -223,8 +241,13 @@ local function ingest(m, tdata, head, body)
     redis.call('SET', KEYS[k + 2], id)
   end
 
-  local eid = publish({'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,
-    'message_id', m.message_id, 'data', data})
+  local ev = {'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,
+    'message_id', m.message_id, 'data', data}
+  if m.agent then
+    -- Consumers tell an agent's answer from a customer's mail by this.
+    ev[#ev + 1], ev[#ev + 2] = 'author', 'agent'
+  end
+  local eid = publish(ev)
   return {typ, id .. ':' .. idx, rule, eid, related, why}
 end
 

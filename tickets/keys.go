@@ -22,6 +22,10 @@ func (s *Store) seenKey(dedupe string) string { return s.Key("seen:" + dedupe) }
 // msgKey says which ticket a Message-ID belongs to, inbound or outbound.
 func (s *Store) msgKey(messageID string) string { return s.Key("msg:" + messageID) }
 
+// outboundKey marks a Message-ID of mail mailgate sent (RegisterSent), so
+// that its copy in the Sent folder is not read back as an agent's answer.
+func (s *Store) outboundKey(messageID string) string { return s.Key("outbound:" + messageID) }
+
 // rateKey counts one sender's mails in the rate window.
 func (s *Store) rateKey(sender string) string { return s.Key("rate:" + sender) }
 

@@ -97,6 +97,14 @@ type Source struct {
 	Tags []string
 	// ReceivedAt is when the mail was received; zero means now.
 	ReceivedAt time.Time
+	// Agent marks mail an agent sent from the support mailbox itself (its
+	// Sent folder, e.g. an answer written in Gmail's web interface). It
+	// only joins a ticket its In-Reply-To or References name and one of
+	// its recipients takes part in, as a public comment with role "agent"
+	// and triggers suppressed; it never opens a ticket. Mail that threads
+	// nowhere, that mailgate sent itself (RegisterSent, RegisterOutbound)
+	// or that is automatic is skipped: Result.Skipped says why.
+	Agent bool
 }
 
 // Result tells what Ingest did.
@@ -115,7 +123,22 @@ type Result struct {
 	// (one of the Noise* reasons); Ticket is then the ticket it concerns,
 	// or 0.
 	Suppressed string
+	// Skipped says why an agent's mail (Source.Agent) was left out:
+	// nothing was written. One of the Skip* reasons.
+	Skipped string
 }
+
+// Why an agent's mail from the Sent folder was skipped.
+const (
+	// SkipOutbound: mailgate sent it (its Message-ID is registered); the
+	// helpdesk has it already.
+	SkipOutbound = "outbound"
+	// SkipUnthreaded: it answers no ticket (or none its recipients take
+	// part in): an agent's private mail is none of the helpdesk's business.
+	SkipUnthreaded = "unthreaded"
+	// SkipAutomatic: an automatic mail (auto-reply, bounce).
+	SkipAutomatic = "automatic"
+)
 
 // Ingest turns one raw RFC 5322 message into a ticket or a comment,
 // exactly once: a mail already ingested (same Message-ID, or same bytes
@@ -146,6 +169,23 @@ func (s *Store) RegisterOutbound(ctx context.Context, id int64, messageID string
 		return fmt.Errorf("register outbound %s: %w: #%d", messageID, ErrNotFound, id)
 	}
 	return s.fail(ctx, s.rdb.Set(ctx, s.msgKey(messageID), id, 0).Err())
+}
+
+// sentTTL is how long RegisterSent remembers a Message-ID: its copy in the
+// Sent folder is read within a poll interval, or, after an outage, when
+// fetching resumes.
+const sentTTL = 30 * 24 * time.Hour
+
+// RegisterSent records the Message-ID of any mail mailgate sent, ticket or
+// not, so that the copy Gmail keeps in the Sent folder is skipped rather
+// than added to a ticket as an agent's answer (Source.Agent). It is
+// remembered for 30 days.
+func (s *Store) RegisterSent(ctx context.Context, messageID string) error {
+	messageID = strings.Trim(strings.TrimSpace(messageID), "<>")
+	if messageID == "" {
+		return errors.New("register sent: empty Message-ID")
+	}
+	return s.fail(ctx, s.rdb.Set(ctx, s.outboundKey(messageID), 1, sentTTL).Err())
 }
 
 // ErrNotFound is returned for a ticket that does not exist.

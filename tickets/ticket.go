@@ -15,6 +15,9 @@ const (
 	StatusSolved Status = "solved"
 )
 
+// RoleAgent is Comment.Role of an agent's answer.
+const RoleAgent = "agent"
+
 // Address is a mailbox as the parser reads it: a display name and a
 // lower-cased address. Tickets and comments store it as is.
 type Address = mailparse.Address
@@ -56,8 +59,11 @@ type Comment struct {
 	// ThreadedBy says which rule attached this mail to an existing ticket:
 	// "in-reply-to", "references" or "subject-token"; empty for the mail
 	// that opened the ticket.
-	ThreadedBy  string       `json:"threaded_by,omitempty"`
-	Author      Address      `json:"author"`
+	ThreadedBy string  `json:"threaded_by,omitempty"`
+	Author     Address `json:"author"`
+	// Role is "agent" for an answer an agent sent from the support
+	// mailbox itself (its Sent folder); empty for mail received.
+	Role        string       `json:"role,omitempty"`
 	To          []Address    `json:"to"`
 	CC          []Address    `json:"cc"`
 	Subject     string       `json:"subject"`

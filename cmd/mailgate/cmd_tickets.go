@@ -126,7 +126,11 @@ func ticketsShow(c *cli.Context) error {
 		if cm.ThreadedBy != "" {
 			how = " (threaded by " + cm.ThreadedBy + ")"
 		}
-		fmt.Fprintf(w, "\n--- comment %d from %s, %s%s\n", cm.Index, addr(cm.Author), cm.Date.Local().Format(time.RFC1123), how)
+		who := addr(cm.Author)
+		if cm.Role != "" {
+			who += " (" + cm.Role + ", from the Sent folder)"
+		}
+		fmt.Fprintf(w, "\n--- comment %d from %s, %s%s\n", cm.Index, who, cm.Date.Local().Format(time.RFC1123), how)
 		fmt.Fprintln(w, strings.TrimRight(cm.Text, "\r\n "))
 		for _, a := range cm.Attachments {
 			kind := "attachment"

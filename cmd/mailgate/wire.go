@@ -161,6 +161,7 @@ func newFetcher(cfg *config.Config, acc *accounts.Store, st *tickets.Store, toke
 		StartSpread:  cfg.Fetch.StartSpread.Duration(),
 		BackoffMax:   cfg.Fetch.BackoffMax.Duration(),
 		IDLE:         cfg.Fetch.IDLE,
+		SentFolder:   cfg.Fetch.SentFolder,
 		MaxAttempts:  cfg.Fetch.MaxAttempts,
 		BatchSize:    cfg.Fetch.BatchSize,
 		Tokens:       tokens,
@@ -324,9 +325,17 @@ func (d *daemon) buildRelay(ctx context.Context) error {
 		AuthLimits:    relayAuthLimits(cfg.Relay),
 		StripReceived: cfg.Relay.StripReceived,
 		// The customer's reply to this notification must thread onto its
-		// ticket: register its Message-ID as soon as it is accepted.
+		// ticket: register its Message-ID as soon as it is accepted. Any
+		// mail is registered as sent too, before Gmail can copy it to the
+		// Sent folder, so that reading that folder skips it.
 		Accepted: func(ctx context.Context, m *smtprelay.Message) {
-			if m.Ticket == 0 || m.MessageID == "" {
+			if m.MessageID == "" {
+				return
+			}
+			if err := st.RegisterSent(ctx, m.MessageID); err != nil {
+				log.Warn("relay: cannot register the mail's Message-ID as sent", "queue_id", m.ID, "err", err)
+			}
+			if m.Ticket == 0 {
 				return
 			}
 			if err := st.RegisterOutbound(ctx, m.Ticket, m.MessageID); err != nil {

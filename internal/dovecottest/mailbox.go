@@ -89,6 +89,21 @@ func (s *Server) Deliver(user string, raw []byte, seen bool) (imap.UID, error) {
 // DeliverMany appends every message of raws to user's INBOX over a single
 // connection, in order, and returns their UIDs.
 func (s *Server) DeliverMany(user string, raws [][]byte, seen bool) ([]imap.UID, error) {
+	return s.appendMany(user, "INBOX", raws, seen)
+}
+
+// Append appends raw to user's mailbox (which must exist, e.g. one that
+// Options.Extra has Dovecot create), with \Seen if seen, and returns its
+// UID.
+func (s *Server) Append(user, mailbox string, raw []byte, seen bool) (imap.UID, error) {
+	uids, err := s.appendMany(user, mailbox, [][]byte{raw}, seen)
+	if err != nil {
+		return 0, err
+	}
+	return uids[0], nil
+}
+
+func (s *Server) appendMany(user, mailbox string, raws [][]byte, seen bool) ([]imap.UID, error) {
 	ss, err := s.session(user)
 	if err != nil {
 		return nil, err
@@ -101,17 +116,17 @@ func (s *Server) DeliverMany(user string, raws [][]byte, seen bool) ([]imap.UID,
 	uids := make([]imap.UID, 0, len(raws))
 	for i, raw := range raws {
 		ss.extend()
-		cmd := ss.c.Append("INBOX", int64(len(raw)), opts)
+		cmd := ss.c.Append(mailbox, int64(len(raw)), opts)
 		if _, err := cmd.Write(raw); err != nil {
 			cmd.Close()
-			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s: %w", i+1, len(raws), user, err)
+			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s %s: %w", i+1, len(raws), user, mailbox, err)
 		}
 		if err := cmd.Close(); err != nil {
-			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s: %w", i+1, len(raws), user, err)
+			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s %s: %w", i+1, len(raws), user, mailbox, err)
 		}
 		data, err := cmd.Wait()
 		if err != nil {
-			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s: %w", i+1, len(raws), user, err)
+			return uids, fmt.Errorf("dovecottest: APPEND %d of %d to %s %s: %w", i+1, len(raws), user, mailbox, err)
 		}
 		uids = append(uids, data.UID)
 	}

@@ -19,8 +19,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 )
 
-// Inbox is the only mailbox a new account has and the one Deliver appends to.
+// Inbox is the mailbox Deliver appends to.
 const Inbox = "INBOX"
+
+// SentMail is the name of a new account's Sent folder, as an English Gmail
+// shows it; LIST marks it \Sent (RFC 6154). SetSentName renames it, as
+// Gmail in another language names it.
+const SentMail = "[Gmail]/Sent Mail"
 
 // appendLimit is the APPENDLIMIT Gmail advertises (RFC 7889).
 const appendLimit = 35651584
@@ -78,6 +83,7 @@ type account struct {
 	failLogin error
 	fetchErr  error
 	clientID  *imap.IDData
+	sent      string                     // the name of the mailbox LIST marks \Sent
 	sessions  map[*session]struct{}      // logged-in connections
 	idlers    map[*session]chan struct{} // sessions in IDLE, woken on changes
 
@@ -180,7 +186,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-// AddUser creates an account with an empty INBOX. Adding an existing account
+// AddUser creates an account with an empty INBOX and Sent folder. Adding an existing account
 // does nothing. Addresses are compared without regard to case, as Gmail does.
 func (s *Server) AddUser(email string) {
 	key := strings.ToLower(email)
@@ -194,9 +200,13 @@ func (s *Server) AddUser(email string) {
 	if err := u.Create(Inbox, nil); err != nil {
 		panic(fmt.Sprintf("fakegmail: create INBOX for new user: %v", err))
 	}
+	if err := u.Create(SentMail, nil); err != nil {
+		panic(fmt.Sprintf("fakegmail: create Sent folder for new user: %v", err))
+	}
 	s.accounts[key] = &account{
 		email:    email,
 		user:     u,
+		sent:     SentMail,
 		sessions: make(map[*session]struct{}),
 		idlers:   make(map[*session]chan struct{}),
 	}

@@ -683,3 +683,41 @@ func TestImplicitTLS(t *testing.T) {
 	login(t, c, alice, aliceToken)
 	selectInbox(t, c)
 }
+
+// The Sent folder is marked \Sent in a plain LIST, as Gmail does, and in
+// LIST RETURN (SPECIAL-USE), whatever its name.
+func TestSentFolderSpecialUse(t *testing.T) {
+	srv, addr := newServer(t, Options{})
+	for _, name := range []string{SentMail, "[Gmail]/Gesendet"} {
+		if name != SentMail {
+			if err := srv.SetSentName(alice, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := srv.AppendSent(alice, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range []*imap.ListOptions{nil, {ReturnSpecialUse: true}} {
+			c := dial(t, addr, nil)
+			login(t, c, alice, aliceToken)
+			list, err := c.List("", "*", opts).Collect()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sent []string
+			for _, l := range list {
+				if slices.Contains(l.Attrs, imap.MailboxAttrSent) {
+					sent = append(sent, l.Mailbox)
+				}
+			}
+			if len(sent) != 1 || sent[0] != name {
+				t.Errorf("LIST %+v marks %v \\Sent, want only %q", opts, sent, name)
+			}
+			st, err := c.Status(name, &imap.StatusOptions{NumMessages: true}).Wait()
+			if err != nil || *st.NumMessages == 0 {
+				t.Errorf("STATUS %s = %+v, %v; want the appended mail", name, st, err)
+			}
+			c.Close()
+		}
+	}
+}

@@ -245,6 +245,9 @@ func (c *wireConn) rewrite(line []byte) []byte {
 		s = canonicalFlags(s)
 		line = []byte(s)
 	}
+	if rest, ok := strings.CutPrefix(s, "* LIST ("); ok {
+		return c.specialUse(rest, line)
+	}
 	if rest, ok := strings.CutPrefix(s, "* CAPABILITY "); ok {
 		caps := strings.TrimRight(rest, "\r\n")
 		return []byte("* CAPABILITY " + caps + extraCaps(caps) + "\r\n")
@@ -265,6 +268,37 @@ func (c *wireConn) rewrite(line []byte) []byte {
 		}
 	}
 	return line
+}
+
+// specialUse adds the RFC 6154 attribute of the mailbox a LIST line names
+// (rest is the line after "* LIST ("): the memory backend keeps none, and
+// Gmail sends them in every LIST, with RETURN (SPECIAL-USE) or without.
+func (c *wireConn) specialUse(rest string, line []byte) []byte {
+	c.idMu.Lock()
+	email := c.email
+	c.idMu.Unlock()
+	attrs, after, ok := strings.Cut(rest, ")")
+	if !ok || email == "" || c.srv == nil {
+		return line
+	}
+	// after is ` "/" mailbox`: the delimiter, then an atom or a quoted
+	// string (literals are not used for the names here).
+	f := strings.SplitN(strings.TrimRight(after, "\r\n"), " ", 3)
+	if len(f) != 3 {
+		return line
+	}
+	name := f[2]
+	if uq, err := strconv.Unquote(name); err == nil && strings.HasPrefix(name, `"`) {
+		name = uq
+	}
+	attr := c.srv.specialUse(email, name)
+	if attr == "" {
+		return line
+	}
+	if attrs != "" {
+		attrs += " "
+	}
+	return []byte("* LIST (" + attrs + string(attr) + ")" + after)
 }
 
 // systemFlags are the RFC 3501 section 2.3.2 flags in the case Gmail

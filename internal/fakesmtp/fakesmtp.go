@@ -78,9 +78,10 @@ type Server struct {
 	kind     kind
 	tlsOn    bool // a TLS config was given
 	validate func(accessToken string) (email string, ok bool)
-	aliases  map[string][]string // Gmail: lower-case account → lower-case aliases
-	domains  map[string]bool     // MX: lower-case recipient domains; empty = any
-	users    map[string]string   // MX: AUTH user → password
+	aliases  map[string][]string               // Gmail: lower-case account → lower-case aliases
+	sent     func(account string, data []byte) // Gmail: GmailOptions.Sent
+	domains  map[string]bool                   // MX: lower-case recipient domains; empty = any
+	users    map[string]string                 // MX: AUTH user → password
 
 	srv       *smtp.Server
 	addr      string

@@ -112,6 +112,10 @@ type GmailOptions struct {
 	// message whose From header is neither the account nor one of them has
 	// its From replaced by the account, and is marked FromRewritten.
 	Aliases map[string][]string
+	// Sent, if set, is called with each message accepted and the account
+	// that sent it, as Gmail files what it sends in the account's Sent
+	// folder (fakeworld appends it to the fake Gmail's).
+	Sent func(account string, data []byte)
 	// Logger receives go-smtp's connection errors. Nil discards them.
 	Logger *slog.Logger
 }
@@ -153,7 +157,7 @@ func NewGmail(opts GmailOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.validate = opts.Validate
+	s.validate, s.sent = opts.Validate, opts.Sent
 	s.aliases = make(map[string][]string, len(opts.Aliases))
 	for acct, as := range opts.Aliases {
 		key := strings.ToLower(acct)

@@ -237,6 +237,9 @@ func (ss *session) Data(r io.Reader) error {
 		}
 	}
 	s.record(m)
+	if ss.gmail() && s.sent != nil {
+		s.sent(ss.authUser, slices.Clone(data))
+	}
 	ss.logf("S: 250 2.0.0 %s", ok.Message)
 	return ok
 }

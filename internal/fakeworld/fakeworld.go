@@ -105,7 +105,10 @@ func Start(o Options) (w *World, err error) {
 		return w, err
 	}
 	w.IMAPAddr = addr.String()
-	if w.GmailSMTP, err = fakesmtp.NewGmail(fakesmtp.GmailOptions{TLS: ca.ServerTLS("smtp.gmail.com"), Validate: w.OAuth.Validate}); err != nil {
+	imap := w.IMAP
+	if w.GmailSMTP, err = fakesmtp.NewGmail(fakesmtp.GmailOptions{TLS: ca.ServerTLS("smtp.gmail.com"), Validate: w.OAuth.Validate,
+		// Gmail files what an account sends in its Sent folder.
+		Sent: func(account string, data []byte) { _, _ = imap.AppendSent(account, data) }}); err != nil {
 		return w, err
 	}
 	if w.MX, err = fakesmtp.NewMX(fakesmtp.MXOptions{TLS: ca.ServerTLS(mxHostname), Hostname: mxHostname}); err != nil {
