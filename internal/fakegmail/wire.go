@@ -42,7 +42,8 @@ func (l wireListener) Accept() (net.Conn, error) {
 //     here, recording the client's parameters;
 //   - "ID" and "LOGINDISABLED" in CAPABILITY lists, which imapserver only
 //     builds from its own fixed set;
-//   - Gmail's greeting, which carries no CAPABILITY code, so clients must ask.
+//   - Gmail's greeting, which carries no CAPABILITY code, so clients must ask;
+//   - X-GM-EXT-1's fetch items and search keys (gmwire.go).
 //
 // Both directions track literals ({n} at the end of a line), so message
 // data is never mistaken for commands or capability lists.
@@ -68,6 +69,10 @@ type wireConn struct {
 	idMu  sync.Mutex
 	email string // set at login
 	id    *imap.IDData
+
+	gmMu      sync.Mutex
+	selected  string            // the session's selected mailbox
+	gmPending map[string]gmWant // tags of FETCHes that asked for Gmail ids
 }
 
 func (c *wireConn) Read(p []byte) (int, error) {
@@ -122,8 +127,14 @@ func (c *wireConn) scan(eof bool) {
 		if c.answerID(line) {
 			continue
 		}
+		n, lit := literalLen(line)
+		if !lit {
+			if line = c.gmCommand(line); line == nil {
+				continue
+			}
+		}
 		c.ready = append(c.ready, line...)
-		if n, ok := literalLen(line); ok {
+		if lit {
 			c.literal = n
 		}
 	}
@@ -264,7 +275,7 @@ func (c *wireConn) rewrite(line []byte) []byte {
 			return []byte(f[0] + " OK [CAPABILITY " + caps + extraCaps(caps) + "]" + text)
 		}
 	}
-	return line
+	return c.gmResponse(line)
 }
 
 // systemFlags are the RFC 3501 section 2.3.2 flags in the case Gmail
@@ -300,14 +311,14 @@ func canonicalFlags(s string) string {
 	return s
 }
 
-// extraCaps is what Gmail advertises that imapserver cannot: ID always, and
-// LOGINDISABLED alongside the AUTH= mechanisms before login (mailgate's fake
-// accepts OAuth only).
+// extraCaps is what Gmail advertises that imapserver cannot: ID and
+// X-GM-EXT-1 always, and LOGINDISABLED alongside the AUTH= mechanisms
+// before login (mailgate's fake accepts OAuth only).
 func extraCaps(caps string) string {
 	if strings.Contains(" "+caps, " AUTH=") {
-		return " ID LOGINDISABLED"
+		return " ID " + CapGmailExt + " LOGINDISABLED"
 	}
-	return " ID"
+	return " ID " + CapGmailExt
 }
 
 // literalLen reports whether line ends with a literal marker, {n}, {n+} or
