@@ -1,18 +1,18 @@
 package fakegmail
 
 import (
-	"io"
-
 	"bufio"
 	"encoding/base64"
 	"fmt"
-	"github.com/emersion/go-imap/v2"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2"
 )
 
 // rawIMAP is a line-level IMAP client, for what go-imap's client cannot
