@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/mailgate/mailgate/internal/imapline"
 )
 
 // maxInspect bounds how much of a client line is buffered while looking for
@@ -127,7 +128,7 @@ func (c *wireConn) scan(eof bool) {
 		if c.answerID(line) {
 			continue
 		}
-		n, lit := literalLen(line)
+		n, lit := imapline.LiteralLen(line)
 		if !lit {
 			if line = c.gmCommand(line); line == nil {
 				continue
@@ -147,7 +148,7 @@ func (c *wireConn) scan(eof bool) {
 //	S: * ID ("name" "GImap" "vendor" "Google, Inc." ...)
 //	S: a1 OK Success <token>
 func (c *wireConn) answerID(line []byte) bool {
-	if _, lit := literalLen(line); lit {
+	if _, lit := imapline.LiteralLen(line); lit {
 		return false // ID with a literal argument: left for imapserver to refuse
 	}
 	s := strings.TrimRight(string(line), "\r\n")
@@ -213,7 +214,7 @@ func (c *wireConn) Write(p []byte) (int, error) {
 		c.line = append(c.line, rest[:i+1]...)
 		rest = rest[i+1:]
 		out = append(out, c.rewrite(c.line)...)
-		if n, ok := literalLen(c.line); ok {
+		if n, ok := imapline.LiteralLen(c.line); ok {
 			c.outLiteral = n
 		}
 		c.line = c.line[:0]
@@ -319,25 +320,6 @@ func extraCaps(caps string) string {
 		return " ID " + CapGmailExt + " LOGINDISABLED"
 	}
 	return " ID " + CapGmailExt
-}
-
-// literalLen reports whether line ends with a literal marker, {n}, {n+} or
-// {n-}, and its size (RFC 3501 section 4.3, RFC 7888).
-func literalLen(line []byte) (int64, bool) {
-	s := strings.TrimRight(string(line), "\r\n")
-	if !strings.HasSuffix(s, "}") {
-		return 0, false
-	}
-	open := strings.LastIndexByte(s, '{')
-	if open < 0 {
-		return 0, false
-	}
-	num := strings.TrimRight(s[open+1:len(s)-1], "+-")
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
 }
 
 // parseIDParams parses the argument of ID (RFC 2971 section 3.1):
