@@ -170,7 +170,7 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 		p.keep = raw[:s.opts.MaxRawBytes]
 	}
 	p.c = newComment(m, raw, p.rawSHA, len(p.keep) < len(raw), received)
-	p.dedupe = dedupeKey(m, p.rawSHA)
+	p.dedupe = dedupeKey(m, bm.Source, p.rawSHA)
 
 	noise := classify(m, support)
 	var kinds []string

@@ -91,6 +91,9 @@ type Source struct {
 	Tags []string
 	// ReceivedAt is when the mail was received; zero means now.
 	ReceivedAt time.Time
+	// GmailMsgID and GmailThreadID are Gmail's X-GM-MSGID and X-GM-THRID
+	// of the mail (its X-GM-EXT-1 extension); 0 from other servers.
+	GmailMsgID, GmailThreadID uint64
 }
 
 // Result tells what Ingest did.
