@@ -74,9 +74,11 @@ type pending struct {
 	args   *mailArgs
 	refs   []string
 	dedupe string
-	tjson  []byte // the ticket it would open; none for noise
-	chead  []byte // its comment's members but the body (commentMembers)
-	cbody  []byte // and its body's
+	// gmThread is the key of its Gmail conversation's ticket, or "".
+	gmThread string
+	tjson    []byte // the ticket it would open; none for noise
+	chead    []byte // its comment's members but the body (commentMembers)
+	cbody    []byte // and its body's
 }
 
 // ingestBatch ingests mails, answering in out, and returns the error of
@@ -189,5 +191,9 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 		return nil, err
 	}
 	p.args = s.newMailArgs(m, bm.Source, support, noise, p.refs, kinds)
+	if noise == "" && bm.Source.GmailThreadID != 0 {
+		p.gmThread = s.gmThreadKey(bm.Source.Origin, bm.Source.GmailThreadID)
+		p.args.GmailThread = true
+	}
 	return p, nil
 }

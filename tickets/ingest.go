@@ -26,6 +26,10 @@ const (
 	ruleInReplyTo    = "in-reply-to"
 	ruleReferences   = "references"
 	ruleSubjectToken = "subject-token"
+	// ruleGmailThread joins the ticket of the Gmail conversation
+	// (X-GM-THRID) the mail is in; tried after the header rules and before
+	// the subject token, with the same scoping as the header rules.
+	ruleGmailThread = "gmail-thread"
 )
 
 // batchArgs is the script's first argument, decoded once at its top; the
@@ -36,6 +40,7 @@ type batchArgs struct {
 	StreamMaxLen int64        `json:"stream_max_len"`
 	Events       ingestEvents `json:"events"`
 	SubjectRule  string       `json:"subject_rule"`
+	GmailRule    string       `json:"gmail_rule"`
 	RateReason   string       `json:"rate_reason"`
 	Mails        []*mailArgs  `json:"mails"`
 }
@@ -49,6 +54,7 @@ type mailArgs struct {
 	SuppressTriggers string     `json:"suppress_triggers"`
 	SubjectTicket    string     `json:"subject_ticket"`
 	Refs             []string   `json:"refs"`
+	GmailThread      bool       `json:"gmail_thread"`
 	Noise            string     `json:"noise"`
 	NoiseEvent       EventType  `json:"noise_event"`
 	Rate             ingestRate `json:"rate"`
@@ -129,7 +135,8 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		return nil, false, ctx.Err()
 	}
 	a := batchArgs{
-		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited,
+		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, GmailRule: ruleGmailThread,
+		RateReason: NoiseRateLimited,
 		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
 			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
 		Mails: make([]*mailArgs, len(todo)),
@@ -145,8 +152,8 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 			continue
 		}
 		opening++
-		for _, r := range p.refs {
-			if id := look.refs[r]; id != "" && !ids[id] {
+		for _, k := range p.lookKeys(s) {
+			if id := look.refs[k]; id != "" && !ids[id] {
 				ids[id] = true
 				a.IDs = append(a.IDs, id)
 			}
@@ -188,6 +195,9 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		}
 		for _, r := range p.refs {
 			keys = append(keys, s.msgKey(r))
+		}
+		if p.args.GmailThread {
+			keys = append(keys, p.gmThread)
 		}
 		a.Mails[i] = p.args
 		argv = append(argv, p.tjson, p.chead, p.cbody)
@@ -275,10 +285,24 @@ func parseResult(reply any) (r Result, stale bool, err error) {
 }
 
 // lookResult is what the script's ticket keys depend on, as looked up:
-// the id after the last ticket's, and the ticket each reference names.
+// the id after the last ticket's, and the ticket each key of lookKeys
+// names, by key.
 type lookResult struct {
 	next int64
 	refs map[string]string
+}
+
+// lookKeys are the keys naming the tickets the mail may join: those of its
+// references, then its Gmail conversation's.
+func (p *pending) lookKeys(s *Store) []string {
+	keys := make([]string, 0, len(p.refs)+1)
+	for _, r := range p.refs {
+		keys = append(keys, s.msgKey(r))
+	}
+	if p.args.GmailThread {
+		keys = append(keys, p.gmThread)
+	}
+	return keys
 }
 
 // lookUp queues the look-up of the references of mails in c (a client or a
@@ -291,10 +315,10 @@ func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, mails []*pending) (
 			// Noise touches no ticket: nothing to look up.
 			continue
 		}
-		for _, r := range p.refs {
-			if !seen[r] {
-				seen[r] = true
-				keys, refs = append(keys, s.msgKey(r)), append(refs, r)
+		for _, k := range p.lookKeys(s) {
+			if !seen[k] {
+				seen[k] = true
+				keys, refs = append(keys, k), append(refs, k)
 			}
 		}
 	}

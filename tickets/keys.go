@@ -1,6 +1,9 @@
 package tickets
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Every Redis key the store touches is named here, under the store's
 // prefix (see the README's "Redis keys"). The ingest script names none
@@ -21,6 +24,13 @@ func (s *Store) seenKey(dedupe string) string { return s.Key("seen:" + dedupe) }
 
 // msgKey says which ticket a Message-ID belongs to, inbound or outbound.
 func (s *Store) msgKey(messageID string) string { return s.Key("msg:" + messageID) }
+
+// gmThreadKey says which ticket a Gmail conversation (X-GM-THRID) of the
+// account that origin names belongs to: the first ticket a mail of it
+// opened or joined.
+func (s *Store) gmThreadKey(origin string, thrID uint64) string {
+	return s.Key("gmthread:" + strings.ToLower(origin) + ":" + strconv.FormatUint(thrID, 10))
+}
 
 // rateKey counts one sender's mails in the rate window.
 func (s *Store) rateKey(sender string) string { return s.Key("rate:" + sender) }
