@@ -145,3 +145,45 @@ func TestGmailIDsFetchedAndDedupe(t *testing.T) {
 		t.Errorf("%d tickets, want 3", n)
 	}
 }
+
+// A mail Gmail files in a conversation that has a ticket joins that ticket
+// (threaded_by gmail-thread) when its sender takes part in it, though its
+// headers name nothing; a stranger in the same conversation opens a ticket.
+func TestGmailThreadJoinsTicket(t *testing.T) {
+	e := newEnv(t, fakegmail.Options{})
+	e.connect(alice, 0)
+	f := New(e.acc, e.st, e.options())
+	pollOnce(t, f, alice)
+
+	uid := e.deliver(alice, 0, false)
+	if rep := pollOnce(t, f, alice); rep.Created != 1 {
+		t.Fatalf("first poll %+v, want a ticket", rep)
+	}
+	_, thr, _ := e.gm.GmailIDs(alice, fakegmail.Inbox, uid)
+	for _, from := range []string{"c0@customer.test", "stranger@elsewhere.test"} {
+		raw := []byte("From: " + from + "\r\nTo: " + alice + "\r\nSubject: one more thing\r\n" +
+			"Message-ID: <" + strings.Split(from, "@")[0] + ".more@customer.test>\r\n\r\nalso this\r\n")
+		if _, err := e.gm.DeliverInThread(alice, raw, false, thr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep := pollOnce(t, f, alice); rep.Created != 1 || rep.Comments != 1 {
+		t.Fatalf("poll = %+v, want one comment and the stranger's ticket", rep)
+	}
+	var first *tickets.Ticket
+	for _, tk := range e.tickets() {
+		if tk.Requester.Email == "c0@customer.test" {
+			first = tk
+		}
+	}
+	if first == nil {
+		t.Fatalf("no ticket of c0 in %v", e.tickets())
+	}
+	full, err := e.st.Get(context.Background(), first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Comments) != 2 || full.Comments[1].ThreadedBy != "gmail-thread" {
+		t.Errorf("ticket %d: %d comments, second threaded by %q; want gmail-thread", full.ID, len(full.Comments), full.Comments[len(full.Comments)-1].ThreadedBy)
+	}
+}
