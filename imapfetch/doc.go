@@ -82,9 +82,9 @@
 // read: gmConn (gmext.go) carries them under the client as header
 // sections. They go to the store with the mail: X-GM-MSGID names a mail
 // without Message-ID in its account (tickets' dedupe key), X-GM-THRID is
-// the Gmail conversation (tickets' gmail-thread rule). Without the extension (Dovecot), or over
-// STARTTLS (where imapclient owns the TLS layer), mail is fetched as
-// before.
+// the Gmail conversation (tickets' gmail-thread rule). Without the
+// extension (Dovecot), or over STARTTLS (where imapclient owns the TLS
+// layer), mail is fetched as before.
 //
 // # Several processes
 //
