@@ -153,6 +153,9 @@ type fetchedMail struct {
 	raw      []byte    // nil: the server sent no body
 	parsed   *mailparse.Parsed
 	parseErr error // the parser panicked
+
+	// Gmail's X-GM-MSGID and X-GM-THRID, 0 without X-GM-EXT-1.
+	gmMsgID, gmThrID uint64
 }
 
 // fetchedBatch is the answer to one UID FETCH: the mails the server
@@ -178,7 +181,11 @@ func (p *pendingFetch) wait() *fetchedBatch { return <-p.done }
 func (s *session) startFetch(uids []imap.UID) *pendingFetch {
 	p := &pendingFetch{done: make(chan *fetchedBatch, 1)}
 	stop := s.guard()
-	cmd := s.c.Fetch(imap.UIDSetNum(uids...), fetchOptions)
+	opts := fetchOptions
+	if s.gmIDs() {
+		opts = gmFetchOptions
+	}
+	cmd := s.c.Fetch(imap.UIDSetNum(uids...), opts)
 	go func() {
 		b := s.readBatch(cmd, len(uids))
 		stop()
@@ -240,6 +247,18 @@ func readMail(msg *imapclient.FetchMessageData) (fetchedMail, error) {
 		case imapclient.FetchItemDataInternalDate:
 			m.received = item.Time
 		case imapclient.FetchItemDataBodySection:
+			if item.Literal != nil && (item.MatchCommand(gmMsgIDSection) || item.MatchCommand(gmThrIDSection)) {
+				b, err := io.ReadAll(item.Literal)
+				if err != nil {
+					return m, fmt.Errorf("read Gmail ids of uid %d: %w", m.uid, err)
+				}
+				if item.MatchCommand(gmMsgIDSection) {
+					m.gmMsgID = gmID(b)
+				} else {
+					m.gmThrID = gmID(b)
+				}
+				continue
+			}
 			if item.Literal == nil || !item.MatchCommand(bodyPeek) {
 				continue // NIL, or a section not asked for: discarded by Next
 			}

@@ -77,9 +77,14 @@
 //
 // # Gmail extensions
 //
-// X-GM-EXT-1 (X-GM-MSGID, X-GM-THRID) is not used yet: the in-process
-// fake server does not offer it, and UIDVALIDITY plus Message-ID dedupe
-// cover what X-GM-MSGID would add.
+// When the server offers X-GM-EXT-1 (Gmail), each mail is fetched with
+// its X-GM-MSGID and X-GM-THRID, which go-imap's client cannot ask for or
+// read: gmConn (gmext.go) carries them under the client as header
+// sections. They go to the store with the mail: X-GM-MSGID names a mail
+// without Message-ID in its account (tickets' dedupe key), X-GM-THRID is
+// the Gmail conversation (tickets' gmail-thread rule). Without the
+// extension (Dovecot), or over STARTTLS (where imapclient owns the TLS
+// layer), mail is fetched as before.
 //
 // # The Sent folder
 //
@@ -111,7 +116,8 @@
 //
 // # Files
 //
-// fetcher.go (options, the supervisor, PollOnce), worker.go (one account:
+// fetcher.go (options, the supervisor, PollOnce), gmext.go (Gmail's ids
+// on the wire), worker.go (one account:
 // lease, backoff), share.go (the split across processes), lease.go (one
 // goroutine renewing every worker's lease, in one pipeline), record.go (the polls that found nothing, recorded
 // together), and one file per part of an IMAP session, as go-imap's

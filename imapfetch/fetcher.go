@@ -199,7 +199,7 @@ type Report struct {
 	InitialImport int // of which by the initial import (the N most recent existing mails)
 	Created       int // new tickets
 	Comments      int // mails added to existing tickets
-	Duplicates    int // mails ingested before (Message-ID dedupe)
+	Duplicates    int // mails ingested before (Message-ID, else X-GM-MSGID, dedupe)
 	Suppressed    int // mails the loop rules kept from opening tickets
 	Quarantined   int // poison mails set aside
 	Errors        int // mails that failed and will be retried

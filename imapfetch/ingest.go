@@ -57,6 +57,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 			errs[i] = m.parseErr
 		default:
 			src.ReceivedAt = m.received
+			src.GmailMsgID, src.GmailThreadID = m.gmMsgID, m.gmThrID
 			batch = append(batch, tickets.BatchMail{Raw: m.raw, Parsed: m.parsed, Source: src})
 			idx = append(idx, i)
 		}

@@ -37,6 +37,7 @@ type session struct {
 	c       *imapclient.Client
 	conn    *heardConn  // under c (and its TLS), for guard
 	caps    imap.CapSet // after login
+	gmWire  bool        // c talks through a gmConn (gmext.go)
 	// silent is set when guard dropped the connection.
 	silent atomic.Bool
 	once   bool
@@ -253,13 +254,17 @@ func (s *session) dial() error {
 			tc.Close()
 			return err
 		}
-		s.c = imapclient.New(tc, opts)
+		s.c = imapclient.New(&gmConn{Conn: tc}, opts)
+		s.gmWire = true
 	case tlsmode.StartTLS:
+		// imapclient starts TLS itself, over the raw connection: no room
+		// for gmConn, so no Gmail ids (Gmail offers implicit TLS only).
 		if s.c, err = imapclient.NewStartTLS(s.conn, opts); err != nil {
 			return err
 		}
 	default:
-		s.c = imapclient.New(s.conn, opts)
+		s.c = imapclient.New(&gmConn{Conn: s.conn}, opts)
+		s.gmWire = true
 	}
 	if err := s.c.WaitGreeting(); err != nil {
 		s.c.Close()

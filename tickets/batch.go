@@ -75,9 +75,11 @@ type pending struct {
 	refs   []string
 	dedupe string
 	skip   string // why an agent's mail is left out before the script (Result.Skipped)
-	tjson  []byte // the ticket it would open; none for noise and agents' mail
-	chead  []byte // its comment's members but the body (commentMembers)
-	cbody  []byte // and its body's
+	// gmThread is the key of its Gmail conversation's ticket, or "".
+	gmThread string
+	tjson    []byte // the ticket it would open; none for noise and agents' mail
+	chead    []byte // its comment's members but the body (commentMembers)
+	cbody    []byte // and its body's
 }
 
 // ingestBatch ingests mails, answering in out, and returns the error of
@@ -178,7 +180,7 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 		p.keep = raw[:s.opts.MaxRawBytes]
 	}
 	p.c = newComment(m, raw, p.rawSHA, len(p.keep) < len(raw), received)
-	p.dedupe = dedupeKey(m, p.rawSHA)
+	p.dedupe = dedupeKey(m, bm.Source, p.rawSHA)
 
 	noise := classify(m, support)
 	if bm.Source.Agent {
@@ -206,6 +208,10 @@ func (s *Store) prepare(bm BatchMail, support map[string]bool, now time.Time) (*
 		return nil, err
 	}
 	p.args = s.newMailArgs(m, bm.Source, support, noise, p.refs, kinds)
+	if noise == "" && bm.Source.GmailThreadID != 0 {
+		p.gmThread = s.gmThreadKey(bm.Source.Origin, bm.Source.GmailThreadID)
+		p.args.GmailThread = true
+	}
 	return p, nil
 }
 

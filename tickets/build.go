@@ -188,11 +188,19 @@ func subjectToken(subject string) string {
 	return ""
 }
 
-// dedupeKey names a mail for "was it ingested already": its Message-ID, or
-// a hash of its bytes when it has none.
-func dedupeKey(m *mailparse.Parsed, rawSHA string) string {
-	if m.MessageID != "" {
+// dedupeKey names a mail for "was it ingested already": its Message-ID,
+// which also finds the same mail fetched from another account; else, from
+// Gmail, its X-GM-MSGID in the account it came from (Gmail's own name for
+// one mail, whatever folder or UID it is seen under); else a hash of its
+// bytes. Gmail keeps one mail per Message-ID in an account (a second
+// delivery with the same Message-ID is dropped), so within an account the
+// two keys agree wherever both exist.
+func dedupeKey(m *mailparse.Parsed, src Source, rawSHA string) string {
+	switch {
+	case m.MessageID != "":
 		return "id:" + m.MessageID
+	case src.GmailMsgID != 0:
+		return "gm:" + strings.ToLower(src.Origin) + ":" + strconv.FormatUint(src.GmailMsgID, 10)
 	}
 	return "sha256:" + rawSHA
 }

@@ -26,6 +26,10 @@ const (
 	ruleInReplyTo    = "in-reply-to"
 	ruleReferences   = "references"
 	ruleSubjectToken = "subject-token"
+	// ruleGmailThread joins the ticket of the Gmail conversation
+	// (X-GM-THRID) the mail is in; tried after the header rules and before
+	// the subject token, with the same scoping as the header rules.
+	ruleGmailThread = "gmail-thread"
 )
 
 // batchArgs is the script's first argument, decoded once at its top; the
@@ -38,6 +42,7 @@ type batchArgs struct {
 	SubjectRule  string       `json:"subject_rule"`
 	TokenAnyone  bool         `json:"token_anyone"`
 	Related      string       `json:"related_reason"`
+	GmailRule    string       `json:"gmail_rule"`
 	RateReason   string       `json:"rate_reason"`
 	Unthreaded   string       `json:"unthreaded"`
 	Mails        []*mailArgs  `json:"mails"`
@@ -53,6 +58,7 @@ type mailArgs struct {
 	SuppressTriggers string     `json:"suppress_triggers"`
 	SubjectTicket    string     `json:"subject_ticket"`
 	Refs             []string   `json:"refs"`
+	GmailThread      bool       `json:"gmail_thread"`
 	Noise            string     `json:"noise"`
 	NoiseEvent       EventType  `json:"noise_event"`
 	Rate             ingestRate `json:"rate"`
@@ -143,7 +149,8 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		return nil, false, ctx.Err()
 	}
 	a := batchArgs{
-		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, RateReason: NoiseRateLimited, Unthreaded: SkipUnthreaded,
+		Now: now, StreamMaxLen: s.opts.StreamMaxLen, SubjectRule: ruleSubjectToken, GmailRule: ruleGmailThread,
+		RateReason: NoiseRateLimited, Unthreaded: SkipUnthreaded,
 		TokenAnyone: s.opts.TokenThreadingAnyone, Related: RelatedSubjectTokenStranger,
 		Events: ingestEvents{Created: EventTicketCreated, Comment: EventTicketComment,
 			Suppressed: EventMailSuppressed, RateLimited: EventSenderRateLimited},
@@ -162,8 +169,8 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		if !p.args.Agent {
 			opening++ // an agent's mail never opens a ticket
 		}
-		for _, r := range p.refs {
-			if id := look.refs[r]; id != "" && !ids[id] {
+		for _, k := range p.lookKeys(s) {
+			if id := look.refs[k]; id != "" && !ids[id] {
 				ids[id] = true
 				a.IDs = append(a.IDs, id)
 			}
@@ -205,6 +212,9 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		}
 		for _, r := range p.refs {
 			keys = append(keys, s.msgKey(r))
+		}
+		if p.args.GmailThread {
+			keys = append(keys, p.gmThread)
 		}
 		a.Mails[i] = p.args
 		argv = append(argv, p.tjson, p.chead, p.cbody)
@@ -296,10 +306,24 @@ func parseResult(reply any) (r Result, stale bool, err error) {
 }
 
 // lookResult is what the script's ticket keys depend on, as looked up:
-// the id after the last ticket's, and the ticket each reference names.
+// the id after the last ticket's, and the ticket each key of lookKeys
+// names, by key.
 type lookResult struct {
 	next int64
 	refs map[string]string
+}
+
+// lookKeys are the keys naming the tickets the mail may join: those of its
+// references, then its Gmail conversation's.
+func (p *pending) lookKeys(s *Store) []string {
+	keys := make([]string, 0, len(p.refs)+1)
+	for _, r := range p.refs {
+		keys = append(keys, s.msgKey(r))
+	}
+	if p.args.GmailThread {
+		keys = append(keys, p.gmThread)
+	}
+	return keys
 }
 
 // lookUp queues the look-up of the references of mails in c (a client or a
@@ -312,10 +336,10 @@ func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, mails []*pending) (
 			// Noise touches no ticket: nothing to look up.
 			continue
 		}
-		for _, r := range p.refs {
-			if !seen[r] {
-				seen[r] = true
-				keys, refs = append(keys, s.msgKey(r)), append(refs, r)
+		for _, k := range p.lookKeys(s) {
+			if !seen[k] {
+				seen[k] = true
+				keys, refs = append(keys, k), append(refs, k)
 			}
 		}
 	}

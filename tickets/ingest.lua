@@ -16,6 +16,7 @@
 --   then, per mail, from its offset k (m.k):
 --     KEYS[k+1] seen:<dedupe>   KEYS[k+2] msg:<own Message-ID>   KEYS[k+3] rate:<sender>
 --     KEYS[k+3+i] msg:<ref i>, i = 1..#m.refs, in threading priority order
+--     KEYS[k+4+#m.refs] gmthread:<account>:<X-GM-THRID>, if m.gmail_thread
 --   KEYS[k+2] and KEYS[k+3] are a placeholder when the mail has no
 --   Message-ID or no rate limit applies; the script then leaves them alone.
 --
@@ -30,6 +31,7 @@
 --   events            {created, comment, suppressed, rate_limited}: event
 --                     type names (EventType in events.go)
 --   subject_rule      the rule name of subject-token threading
+--   gmail_rule        the rule name of Gmail-conversation threading
 --   token_anyone      true: a subject token threads whoever sent the mail
 --                     (tickets.token_threading: anyone); false: only a
 --                     sender who takes part in the ticket (takes_part)
@@ -46,6 +48,8 @@
 --     suppress_triggers  "true"/"false", copied to the event
 --     subject_ticket  the id of a "[#1042]" subject token, or ""
 --     refs            the threading rule of each msg:<ref> key
+--     gmail_thread    true when the mail is in a Gmail conversation
+--                     (X-GM-THRID) and its gmthread key is given
 --     noise, noise_event  why the mail opens nothing (noise.go) and the
 --                     event type that reports it; "" for a normal mail
 --     rate            {limit, window_ms}: limit 0 when none applies
@@ -156,6 +160,18 @@ local function ingest(m, tdata, head, body)
       end
     end
   end
+  -- Gmail conversation (X-GM-THRID): its ticket, with the header rules'
+  -- scoping (a stranger in the conversation does not join it).
+  if not id and m.gmail_thread and m.sender ~= '' then
+    local tid = redis.call('GET', KEYS[k + 4 + #m.refs])
+    if tid then
+      local t = given[tid]
+      if not t then return nil end
+      if takes_part(t, m) then
+        id, tk, rule = tid, t, a.gmail_rule
+      end
+    end
+  end
   -- A subject token is easy to forge: it joins the ticket only for a
   -- sender who takes part in it (unless token_anyone). A stranger's mail
   -- opens a ticket of its own that names the token's as related, so no
@@ -239,6 +255,10 @@ local function ingest(m, tdata, head, body)
   redis.call('SET', KEYS[k + 1], id .. ':' .. idx)
   if m.message_id ~= '' then
     redis.call('SET', KEYS[k + 2], id)
+  end
+  -- The conversation stays with the first ticket it opened or joined.
+  if m.gmail_thread then
+    redis.call('SET', KEYS[k + 4 + #m.refs], id, 'NX')
   end
 
   local ev = {'type', typ, 'ticket', id, 'comment', idx, 'suppress_triggers', m.suppress_triggers,

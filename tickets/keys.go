@@ -1,6 +1,9 @@
 package tickets
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Every Redis key the store touches is named here, under the store's
 // prefix (see the README's "Redis keys"). The ingest script names none
@@ -25,6 +28,13 @@ func (s *Store) msgKey(messageID string) string { return s.Key("msg:" + messageI
 // outboundKey marks a Message-ID of mail mailgate sent (RegisterSent), so
 // that its copy in the Sent folder is not read back as an agent's answer.
 func (s *Store) outboundKey(messageID string) string { return s.Key("outbound:" + messageID) }
+
+// gmThreadKey says which ticket a Gmail conversation (X-GM-THRID) of the
+// account that origin names belongs to: the first ticket a mail of it
+// opened or joined.
+func (s *Store) gmThreadKey(origin string, thrID uint64) string {
+	return s.Key("gmthread:" + strings.ToLower(origin) + ":" + strconv.FormatUint(thrID, 10))
+}
 
 // rateKey counts one sender's mails in the rate window.
 func (s *Store) rateKey(sender string) string { return s.Key("rate:" + sender) }

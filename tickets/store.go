@@ -105,6 +105,9 @@ type Source struct {
 	// nowhere, that mailgate sent itself (RegisterSent, RegisterOutbound)
 	// or that is automatic is skipped: Result.Skipped says why.
 	Agent bool
+	// GmailMsgID and GmailThreadID are Gmail's X-GM-MSGID and X-GM-THRID
+	// of the mail (its X-GM-EXT-1 extension); 0 from other servers.
+	GmailMsgID, GmailThreadID uint64
 }
 
 // Result tells what Ingest did.

@@ -57,8 +57,8 @@ type Comment struct {
 	// Index is the comment's 1-based position in its ticket.
 	Index int64 `json:"index,omitempty"`
 	// ThreadedBy says which rule attached this mail to an existing ticket:
-	// "in-reply-to", "references" or "subject-token"; empty for the mail
-	// that opened the ticket.
+	// "in-reply-to", "references", "gmail-thread" or "subject-token"; empty
+	// for the mail that opened the ticket.
 	ThreadedBy string  `json:"threaded_by,omitempty"`
 	Author     Address `json:"author"`
 	// Role is "agent" for an answer an agent sent from the support

@@ -1,4 +1,4 @@
-// Package fakegmail runs an in-process IMAP server that behaves like Gmail's where mailgate depends on it: XOAUTH2/OAUTHBEARER login with Gmail's error challenge, IDLE with a server-side cut-off, and UID/flag semantics from go-imap's in-memory backend.
+// Package fakegmail runs an in-process IMAP server that behaves like Gmail's where mailgate depends on it: XOAUTH2/OAUTHBEARER login with Gmail's error challenge, IDLE with a server-side cut-off, X-GM-EXT-1 (message and thread ids, X-GM-RAW search), and UID/flag semantics from go-imap's in-memory backend.
 package fakegmail
 
 import (
@@ -63,13 +63,15 @@ type Server struct {
 	imap    *imapserver.Server
 	connSeq atomic.Uint64 // for Gmail-style connection tokens
 
-	// inboxMu serialises Deliver and ResetUIDValidity: the latter briefly
-	// leaves an account without an INBOX.
-	inboxMu sync.Mutex
+	// storeMu serialises what stores mail (Deliver, APPEND, COPY, MOVE)
+	// with ResetUIDValidity, which briefly leaves an account without an
+	// INBOX, and keeps the Gmail ids' bookkeeping in step with the UIDs.
+	storeMu sync.Mutex
 
 	mu          sync.Mutex
 	accounts    map[string]*account // by lower-cased address
 	connections int
+	gmSeq       uint64 // X-GM-MSGIDs handed out
 	listening   bool
 	closed      bool
 	serveDone   chan struct{}
@@ -91,6 +93,7 @@ type account struct {
 
 	// commandErr answers every command after login (SetCommandError).
 	commandErr *imap.Error
+	gm         *gmBook // X-GM-MSGID and X-GM-THRID of the stored mail
 }
 
 // New returns a server that is not yet listening; call Listen or Start.
@@ -209,6 +212,7 @@ func (s *Server) AddUser(email string) {
 		sent:     SentMail,
 		sessions: make(map[*session]struct{}),
 		idlers:   make(map[*session]chan struct{}),
+		gm:       newGMBook(),
 	}
 }
 
@@ -224,8 +228,13 @@ func (s *Server) account(email string) (*account, error) {
 
 // Deliver appends raw to the account's INBOX, as if it had just arrived, and
 // returns its UID. Sessions with the INBOX selected are told about it (an
-// EXISTS response, at once if they are in IDLE).
+// EXISTS response, at once if they are in IDLE). The mail gets a new
+// X-GM-MSGID and joins the conversation of a mail it references.
 func (s *Server) Deliver(email string, raw []byte, seen bool) (imap.UID, error) {
+	return s.deliver(email, raw, seen, 0)
+}
+
+func (s *Server) deliver(email string, raw []byte, seen bool, thrID uint64) (imap.UID, error) {
 	a, err := s.account(email)
 	if err != nil {
 		return 0, err
@@ -234,13 +243,14 @@ func (s *Server) Deliver(email string, raw []byte, seen bool) (imap.UID, error) 
 	if seen {
 		opts.Flags = []imap.Flag{imap.FlagSeen}
 	}
-	s.inboxMu.Lock()
-	defer s.inboxMu.Unlock()
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
 	// bytes.Reader has the Size method imap.LiteralReader wants.
 	data, err := a.user.Append(Inbox, bytes.NewReader(raw), opts)
 	if err != nil {
 		return 0, fmt.Errorf("fakegmail: deliver to %s: %w", email, err)
 	}
+	s.file(a, Inbox, data.UID, s.newIDs(a, raw, thrID))
 	s.wake(a)
 	s.log.Debug("fakegmail: delivered", "account", email, "uid", uint32(data.UID))
 	return data.UID, nil
@@ -341,8 +351,8 @@ func (s *Server) ResetUIDValidity(email string) (uint32, error) {
 	}
 	s.Disconnect(email)
 
-	s.inboxMu.Lock()
-	defer s.inboxMu.Unlock()
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
 	// The memory backend bumps UIDVALIDITY for every mailbox created, so
 	// recreate INBOX and copy the messages over from the old one.
 	const old = "fakegmail-old-inbox"
@@ -366,6 +376,7 @@ func (s *Server) ResetUIDValidity(email string) (uint32, error) {
 	if err := a.user.Delete(old); err != nil {
 		return 0, fmt.Errorf("fakegmail: reset uidvalidity for %s: %w", email, err)
 	}
+	s.renumbered(a, Inbox, copied.SourceUIDs, copied.DestUIDs)
 	s.log.Info("fakegmail: uidvalidity reset", "account", email, "uidvalidity", copied.UIDValidity)
 	return copied.UIDValidity, nil
 }

@@ -326,7 +326,7 @@ func TestWire(t *testing.T) {
 
 	send("a1 CAPABILITY")
 	caps := strings.Fields(expectPrefix("* CAPABILITY "))
-	for _, want := range []string{"IMAP4rev1", "SASL-IR", "AUTH=XOAUTH2", "AUTH=OAUTHBEARER", "ID", "LOGINDISABLED"} {
+	for _, want := range []string{"IMAP4rev1", "SASL-IR", "AUTH=XOAUTH2", "AUTH=OAUTHBEARER", "ID", "X-GM-EXT-1", "LOGINDISABLED"} {
 		if !slices.Contains(caps, want) {
 			t.Errorf("CAPABILITY %v lacks %s", caps, want)
 		}
@@ -359,8 +359,8 @@ func TestWire(t *testing.T) {
 	if !strings.HasSuffix(ok, "] alice@example.com authenticated (Success)") {
 		t.Errorf("AUTHENTICATE OK = %q, want Gmail's text", ok)
 	}
-	if !strings.Contains(ok, " ID]") || strings.Contains(ok, "AUTH=") || strings.Contains(ok, "LOGINDISABLED") {
-		t.Errorf("post-login capabilities %q: want ID, no AUTH= or LOGINDISABLED", ok)
+	if !strings.Contains(ok, " ID X-GM-EXT-1]") || strings.Contains(ok, "AUTH=") || strings.Contains(ok, "LOGINDISABLED") {
+		t.Errorf("post-login capabilities %q: want ID and X-GM-EXT-1, no AUTH= or LOGINDISABLED", ok)
 	}
 
 	// A literal that looks like an ID command is message data, not a command.

@@ -1,7 +1,9 @@
 package fakegmail
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"time"
 
@@ -25,6 +27,8 @@ type session struct {
 	conn *imapserver.Conn
 	wire *wireConn // nil only if a listener other than wireListener is used
 	acct *account  // nil until authenticated
+
+	selected string // the selected mailbox, "" if none
 }
 
 var (
@@ -168,9 +172,20 @@ func (sess *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) erro
 // The commands below change mailboxes; other sessions of the account that
 // are in IDLE are woken to send the resulting updates.
 
+// Append gives the mail its Gmail ids, as Deliver does.
 func (sess *session) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
 	defer sess.srv.wake(sess.acct)
-	return sess.UserSession.Append(mailbox, r, options)
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	sess.srv.storeMu.Lock()
+	defer sess.srv.storeMu.Unlock()
+	data, err := sess.UserSession.Append(mailbox, bytes.NewReader(raw), options)
+	if err == nil {
+		sess.srv.file(sess.acct, mailbox, data.UID, sess.srv.newIDs(sess.acct, raw, 0))
+	}
+	return data, err
 }
 
 func (sess *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
@@ -181,16 +196,6 @@ func (sess *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags 
 func (sess *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
 	defer sess.srv.wake(sess.acct)
 	return sess.UserSession.Expunge(w, uids)
-}
-
-func (sess *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	defer sess.srv.wake(sess.acct)
-	return sess.UserSession.Copy(numSet, dest)
-}
-
-func (sess *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	defer sess.srv.wake(sess.acct)
-	return sess.UserSession.Move(w, numSet, dest)
 }
 
 // Fetch lets tests make FETCH fail (SetFetchError).

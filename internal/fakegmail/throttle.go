@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/mailgate/mailgate/internal/imapline"
 )
 
 // DefaultMaxConnections is how many simultaneous IMAP connections Gmail
@@ -81,7 +83,7 @@ func (c *wireConn) refuseCommand(line []byte) bool {
 	if ierr == nil {
 		return false
 	}
-	if _, lit := literalLen(line); lit {
+	if _, lit := imapline.LiteralLen(line); lit {
 		return false
 	}
 	tag, rest, ok := strings.Cut(strings.TrimRight(string(line), "\r\n"), " ")

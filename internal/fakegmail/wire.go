@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/mailgate/mailgate/internal/imapline"
 )
 
 // maxInspect bounds how much of a client line is buffered while looking for
@@ -42,7 +44,8 @@ func (l wireListener) Accept() (net.Conn, error) {
 //     here, recording the client's parameters;
 //   - "ID" and "LOGINDISABLED" in CAPABILITY lists, which imapserver only
 //     builds from its own fixed set;
-//   - Gmail's greeting, which carries no CAPABILITY code, so clients must ask.
+//   - Gmail's greeting, which carries no CAPABILITY code, so clients must ask;
+//   - X-GM-EXT-1's fetch items and search keys (gmwire.go).
 //
 // Both directions track literals ({n} at the end of a line), so message
 // data is never mistaken for commands or capability lists.
@@ -68,6 +71,10 @@ type wireConn struct {
 	idMu  sync.Mutex
 	email string // set at login
 	id    *imap.IDData
+
+	gmMu      sync.Mutex
+	selected  string            // the session's selected mailbox
+	gmPending map[string]gmWant // tags of FETCHes that asked for Gmail ids
 }
 
 func (c *wireConn) Read(p []byte) (int, error) {
@@ -122,8 +129,14 @@ func (c *wireConn) scan(eof bool) {
 		if c.answerID(line) || c.refuseCommand(line) {
 			continue
 		}
+		n, lit := imapline.LiteralLen(line)
+		if !lit {
+			if line = c.gmCommand(line); line == nil {
+				continue
+			}
+		}
 		c.ready = append(c.ready, line...)
-		if n, ok := literalLen(line); ok {
+		if lit {
 			c.literal = n
 		}
 	}
@@ -136,7 +149,7 @@ func (c *wireConn) scan(eof bool) {
 //	S: * ID ("name" "GImap" "vendor" "Google, Inc." ...)
 //	S: a1 OK Success <token>
 func (c *wireConn) answerID(line []byte) bool {
-	if _, lit := literalLen(line); lit {
+	if _, lit := imapline.LiteralLen(line); lit {
 		return false // ID with a literal argument: left for imapserver to refuse
 	}
 	s := strings.TrimRight(string(line), "\r\n")
@@ -202,7 +215,7 @@ func (c *wireConn) Write(p []byte) (int, error) {
 		c.line = append(c.line, rest[:i+1]...)
 		rest = rest[i+1:]
 		out = append(out, c.rewrite(c.line)...)
-		if n, ok := literalLen(c.line); ok {
+		if n, ok := imapline.LiteralLen(c.line); ok {
 			c.outLiteral = n
 		}
 		c.line = c.line[:0]
@@ -267,7 +280,7 @@ func (c *wireConn) rewrite(line []byte) []byte {
 			return []byte(f[0] + " OK [CAPABILITY " + caps + extraCaps(caps) + "]" + text)
 		}
 	}
-	return line
+	return c.gmResponse(line)
 }
 
 // specialUse adds the RFC 6154 attribute of the mailbox a LIST line names
@@ -334,33 +347,14 @@ func canonicalFlags(s string) string {
 	return s
 }
 
-// extraCaps is what Gmail advertises that imapserver cannot: ID always, and
-// LOGINDISABLED alongside the AUTH= mechanisms before login (mailgate's fake
-// accepts OAuth only).
+// extraCaps is what Gmail advertises that imapserver cannot: ID and
+// X-GM-EXT-1 always, and LOGINDISABLED alongside the AUTH= mechanisms
+// before login (mailgate's fake accepts OAuth only).
 func extraCaps(caps string) string {
 	if strings.Contains(" "+caps, " AUTH=") {
-		return " ID LOGINDISABLED"
+		return " ID " + CapGmailExt + " LOGINDISABLED"
 	}
-	return " ID"
-}
-
-// literalLen reports whether line ends with a literal marker, {n}, {n+} or
-// {n-}, and its size (RFC 3501 section 4.3, RFC 7888).
-func literalLen(line []byte) (int64, bool) {
-	s := strings.TrimRight(string(line), "\r\n")
-	if !strings.HasSuffix(s, "}") {
-		return 0, false
-	}
-	open := strings.LastIndexByte(s, '{')
-	if open < 0 {
-		return 0, false
-	}
-	num := strings.TrimRight(s[open+1:len(s)-1], "+-")
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
+	return " ID " + CapGmailExt
 }
 
 // parseIDParams parses the argument of ID (RFC 2971 section 3.1):
