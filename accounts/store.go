@@ -443,42 +443,6 @@ func (s *Store) seal(email, token string) (string, error) {
 	return string(s.opts.Box.Seal([]byte(token), []byte(email))), nil
 }
 
-func parseAccount(email string, h map[string]string) *Account {
-	a := &Account{
-		Email:          email,
-		Kind:           Kind(h["kind"]),
-		State:          State(h["state"]),
-		Warning:        h["warning"],
-		LastError:      h["last_error"],
-		ErrorAt:        parseTime(h["error_at"]),
-		ConnectedAt:    parseTime(h["connected_at"]),
-		ImportDone:     h["import_done"] == "1",
-		LastPoll:       parseTime(h["last_poll"]),
-		SendViaGmail:   h["send_via_gmail"] == "1",
-		Fallback:       Fallback(h["fallback"]),
-		Aliases:        parseAliases(h["aliases"]),
-		ThrottledUntil: parseTime(h["throttled_until"]),
-		ThrottleReason: h["throttle_reason"],
-	}
-	a.ImportRecent, _ = strconv.Atoi(h["import_recent"])
-	a.Imported, _ = strconv.ParseInt(h["imported"], 10, 64)
-	a.Quarantined, _ = strconv.ParseInt(h["quarantined"], 10, 64)
-	return a
-}
-
-func parseTime(s string) time.Time {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
-}
-
-func parseUint32(s string) uint32 {
-	n, _ := strconv.ParseUint(s, 10, 32)
-	return uint32(n)
-}
-
 // SetSending changes how the relay sends for an account: whether it goes
 // via Gmail at all (an admin who keeps hitting the daily limit turns it
 // off and relies on SPF and DKIM), and its fallback policy.
