@@ -273,7 +273,7 @@ func New(acc AccountStore, st TicketStore, opts Options) *Fetcher {
 		parse: mailparse.Parse, batchBytes: maxBatchBytes,
 		redis: health.New(health.Options{Logger: opts.Logger, Part: "imapfetch", Dependency: "redis",
 			Paused: "fetching is paused; new mail stays unread in Gmail until it is back"})}
-	f.leases.f, f.polls.f = f, f
+	f.leases.f, f.polls.f, f.polls.closing = f, f, make(chan struct{})
 	f.starting = make(slots, maxStarting)
 	return f
 }
@@ -362,6 +362,7 @@ func (f *Fetcher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			f.log.Info("imapfetch: shutting down, finishing in-flight mail", "workers", len(workers))
 			wg.Wait()
+			f.polls.stop()
 			shared()
 			return nil
 		case _, ok := <-changed:

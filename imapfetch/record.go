@@ -26,6 +26,10 @@ type recorder struct {
 	mu      sync.Mutex
 	pending []string
 	running bool // the flushing goroutine runs; it stops when nothing is pending
+
+	done      sync.WaitGroup // the flushing goroutine
+	closing   chan struct{}  // closed by stop: flush at once, then end
+	closeOnce sync.Once
 }
 
 // recordPoll records a poll of the session's account that imported
@@ -45,15 +49,20 @@ func (s *session) recordPoll(ctx context.Context, imported int) {
 	r.pending = append(r.pending, s.w.email)
 	if !r.running {
 		r.running = true
+		r.done.Add(1)
 		go r.run()
 	}
 }
 
 // run flushes the pending polls every recordEvery until none is left.
 func (r *recorder) run() {
+	defer r.done.Done()
 	f := r.f
 	for {
-		time.Sleep(recordEvery)
+		select {
+		case <-time.After(recordEvery):
+		case <-r.closing:
+		}
 		r.mu.Lock()
 		batch := r.pending
 		r.pending = nil
@@ -76,4 +85,13 @@ func (r *recorder) run() {
 			batch = batch[n:]
 		}
 	}
+}
+
+// stop records what is pending at once and waits for the flushing
+// goroutine, so that Fetcher.Run returns with the last polls recorded and
+// nothing of it still running (or logging) afterwards. The workers have
+// ended: nothing is added meanwhile.
+func (r *recorder) stop() {
+	r.closeOnce.Do(func() { close(r.closing) })
+	r.done.Wait()
 }
