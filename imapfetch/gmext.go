@@ -71,6 +71,9 @@ type gmConn struct {
 	ready    []byte // examined bytes for the client
 	literal  int64  // literal bytes still to pass untouched
 	longLine bool
+	// inFetch: the line after the current literal continues a FETCH
+	// response, whose Gmail items may also come after a literal.
+	inFetch bool
 
 	// Write side.
 	wmu  sync.Mutex
@@ -142,10 +145,17 @@ func (c *gmConn) scan(eof bool) {
 			c.ready = append(c.ready, line...)
 			continue
 		}
-		if n, ok := imapline.LiteralLen(line); ok {
+		cont := c.inFetch
+		n, lit := imapline.LiteralLen(line)
+		if lit {
 			c.literal = n
 		}
-		c.ready = append(c.ready, gmResponseLine(line)...)
+		if cont {
+			c.ready = append(c.ready, gmContinuation(line)...)
+		} else {
+			c.ready = append(c.ready, gmResponseLine(line)...)
+		}
+		c.inFetch = lit && (cont || isFetchResponse(line))
 	}
 	c.raw = nil
 }
@@ -153,18 +163,14 @@ func (c *gmConn) scan(eof bool) {
 // gmResponseLine turns the Gmail items of a response line into header
 // sections, placed right after the UID when the line has one.
 func gmResponseLine(line []byte) []byte {
-	if !bytes.HasPrefix(line, []byte("* ")) || !bytes.Contains(line, []byte(" FETCH (")) {
+	if !isFetchResponse(line) {
 		return line
 	}
 	items := gmItemRE.FindAllSubmatch(line, -1)
 	if items == nil {
 		return line
 	}
-	var sections []byte
-	for _, m := range items {
-		hdr := fmt.Sprintf("X-GM-%s: %s\r\n\r\n", bytes.ToUpper(m[1]), m[2])
-		sections = fmt.Appendf(sections, " BODY[HEADER.FIELDS (\"X-GM-%s\")] {%d}\r\n%s", bytes.ToUpper(m[1]), len(hdr), hdr)
-	}
+	sections := gmSections(items)
 	// "(X-GM-MSGID 1 UID 5" becomes "( UID 5", tidied below.
 	rest := gmItemRE.ReplaceAll(line, nil)
 	at := bytes.Index(rest, []byte("FETCH (")) + len("FETCH (")
@@ -177,6 +183,35 @@ func gmResponseLine(line []byte) []byte {
 	out = append(out, sections...)
 	out = append(out, rest[at:]...)
 	return bytes.Replace(out, []byte("FETCH ( "), []byte("FETCH ("), 1)
+}
+
+// gmContinuation translates the Gmail items of a FETCH response's line
+// that follows a literal ("... BODY[] {n}\r\n<n bytes> X-GM-MSGID 1)"):
+// RFC 3501 section 7.4.2 lets a server order a message's items as it
+// likes, so they may come after the body. Their sections go first on the
+// line, right after the literal; the UID, read before it, already tied the
+// response to its command.
+func gmContinuation(line []byte) []byte {
+	items := gmItemRE.FindAllSubmatch(line, -1)
+	if items == nil {
+		return line
+	}
+	return append(gmSections(items), gmItemRE.ReplaceAll(line, nil)...)
+}
+
+// gmSections writes Gmail items as the header sections go-imap reads.
+func gmSections(items [][][]byte) []byte {
+	var sections []byte
+	for _, m := range items {
+		hdr := fmt.Sprintf("X-GM-%s: %s\r\n\r\n", bytes.ToUpper(m[1]), m[2])
+		sections = fmt.Appendf(sections, " BODY[HEADER.FIELDS (\"X-GM-%s\")] {%d}\r\n%s", bytes.ToUpper(m[1]), len(hdr), hdr)
+	}
+	return sections
+}
+
+// isFetchResponse reports whether line starts an untagged FETCH response.
+func isFetchResponse(line []byte) bool {
+	return bytes.HasPrefix(line, []byte("* ")) && bytes.Contains(line, []byte(" FETCH ("))
 }
 
 // gmIDs reports whether FETCH asks for the Gmail ids: the server offers

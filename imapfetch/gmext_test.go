@@ -82,6 +82,31 @@ func TestGoIMAPNeedsGmConnForGmailIDs(t *testing.T) {
 	}
 }
 
+// A server may send a message's items in any order (RFC 3501 section
+// 7.4.2): Gmail's ids after the body, or split around it, read the same.
+func TestGmConnItemsAfterTheBody(t *testing.T) {
+	wrap := func(c net.Conn) net.Conn { return &gmConn{Conn: c} }
+	for _, answer := range []string{
+		`* 1 FETCH (UID 5 BODY[] {4}` + "\r\nhi\r\n X-GM-THRID 1278455344230334865 X-GM-MSGID 1278455344230334866)",
+		`* 1 FETCH (X-GM-THRID 1278455344230334865 UID 5 BODY[] {4}` + "\r\nhi\r\n X-GM-MSGID 1278455344230334866 FLAGS ())",
+	} {
+		msgs, err, _ := scriptedFetch(t, wrap, gmFetchOptions, answer)
+		if err != nil {
+			t.Fatalf("%q through gmConn: %v", answer, err)
+		}
+		if len(msgs) != 1 || msgs[0].UID != 5 {
+			t.Fatalf("%q parsed as %+v, want UID 5", answer, msgs)
+		}
+		m := msgs[0]
+		if gmID(m.FindBodySection(gmMsgIDSection)) != 1278455344230334866 || gmID(m.FindBodySection(gmThrIDSection)) != 1278455344230334865 {
+			t.Errorf("%q: ids %q %q", answer, m.FindBodySection(gmMsgIDSection), m.FindBodySection(gmThrIDSection))
+		}
+		if got := string(m.FindBodySection(bodyPeek)); got != "hi\r\n" {
+			t.Errorf("%q: body %q", answer, got)
+		}
+	}
+}
+
 // sourceStore records the Source of each mail it stores.
 type sourceStore struct {
 	*tickets.Store
