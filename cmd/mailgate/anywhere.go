@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -172,4 +175,82 @@ func dashed(name string) string {
 		return "-" + name
 	}
 	return "--" + name
+}
+
+// Two pieces of code move flags typed after arguments, and they stay two
+// because they run at different times for different commands:
+//
+//   - hoistGlobalFlags rewrites the command line before urfave/cli parses
+//     it, for every command, and moves only the global flags. It must run
+//     that early: a global flag after the command is unknown to the
+//     command's flag set, so parsing would fail before any command code
+//     runs (and defining it again on the command would hide the value
+//     typed before the command, see the top of this file).
+//   - flagsAfterArgs runs in the action of a command whose one argument is
+//     an EMAIL or an ID (accounts, tickets show, queue show) and parses
+//     that command's own flags written after the argument. Running there,
+//     it answers in the command's words: a bad flag after the argument ends
+//     with the command's usage line (exit 1), and -h after it says where
+//     the help is instead of running the command. The same flags moved in
+//     front of the argument by a rewrite would get urfave/cli's answers
+//     instead: "No help topic for 'EMAIL'" (exit 3) for -h, its usage
+//     error (exit 2) for a bad flag. Commands that take several arguments
+//     (tickets ingest FILE|DIR...) do not call it, and keep Go's rule that
+//     their own flags end at the first argument.
+
+// flagsAfterArgs returns the command's arguments after parsing the flags
+// written after the first one, the order people type (`accounts add EMAIL
+// --refresh-token-file F`, `tickets show 42 --json`): urfave/cli, like Go's
+// flag package, stops at the first argument and would take them for more
+// arguments. Parsing stops again at the next argument, which is returned
+// with the first. A bad flag is an exit error that ends with usage.
+func flagsAfterArgs(c *cli.Context, usage string) ([]string, error) {
+	args := c.Args().Slice()
+	if len(args) < 2 {
+		return args, nil
+	}
+	helpHint := fmt.Sprintf("%s\n(%s --help lists the flags)", usage, commandPath(c))
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil {
+			return nil, err
+		}
+	}
+	if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return nil, cli.Exit(helpHint, 1)
+	} else if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+	}
+	var err error
+	set.Visit(func(f *flag.Flag) {
+		vals := []string{f.Value.String()}
+		if ss, ok := f.Value.(*cli.StringSlice); ok { // repeatable: each value, not "[a b]"
+			vals = ss.Value()
+		}
+		for _, v := range vals {
+			if e := c.Set(f.Name, v); e != nil && err == nil {
+				err = e
+			}
+		}
+	})
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+	}
+	if c.Bool("help") {
+		return nil, cli.Exit(helpHint, 1)
+	}
+	return append(args[:1:1], set.Args()...), nil
+}
+
+// commandPath is how the running command is typed: "mailgate accounts
+// add" (the app's root command is named after it).
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" {
+			names = append([]string{l.Command.Name}, names...)
+		}
+	}
+	return strings.Join(names, " ")
 }

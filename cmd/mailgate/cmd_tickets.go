@@ -1,10 +1,7 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -239,61 +236,4 @@ func emlFiles(args []string) ([]string, error) {
 		out = append(out, found...)
 	}
 	return out, nil
-}
-
-// flagsAfterArgs returns the command's arguments after parsing the flags
-// written after the first one, the order people type (`accounts add EMAIL
-// --refresh-token-file F`, `tickets show 42 --json`): urfave/cli, like Go's
-// flag package, stops at the first argument and would take them for more
-// arguments. Parsing stops again at the next argument, which is returned
-// with the first. A bad flag is an exit error that ends with usage.
-func flagsAfterArgs(c *cli.Context, usage string) ([]string, error) {
-	args := c.Args().Slice()
-	if len(args) < 2 {
-		return args, nil
-	}
-	helpHint := fmt.Sprintf("%s\n(%s --help lists the flags)", usage, commandPath(c))
-	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
-	set.SetOutput(io.Discard)
-	for _, f := range c.Command.Flags {
-		if err := f.Apply(set); err != nil {
-			return nil, err
-		}
-	}
-	if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		return nil, cli.Exit(helpHint, 1)
-	} else if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
-	}
-	var err error
-	set.Visit(func(f *flag.Flag) {
-		vals := []string{f.Value.String()}
-		if ss, ok := f.Value.(*cli.StringSlice); ok { // repeatable: each value, not "[a b]"
-			vals = ss.Value()
-		}
-		for _, v := range vals {
-			if e := c.Set(f.Name, v); e != nil && err == nil {
-				err = e
-			}
-		}
-	})
-	if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
-	}
-	if c.Bool("help") {
-		return nil, cli.Exit(helpHint, 1)
-	}
-	return append(args[:1:1], set.Args()...), nil
-}
-
-// commandPath is how the running command is typed: "mailgate accounts
-// add" (the app's root command is named after it).
-func commandPath(c *cli.Context) string {
-	var names []string
-	for _, l := range c.Lineage() {
-		if l.Command != nil && l.Command.Name != "" {
-			names = append([]string{l.Command.Name}, names...)
-		}
-	}
-	return strings.Join(names, " ")
 }
