@@ -220,7 +220,9 @@ func flagsAfterArgs(c *cli.Context, usage string) ([]string, error) {
 	if err := set.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
 		return nil, cli.Exit(helpHint, 1)
 	} else if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("%v\n%s", err, usage), 1)
+		// A bad flag after the argument is the same mistake as before it:
+		// one line, a suggestion, exit 2.
+		return nil, usageError(strings.TrimPrefix(commandPath(c), "mailgate "), c.Command.Flags)(c, err, true)
 	}
 	var err error
 	set.Visit(func(f *flag.Flag) {

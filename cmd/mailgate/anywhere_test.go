@@ -53,6 +53,11 @@ func TestUnknownFlagIsOneLine(t *testing.T) {
 	if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "did you mean --limit?") {
 		t.Errorf("tickets list --limt = %d, %q", code, stderr)
 	}
+	// After the command's argument, the same line and exit.
+	code, _, stderr = mailgate(t, "accounts", "set", "alice@example.com", "--aliass", "help@example.com")
+	if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, `unknown flag --aliass for "accounts set"; did you mean --alias?`) {
+		t.Errorf("accounts set EMAIL --aliass = %d, %q", code, stderr)
+	}
 	code, _, stderr = mailgate(t, "--redis-ur", "x", "status")
 	if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "did you mean --redis-url? (mailgate --help)") {
 		t.Errorf("--redis-ur status = %d, %q", code, stderr)
