@@ -1,3 +1,6 @@
+// This file talks to the running Dovecot as a client: logging in as a
+// user, delivering or appending mail, and reading flags back.
+
 package dovecottest
 
 import (
