@@ -5,7 +5,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,9 +24,14 @@ var (
 type Peer struct {
 	Holder Holder
 	Held   int
+	// LastSeen is when its last heartbeat came, by Redis's clock; Fetchers
+	// sets it (zero from Heartbeat, and for a process of a version that
+	// did not record it).
+	LastSeen time.Time
 }
 
 func (s *Store) fetchersKey() string { return s.p + "fetchers" }
+func (s *Store) seenKey() string     { return s.p + "fetchers:seen" }
 
 // Heartbeat tells the other fetcher processes on this Redis that me is
 // alive and holds held leases, for ttl, and returns the processes alive
@@ -38,7 +45,7 @@ func (s *Store) Heartbeat(ctx context.Context, me Holder, held int, ttl time.Dur
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("fetcher heartbeat: ttl %s is under a millisecond", ttl)
 	}
-	res, err := shareScript.Run(ctx, s.rdb, []string{s.fetchersKey()}, me.String(), ttl.Milliseconds(), max(held, 0)).StringSlice()
+	res, err := shareScript.Run(ctx, s.rdb, []string{s.fetchersKey(), s.seenKey()}, me.String(), ttl.Milliseconds(), max(held, 0)).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("fetcher heartbeat: %w", err)
 	}
@@ -57,10 +64,56 @@ func (s *Store) Heartbeat(ctx context.Context, me Holder, held int, ttl time.Dur
 // the others take their share of its accounts without waiting for its
 // heartbeat to run out.
 func (s *Store) Leave(ctx context.Context, me Holder) error {
-	if err := s.rdb.HDel(ctx, s.fetchersKey(), me.String()).Err(); err != nil {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, s.fetchersKey(), me.String())
+		p.HDel(ctx, s.seenKey(), me.String())
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("fetcher leave: %w", err)
 	}
 	return nil
+}
+
+// fetchersScript lists the live fetcher processes without changing
+// anything: {holder, held, last heartbeat ms or "", ...}.
+var fetchersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local exp, held = string.match(all[i + 1], '^(%d+) (%d+)$')
+  if exp and tonumber(exp) > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = held
+    out[#out + 1] = redis.call('HGET', KEYS[2], all[i]) or ''
+  end
+end
+return out`)
+
+// Fetchers lists the fetcher processes alive now, as their heartbeats
+// tell, sorted by process, for the operator's view (status); it sends no
+// heartbeat.
+func (s *Store) Fetchers(ctx context.Context) ([]Peer, error) {
+	res, err := fetchersScript.Run(ctx, s.rdb, []string{s.fetchersKey(), s.seenKey()}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("fetchers: %w", err)
+	}
+	if len(res)%3 != 0 {
+		return nil, errors.New("fetchers: script returned a list not in threes")
+	}
+	peers := make([]Peer, 0, len(res)/3)
+	for i := 0; i < len(res); i += 3 {
+		p := Peer{Holder: parseHolder(res[i])}
+		p.Held, _ = strconv.Atoi(res[i+1])
+		if ms, err := strconv.ParseInt(res[i+2], 10, 64); err == nil {
+			p.LastSeen = time.UnixMilli(ms).UTC()
+		}
+		peers = append(peers, p)
+	}
+	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Holder.String(), b.Holder.String()) })
+	return peers, nil
 }
 
 // LeaseState is an account's polling lease as PeekLeases saw it: the zero

@@ -4,6 +4,9 @@
 -- clock, so the processes' clocks need not agree.
 --
 -- KEYS[1] fetchers (hash: holder -> "<expiry ms> <leases held>")
+-- KEYS[2] fetchers:seen (hash: holder -> time of its last heartbeat, ms),
+--         kept apart so that the first hash keeps the form every version
+--         of this script reads
 -- ARGV[1] the caller's holder value (host:pid:token)
 -- ARGV[2] ttl in milliseconds   ARGV[3] leases the caller holds
 --
@@ -25,6 +28,14 @@ for i = 1, #all, 2 do
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[2])) .. ' ' .. ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], now)
+-- Times of processes no longer listed (gone, or dropped by a process that
+-- does not keep this hash) go too.
+for _, h in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if redis.call('HEXISTS', KEYS[1], h) == 0 then
+    redis.call('HDEL', KEYS[2], h)
+  end
+end
 out[#out + 1] = ARGV[1]
 out[#out + 1] = ARGV[3]
 return out

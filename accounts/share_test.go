@@ -111,3 +111,48 @@ func BenchmarkPeekLeases10000(b *testing.B) {
 		}
 	}
 }
+
+// Fetchers lists the live processes, with what each holds and when its
+// last heartbeat came, for the operator; it beats for nobody.
+func TestFetchers(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newTestStore(t, Options{})
+	a, b := NewHolder("A"), NewHolder("B")
+	before := time.Now().Add(-time.Second)
+	if _, err := s.Heartbeat(ctx, a, 3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(ctx, b, 2, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Fetchers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Holder != a || got[0].Held != 3 || got[1].Holder != b || got[1].Held != 2 {
+		t.Fatalf("fetchers = %+v, want A holding 3, B holding 2", got)
+	}
+	for _, p := range got {
+		if p.LastSeen.Before(before) || p.LastSeen.After(time.Now().Add(time.Second)) {
+			t.Errorf("%s last seen %s, want about now", p.Holder.Process(), p.LastSeen)
+		}
+	}
+	time.Sleep(400 * time.Millisecond) // B's heartbeat runs out
+	if got, _ := s.Fetchers(ctx); len(got) != 1 || got[0].Holder != a {
+		t.Errorf("after B's heartbeat ran out: fetchers = %+v, want A alone", got)
+	}
+	if err := s.Leave(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Fetchers(ctx); len(got) != 0 {
+		t.Errorf("after A left: fetchers = %+v, want none", got)
+	}
+	// The next heartbeat drops the times of the processes gone.
+	c := NewHolder("C")
+	if _, err := s.Heartbeat(ctx, c, 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if seen, _ := s.rdb.HKeys(ctx, s.seenKey()).Result(); len(seen) != 1 || seen[0] != c.String() {
+		t.Errorf("heartbeat times kept = %v, want C's alone", seen)
+	}
+}

@@ -406,10 +406,16 @@ func (q *Queue) Begin(ctx context.Context, m *Message) error {
 // than this outcome (rev): an outcome saved again after its first save's
 // answer was lost changes nothing.
 //
-// KEYS: the message's hash, the ready stream, the deferred set, the index.
+// A finish that bounces also counts the bounce here, in the same step,
+// so that no crash between the two loses it; ZADD NX keeps the first
+// time if the same finish is saved again.
+//
+// KEYS: the message's hash, the ready stream, the deferred set, the index,
+// the bounced set.
 // ARGV: meta JSON, the stream entry held ("" for none), "defer" or
 // "finish", next attempt (ms) or how long to keep the record (ms), the
-// queue id, the consumer group, rev.
+// queue id, the consumer group, rev, "1" when the finish is a bounce,
+// now (ms), the time before which counted bounces are dropped (ms).
 // Returns 1 (saved), 0 (deleted) or 2 (the record is newer).
 var saveScript = redis.NewScript(`
 if ARGV[2] ~= '' then
@@ -427,6 +433,10 @@ else
   redis.call('ZREM', KEYS[3], ARGV[5])
   redis.call('ZREM', KEYS[4], ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  if ARGV[8] == '1' then
+    redis.call('ZADD', KEYS[5], 'NX', ARGV[9], ARGV[5])
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[10])
+  end
 end
 return 1`)
 
@@ -436,8 +446,13 @@ func (q *Queue) save(ctx context.Context, m *Message, mode string, arg int64) er
 	if err != nil {
 		return err
 	}
-	keys := []string{q.msgKey(m.ID), q.ready(), q.deferred(), q.index()}
-	n, err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID, group, m.rev+1).Int()
+	bounce, now := "0", q.opts.Now()
+	if mode == "finish" && m.State == StateBounced {
+		bounce = "1"
+	}
+	keys := []string{q.msgKey(m.ID), q.ready(), q.deferred(), q.index(), q.bounced()}
+	n, err := saveScript.Run(ctx, q.rdb, keys, meta, m.entry, mode, arg, m.ID, group, m.rev+1,
+		bounce, now.UnixMilli(), now.Add(-bouncedKeep).UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", m.ID, err)
 	}
@@ -454,19 +469,13 @@ func (q *Queue) save(ctx context.Context, m *Message, mode string, arg int64) er
 
 // Finish records a message that reached a final state (sent or bounced).
 // Its bytes are dropped; its record stays for `queue show` for keep
-// (7 days when 0).
+// (7 days when 0). A bounce is counted for BouncedSince in the same step.
 func (q *Queue) Finish(ctx context.Context, m *Message, keep time.Duration) error {
 	if keep <= 0 {
 		keep = 7 * 24 * time.Hour
 	}
 	m.NextAttempt = time.Time{}
-	if err := q.save(ctx, m, "finish", keep.Milliseconds()); err != nil {
-		return err
-	}
-	if m.State == StateBounced {
-		q.noteBounced(ctx, m)
-	}
-	return nil
+	return q.save(ctx, m, "finish", keep.Milliseconds())
 }
 
 // Defer schedules another try of m at m.NextAttempt.

@@ -217,23 +217,13 @@ func (q *Queue) EachDeferred(ctx context.Context, n int, fn func(id string, rcpt
 }
 
 // bounced is a sorted set of the messages bounced in the last two days,
-// scored by when, for the count of bounces today.
+// scored by when, for the count of bounces today. Finish's script writes
+// it (saveScript).
 func (q *Queue) bounced() string { return q.p + "relay:bounced" }
 
 // bouncedKeep is how long a bounce stays counted: long enough for "today"
 // in any time zone.
 const bouncedKeep = 48 * time.Hour
-
-// noteBounced counts m among the bounces; a failure only makes the count
-// low, so it is not returned.
-func (q *Queue) noteBounced(ctx context.Context, m *Message) {
-	now := q.opts.Now()
-	q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, q.bounced(), redis.Z{Score: float64(now.UnixMilli()), Member: m.ID})
-		p.ZRemRangeByScore(ctx, q.bounced(), "-inf", strconv.FormatInt(now.Add(-bouncedKeep).UnixMilli(), 10))
-		return nil
-	})
-}
 
 // BouncedSince returns how many messages bounced at or after since (at
 // most two days back).

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/internal/faultproxy"
 	"github.com/mailgate/mailgate/internal/proclive"
 	"github.com/mailgate/mailgate/internal/redistest"
 )
@@ -375,5 +378,89 @@ func TestOutcomeSavedTwiceChangesNothing(t *testing.T) {
 	}
 	if n, _ := q.rdb.ZCard(ctx, q.deferred()).Result(); n != 0 {
 		t.Errorf("a stale outcome scheduled the finished message again")
+	}
+}
+
+// TestBounceCountedWithFinish: today's count of bounces is written in the
+// same step as the bounce itself. A Finish whose answer is lost (the
+// connection to Redis cut after the script ran, as when the relay dies
+// there) has still counted it, and the Finish saved again afterwards,
+// or twice for the same message, counts it once, at its first time.
+func TestBounceCountedWithFinish(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := faultproxy.Start(t, srv.Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	q := NewQueue(rdb, QueueOptions{Now: c.Now, ClaimIdle: 200 * time.Millisecond})
+	ctx := context.Background()
+	if err := q.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		putTest(t, q)
+	}
+	got, err := q.Next(ctx, "w", 2, time.Second)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Next = %d messages, %v; want 2", len(got), err)
+	}
+	lost, twice := got[0], got[1]
+	bouncedToday := func() int64 {
+		t.Helper()
+		n, err := q.BouncedSince(ctx, c.t.Truncate(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// The script's reply ":1" never reaches the relay.
+	again := *lost
+	lost.State, lost.LastError = StateBounced, "550 5.1.1 no such user"
+	cut := proxy.Arm(faultproxy.Rule{Dir: faultproxy.ToClient, Match: []byte(":1\r\n"), Before: true, Action: faultproxy.Close})
+	if err := q.Finish(ctx, lost, 0); err == nil {
+		t.Fatal("Finish with its answer cut returned nil; the test did not cut it")
+	}
+	if !cut.Wait(time.Second) {
+		t.Fatal("the proxy never cut the answer")
+	}
+	if n := bouncedToday(); n != 1 {
+		t.Errorf("bounced today after a Finish whose answer was lost = %d, want 1", n)
+	}
+	// The relay saves the outcome again (the record is newer: a no-op).
+	again.State, again.LastError = StateBounced, "550 5.1.1 no such user"
+	c.t = c.t.Add(time.Minute)
+	if err := q.Finish(ctx, &again, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same message finished twice, the second time a day later.
+	twice.State, twice.LastError = StateBounced, "550 5.1.1 no such user"
+	if err := q.Finish(ctx, twice, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := bouncedToday(); n != 2 {
+		t.Errorf("bounced today after two bounces, one saved twice = %d, want 2", n)
+	}
+	c.t = c.t.Add(24 * time.Hour)
+	if err := q.Finish(ctx, twice, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := bouncedToday(); n != 0 {
+		t.Errorf("bounced the next day = %d, want 0: yesterday's bounce saved again today counted as today's", n)
+	}
+
+	// A sent message is not a bounce.
+	sent := putTest(t, q)
+	got, _ = q.Next(ctx, "w", 1, time.Second)
+	if len(got) != 1 || got[0].ID != sent.ID {
+		t.Fatalf("Next = %+v, want %s", got, sent.ID)
+	}
+	got[0].State = StateSent
+	if err := q.Finish(ctx, got[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := bouncedToday(); n != 0 {
+		t.Errorf("bounced today after a sent message = %d, want 0", n)
 	}
 }

@@ -1,5 +1,5 @@
 // Package status gathers what an operator needs to see: accounts, quota,
-// queue, recent warnings.
+// fetcher processes, queue, recent warnings.
 //
 // Everything is read from Redis, so any mailgate process (or `mailgate
 // status` on another machine) shows the same picture: the HTTP /status
@@ -25,6 +25,9 @@ type Status struct {
 	At       time.Time `json:"at"`
 	Accounts []Account `json:"accounts"`
 	Queue    Queue     `json:"queue"`
+	// Fetchers are the fetcher processes sharing the accounts' polling,
+	// alive by their heartbeat, sorted by process.
+	Fetchers []Fetcher `json:"fetchers"`
 	// Warnings are the most recent warning events, newest first.
 	Warnings []Warning `json:"warnings"`
 }
@@ -184,7 +187,7 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 	if limits == nil {
 		limits = accounts.Kind.DefaultLimits
 	}
-	st := &Status{At: now().UTC(), Accounts: []Account{}, Warnings: []Warning{}}
+	st := &Status{At: now().UTC(), Accounts: []Account{}, Fetchers: []Fetcher{}, Warnings: []Warning{}}
 
 	list, err := s.Accounts.List(ctx)
 	if err != nil {
@@ -205,6 +208,9 @@ func (s Sources) Gather(ctx context.Context) (*Status, error) {
 		})
 	}
 	if err := s.readQuotas(ctx, st.Accounts); err != nil {
+		return nil, err
+	}
+	if st.Fetchers, err = s.readFetchers(ctx); err != nil {
 		return nil, err
 	}
 

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -256,5 +257,79 @@ func TestGatherShowsThrottle(t *testing.T) {
 		if got := st.Accounts[0].Throttled; got != tc.want {
 			t.Errorf("at %s: Throttled = %q, want %q", tc.at.Format("15:04"), got, tc.want)
 		}
+	}
+}
+
+// TestGatherListsFetchers: the fetcher processes sharing the accounts are
+// listed with how many each polls and when each was last heard from, in
+// the JSON /status and `status --json` print and in the line `status` and
+// the console print; one whose heartbeat ran out is not.
+func TestGatherListsFetchers(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, e := range []string{support, workspace, "sales@acme.example"} {
+		if _, err := w.acc.Connect(ctx, accounts.Account{Email: e}, "refresh"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := accounts.Holder{Host: "fetch-a", PID: 4242, Token: "t1"}
+	b := accounts.Holder{Host: "fetch-b", PID: 77, Token: "t2"}
+	gone := accounts.Holder{Host: "fetch-c", PID: 9, Token: "t3"}
+	for _, h := range []struct {
+		me   accounts.Holder
+		held int
+		ttl  time.Duration
+	}{{b, 1, time.Minute}, {gone, 0, 200 * time.Millisecond}, {a, 2, time.Minute}} {
+		if _, err := w.acc.Heartbeat(ctx, h.me, h.held, h.ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // fetch-c stopped beating
+	st, err := w.sources().Gather(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := st.Fetchers
+	if len(f) != 2 || f[0].Process != "fetch-a:4242" || f[0].Accounts != 2 || f[1].Process != "fetch-b:77" || f[1].Accounts != 1 {
+		t.Fatalf("fetchers = %+v, want fetch-a:4242 polling 2, fetch-b:77 polling 1", f)
+	}
+	for _, p := range f {
+		if age := st.At.Sub(p.LastSeen); age < 0 || age > 5*time.Second {
+			t.Errorf("%s last seen %s before the status, want about now", p.Process, age)
+		}
+	}
+	line := f[0].Summary(f[0].LastSeen.Add(4*time.Second), len(st.Accounts))
+	if line != "fetch-a:4242 polls 2 of 3 accounts, last seen 4s ago" {
+		t.Errorf("summary = %q", line)
+	}
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Fetchers []struct {
+			Process  string    `json:"process"`
+			Accounts int       `json:"accounts"`
+			LastSeen time.Time `json:"last_seen"`
+		} `json:"fetchers"`
+	}
+	if err := json.Unmarshal(js, &back); err != nil || len(back.Fetchers) != 2 || back.Fetchers[1].Process != "fetch-b:77" ||
+		back.Fetchers[1].Accounts != 1 || !back.Fetchers[1].LastSeen.Equal(f[1].LastSeen) {
+		t.Errorf("JSON fetchers = %+v (%v) from %s", back.Fetchers, err, js)
+	}
+
+	// No process running: an empty list, not null.
+	if err := w.acc.Leave(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.acc.Leave(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	st, err = w.sources().Gather(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if js, _ := json.Marshal(st); len(st.Fetchers) != 0 || !strings.Contains(string(js), `"fetchers":[]`) {
+		t.Errorf("with no fetcher running: %s, want \"fetchers\":[]", js)
 	}
 }

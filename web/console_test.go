@@ -24,8 +24,8 @@ const (
 )
 
 // consoleServer fills a real Redis with two accounts, one of them over its
-// quota warning threshold (9 of 10, warning at 8), a deferred message, a
-// bounced one and a quota warning event, and returns the web handler serving it.
+// quota warning threshold (9 of 10, warning at 8), a fetcher process, a
+// deferred message, a bounced one and a quota warning event, and returns the web handler serving it.
 func consoleServer(t *testing.T, token string) *Server {
 	t.Helper()
 	rdb := redistest.Start(t).Client(t)
@@ -44,6 +44,13 @@ func consoleServer(t *testing.T, token string) *Server {
 		t.Fatal(err)
 	}
 	if err := acc.RecordPoll(ctx, busy, 4); err != nil {
+		t.Fatal(err)
+	}
+	// One fetcher process polls busy; another's heartbeat ran out.
+	if _, err := acc.Heartbeat(ctx, accounts.Holder{Host: "fetch-a", PID: 4242, Token: "t1"}, 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Heartbeat(ctx, accounts.Holder{Host: "fetch-gone", PID: 9, Token: "t2"}, 1, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	q := smtprelay.NewQueue(rdb, smtprelay.QueueOptions{})
@@ -93,6 +100,7 @@ var consoleTexts = []string{
 	"9 / 10 sent", "warning at 8", "over the warning threshold", "Close to Gmail's daily limit",
 	"next place frees in 23h", // busy's first message sent leaves the window in a day
 	"0 / 10 sent", "never",    // quiet: nothing sent, never polled
+	"<br>fetch-a:4242 polls 1 of 2 accounts, last seen ", // one line per live fetcher process
 	"1 message(s) waiting",
 	"Next try", "in 9m", "451 4.7.0 try again later", // the deferred message
 	"1 bounced today",
@@ -115,6 +123,9 @@ func TestConsoleShowsAccountsQuotaQueueWarnings(t *testing.T) {
 	}
 	if !strings.Contains(body, `http-equiv="refresh"`) || strings.Contains(body, "<script") {
 		t.Errorf("console must reload itself and need no JavaScript:\n%s", body)
+	}
+	if strings.Contains(body, "fetch-gone") {
+		t.Errorf("console lists a fetcher whose heartbeat ran out:\n%s", body)
 	}
 	// Only the busy account's row is marked.
 	if n := strings.Count(body, `<tr class="warn">`); n != 1 {

@@ -78,6 +78,14 @@ func printStatus(w io.Writer, st *status.Status) error {
 		}
 		tw.Flush()
 	}
+	if len(st.Fetchers) > 0 {
+		fmt.Fprintln(w, "\nfetchers:")
+		for _, f := range st.Fetchers {
+			fmt.Fprintf(w, "  %s\n", f.Summary(st.At, len(st.Accounts)))
+		}
+	} else if len(st.Accounts) > 0 {
+		fmt.Fprintln(w, "\nfetchers: none alive (no fetcher heartbeat in Redis: nothing polls the accounts)")
+	}
 	fmt.Fprintln(w)
 	if st.Queue.Depth == 0 {
 		fmt.Fprintln(w, "relay queue: empty")

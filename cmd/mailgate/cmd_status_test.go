@@ -7,7 +7,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mailgate/mailgate/accounts"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/sendlimit"
 	"github.com/mailgate/mailgate/smtprelay"
@@ -37,6 +39,10 @@ func TestStatusViewsAgree(t *testing.T) {
 		}
 	}
 	acc := e.store()
+	fetcher := accounts.Holder{Host: "fetch-a", PID: 4242, Token: "t"}
+	if _, err := acc.Heartbeat(ctx, fetcher, 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	src := statusSources(serveCfg, rdb, acc, q, newTicketStore(rdb, serveCfg, acc, nil))
 	srv := web.New(web.Options{Status: func(ctx context.Context) (any, error) { return src.Gather(ctx) }})
 	rec := httptest.NewRecorder()
@@ -57,8 +63,11 @@ func TestStatusViewsAgree(t *testing.T) {
 	if cq := fromCLI.Accounts[0].Quota; cq != hq {
 		t.Errorf("status --json quota = %+v, /status = %+v", cq, hq)
 	}
+	if len(fromHTTP.Fetchers) != 1 || len(fromCLI.Fetchers) != 1 || fromCLI.Fetchers[0] != fromHTTP.Fetchers[0] || fromHTTP.Fetchers[0].Process != "fetch-a:4242" {
+		t.Errorf("fetchers: status --json %+v, /status %+v; want fetch-a:4242 in both", fromCLI.Fetchers, fromHTTP.Fetchers)
+	}
 	want := fmt.Sprintf(" %d/%d", hq.Used, hq.Limit)
-	wantOutput(t, "mailgate status", e.mustRun("status"), want)
+	wantOutput(t, "mailgate status", e.mustRun("status"), want, "fetchers:\n  fetch-a:4242 polls 1 of 1 accounts, last seen ")
 	wantOutput(t, "mailgate accounts list", e.mustRun("accounts", "list"), want)
 	if out := e.mustRun("status"); strings.Contains(out, "/500") {
 		t.Errorf("mailgate status shows its own configured limit, not the relay's:\n%s", out)
