@@ -1,7 +1,6 @@
 package smtprelay
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,26 +21,30 @@ import (
 // so that replies to it thread there. It is removed before sending.
 const TicketHeader = "X-Mailgate-Ticket"
 
-// prepare turns accepted DATA into a queue message: it adds Date and
+// prepareRead turns accepted DATA into a queue message: it adds Date and
 // Message-ID when the helpdesk left them out (RFC 6409 section 8 lets a
 // submission server do so), reads and strips mailgate's own headers, and
 // keeps the body bytes as they came (a lone CR made CRLF, see
-// normalizeCR). With a trace (mail taken over SMTP),
-// the message gets its queue id and the relay's Received field here, before
-// anything signs it.
-func prepare(data []byte, from string, to []string, hostname string, now time.Time, tr *trace) *Message {
+// normalizeCR). hd is data's header as readHeader read it for the checks
+// at the end of DATA; prepareRead changes its fields. With a trace (mail
+// taken over SMTP), the message gets its queue id and the relay's
+// Received field here, before anything signs it.
+func prepareRead(data []byte, hd header, from string, to []string, hostname string, now time.Time, tr *trace) *Message {
 	m := &Message{From: from, To: append([]string(nil), to...)}
-	data = normalizeCR(data) // before anything signs it
 	if tr != nil {
 		m.ID = newID(now)
 	}
-	br := bufio.NewReader(bytes.NewReader(data))
-	h, err := textproto.ReadHeader(br)
-	if err != nil {
+	// Before anything signs it. A lone CR in the header makes it read
+	// differently, so the rare message that had one is read again.
+	if norm := normalizeCR(data); len(norm) != len(data) {
+		data, hd = norm, readHeader(norm)
+	}
+	if !hd.ok {
 		// Unparseable header: send the bytes as they are.
 		m.Data = data
 		return m
 	}
+	h := hd.h
 	mh := gomail.Header{Header: message.Header{Header: h}}
 	if v := strings.TrimSpace(h.Get(TicketHeader)); v != "" {
 		m.Ticket, _ = strconv.ParseInt(strings.TrimPrefix(v, "#"), 10, 64)
@@ -68,12 +71,13 @@ func prepare(data []byte, from string, to []string, hostname string, now time.Ti
 		tr.stamp(&h, m.ID, to, now)
 	}
 	var out bytes.Buffer
-	out.Grow(len(data) + 200)
+	// Room for the fields added above, so the body is copied once.
+	out.Grow(len(data) + 512)
 	if err := textproto.WriteHeader(&out, h); err != nil {
 		m.Data = data
 		return m
 	}
-	out.ReadFrom(br)
+	out.Write(data[hd.body:])
 	m.Data = out.Bytes()
 	return m
 }
@@ -97,15 +101,15 @@ func newMessageID(hostname, from string) string {
 // requires exactly one From field with at least one address, DKIM signs
 // it and DMARC judges the mail by its domain. Mail without one is refused
 // at the end of DATA, not fixed up: only the helpdesk knows who wrote it.
-func checkFrom(data []byte) *smtp.SMTPError {
+func checkFrom(hd header) *smtp.SMTPError {
 	refuse := func(why string) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Message refused: " + why + "; RFC 5322 section 3.6 requires a From header field naming the author (add From: to the message)"}
 	}
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
-	if err != nil {
+	if !hd.ok {
 		return refuse("its header cannot be read, so it has no From header field")
 	}
+	h := hd.h
 	switch {
 	case !h.Has("From"):
 		return refuse("the From header field is missing")

@@ -7,16 +7,11 @@ package smtprelay
 // without being listed in relay.allowed_senders.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-message"
-	gomail "github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 )
 
@@ -74,21 +69,15 @@ func (x *session) foreignAddress(addrs []string) (string, error) {
 // (RFC 5322 section 3.6.2, RFC 7489 section 3.1): the relay must not be a
 // tool for forging other people's mail, nor sign it. A message without
 // From is left to the check that requires one.
-func (x *session) checkHeaderFrom(data []byte) error {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
-	if err != nil || !h.Has("From") {
+func (x *session) checkHeaderFrom(hd header) error {
+	if !hd.ok || !hd.h.Has("From") {
 		return nil
 	}
-	list, err := (&gomail.Header{Header: message.Header{Header: h}}).AddressList("From")
-	if err != nil || len(list) == 0 {
+	if len(hd.authors) == 0 {
 		return x.refuse("DATA", RejectHeaderFrom, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "The From header cannot be read as a list of addresses, so it cannot be checked against the support addresses"})
 	}
-	addrs := make([]string, len(list))
-	for i, a := range list {
-		addrs[i] = strings.ToLower(a.Address)
-	}
-	foreign, err := x.foreignAddress(addrs)
+	foreign, err := x.foreignAddress(hd.authors)
 	if err != nil { // logged by x.s.lookups
 		return x.refuse("DATA", RejectQueue, errQueueDown)
 	}

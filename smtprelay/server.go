@@ -322,14 +322,16 @@ func (x *session) Data(r io.Reader) error {
 		}
 		return x.refuse("DATA", RejectData, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading the message: " + err.Error()})
 	}
-	// A From field first (RFC 5322 section 3.6), then whose it is.
-	if bad := checkFrom(data); bad != nil {
+	// The header is read once, for the checks and for prepare. A From
+	// field first (RFC 5322 section 3.6), then whose it is.
+	hd := readHeader(data)
+	if bad := checkFrom(hd); bad != nil {
 		return x.refuse("DATA", RejectHeader, bad)
 	}
-	if err := x.checkHeaderFrom(data); err != nil {
+	if err := x.checkHeaderFrom(hd); err != nil {
 		return err
 	}
-	m := prepare(data, x.from, x.to, x.s.opts.Hostname, time.Now(), x.trace())
+	m := prepareRead(data, hd, x.from, x.to, x.s.opts.Hostname, time.Now(), x.trace())
 	ctx, cancel := context.WithTimeout(context.Background(), x.s.q.AcceptTimeout())
 	defer cancel()
 	// Stored tentative, confirmed as the last step before the 250: after
