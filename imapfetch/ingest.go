@@ -116,8 +116,8 @@ func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) 
 	}
 	if s.marks.failed[uint32(uid)] {
 		delete(s.marks.failed, uint32(uid))
-		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.cur.UIDValidity, uint32(uid)); err != nil {
-			s.log.Warn("imapfetch: clear attempts", "uid", uid, "err", err)
+		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.mailbox(), s.cur.UIDValidity, uint32(uid)); err != nil {
+			s.log.Warn("imapfetch: clear attempts", "mailbox", s.mailbox(), "uid", uid, "err", err)
 		}
 	}
 }
@@ -130,14 +130,14 @@ func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcom
 	if storeUnavailable(err) {
 		return failed, storeErr(fmt.Errorf("ingest uid %d: %w", uid, err))
 	}
-	n, aerr := w.f.acc.Attempt(ctx, w.email, s.cur.UIDValidity, uid)
+	n, aerr := w.f.acc.Attempt(ctx, w.email, s.mailbox(), s.cur.UIDValidity, uid)
 	if aerr != nil {
 		return failed, storeErr(fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr))
 	}
 	s.marks.failed[uid] = true
 	if n < s.o.MaxAttempts {
 		s.rep.Errors++
-		s.log.Warn("imapfetch: ingest failed; will retry", "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
+		s.log.Warn("imapfetch: ingest failed; will retry", "mailbox", s.mailbox(), "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
 		return failed, nil
 	}
 	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
@@ -152,7 +152,7 @@ func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcom
 	if err := w.f.acc.AddQuarantined(ctx, w.email); err != nil {
 		s.log.Warn("imapfetch: count quarantined mail", "uid", uid, "err", err)
 	}
-	s.log.Error("imapfetch: mail quarantined; left unread in the mailbox", "uid", uid, "attempts", n, "err", err)
+	s.log.Error("imapfetch: mail quarantined; left unread in the mailbox", "mailbox", s.mailbox(), "uid", uid, "attempts", n, "err", err)
 	return quarantined, nil
 }
 

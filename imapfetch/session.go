@@ -359,6 +359,14 @@ func (s *session) login(ctx context.Context) error {
 	}
 }
 
+// mailbox is the name of the selected folder, which its UIDs belong to.
+func (s *session) mailbox() string {
+	if s.sent {
+		return s.sentBox
+	}
+	return "INBOX"
+}
+
 // selectInbox selects INBOX and checks UIDVALIDITY against the cursor.
 func (s *session) selectInbox(ctx context.Context) error {
 	stop := s.guard()

@@ -94,6 +94,8 @@ type account struct {
 	// commandErr answers every command after login (SetCommandError).
 	commandErr *imap.Error
 	gm         *gmBook // X-GM-MSGID and X-GM-THRID of the stored mail
+	// uidValidity is what SetUIDValidity chose, by mailbox name.
+	uidValidity map[string]uint32
 }
 
 // New returns a server that is not yet listening; call Listen or Start.
@@ -333,7 +335,8 @@ func (s *Server) Count(email string) int {
 func (s *Server) UIDValidity(email string) uint32 {
 	var v uint32
 	_ = s.inbox(email, func(_ *imapmemserver.UserSession, sel *imap.SelectData) error {
-		v = sel.UIDValidity
+		a, _ := s.account(email)
+		v = s.shownUIDValidity(a, Inbox, sel.UIDValidity)
 		return nil
 	})
 	return v
@@ -377,6 +380,9 @@ func (s *Server) ResetUIDValidity(email string) (uint32, error) {
 		return 0, fmt.Errorf("fakegmail: reset uidvalidity for %s: %w", email, err)
 	}
 	s.renumbered(a, Inbox, copied.SourceUIDs, copied.DestUIDs)
+	s.mu.Lock()
+	delete(a.uidValidity, Inbox)
+	s.mu.Unlock()
 	s.log.Info("fakegmail: uidvalidity reset", "account", email, "uidvalidity", copied.UIDValidity)
 	return copied.UIDValidity, nil
 }
