@@ -63,6 +63,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 		}
 	}
 	if len(batch) > 0 {
+		var forget []uint32 // stored mails that may have failed before
 		for j, r := range s.storeBatch(ictx, batch) {
 			i := idx[j]
 			if r.Err != nil {
@@ -70,7 +71,15 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 				continue
 			}
 			out[i] = ingested
+			uid := uint32(b.mails[i].uid)
 			s.stored(ictx, b.mails[i].uid, r.Result)
+			if s.marks.failed[uid] || !s.marks.complete {
+				delete(s.marks.failed, uid)
+				forget = append(forget, uid)
+			}
+		}
+		if err := s.w.f.acc.ClearAttempts(ictx, s.w.email, s.mailbox(), s.cur.UIDValidity, forget...); err != nil {
+			s.log.Warn("imapfetch: clear attempts", "mailbox", s.mailbox(), "mails", len(forget), "err", err)
 		}
 	}
 
@@ -92,7 +101,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 	return out, abort
 }
 
-// stored counts one stored mail and forgets its failed attempts.
+// stored counts one stored mail.
 func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) {
 	switch {
 	case res.Skipped != "":
@@ -113,12 +122,6 @@ func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) 
 		s.log.Debug("imapfetch: ingested", "uid", uid, "ticket", res.Ticket, "created", res.Created,
 			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy,
 			"sent_folder", s.sent, "skipped", res.Skipped)
-	}
-	if s.marks.failed[uint32(uid)] {
-		delete(s.marks.failed, uint32(uid))
-		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.mailbox(), s.cur.UIDValidity, uint32(uid)); err != nil {
-			s.log.Warn("imapfetch: clear attempts", "mailbox", s.mailbox(), "uid", uid, "err", err)
-		}
 	}
 }
 
