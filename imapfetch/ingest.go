@@ -36,7 +36,9 @@ var errNoBody = errors.New("server returned no message body")
 // order). It returns an error only when the session must stop (the store
 // looks unreachable); a mail that fails on its own is counted, and
 // quarantined at MaxAttempts. Mails stored before that error keep their
-// outcome, so that they are still marked \Seen.
+// outcome, so that they are still marked \Seen. Counts of failed tries are
+// cleared in one call for the stored mails this worker saw fail, and in a
+// session's first poll for every stored mail (see uidMarks.complete).
 // src is the Source of every mail but its ReceivedAt.
 func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.Source, imported bool) ([]outcome, error) {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)

@@ -81,8 +81,8 @@ type uidMarks struct {
 	// have been counted by a process that held the lease in between (a
 	// `fetch --once`, a serve before a restart), and are read nowhere but
 	// in the store. It holds once a poll of this session has read the
-	// folder: a failed mail stays unread above the cursor, so that poll
-	// met every one of them again.
+	// folder: a failed mail stays above the cursor (and unread, in INBOX),
+	// so that poll met every one of them again.
 	complete bool
 }
 
