@@ -254,33 +254,48 @@ func leaseArgs(email string, me Holder, ttl time.Duration) (string, error) {
 // attempt restarts it.
 const attemptsTTL = 72 * time.Hour
 
-// Attempt counts one more ingest attempt of a message (poison-mail
-// accounting) and returns the count including this one. The fetcher
-// quarantines the message once it reaches fetch.max_attempts.
-func (s *Store) Attempt(ctx context.Context, email string, uidValidity, uid uint32) (int, error) {
+// Attempt counts one more ingest attempt of the message uid of mailbox
+// (poison-mail accounting) and returns the count including this one. The
+// fetcher quarantines the message once it reaches fetch.max_attempts.
+// mailbox is the folder's name on the server ("INBOX", "[Gmail]/Sent
+// Mail"): a UID is unique only within one mailbox and UIDVALIDITY (RFC 3501
+// section 2.3.1.1), and two folders may well share a UIDVALIDITY.
+func (s *Store) Attempt(ctx context.Context, email, mailbox string, uidValidity, uid uint32) (int, error) {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return 0, err
 	}
-	key := s.attemptsKey(e, uidValidity, uid)
+	key, err := s.attemptsKey(e, mailbox, uidValidity, uid)
+	if err != nil {
+		return 0, err
+	}
 	pipe := s.rdb.TxPipeline()
 	incr := pipe.Incr(ctx, key)
 	pipe.Expire(ctx, key, attemptsTTL)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, fmt.Errorf("count attempt of %s uid %d: %w", e, uid, err)
+		return 0, fmt.Errorf("count attempt of %s %s uid %d: %w", e, mailbox, uid, err)
 	}
 	return int(incr.Val()), nil
 }
 
-// ClearAttempts forgets the attempts of a message, once it was ingested or
-// quarantined.
-func (s *Store) ClearAttempts(ctx context.Context, email string, uidValidity, uid uint32) error {
+// ClearAttempts forgets the attempts of the messages uids of mailbox, once
+// they were ingested, in one command. Messages without attempts are fine.
+func (s *Store) ClearAttempts(ctx context.Context, email, mailbox string, uidValidity uint32, uids ...uint32) error {
+	if len(uids) == 0 {
+		return nil
+	}
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}
-	if err := s.rdb.Del(ctx, s.attemptsKey(e, uidValidity, uid)).Err(); err != nil {
-		return fmt.Errorf("clear attempts of %s uid %d: %w", e, uid, err)
+	keys := make([]string, len(uids))
+	for i, uid := range uids {
+		if keys[i], err = s.attemptsKey(e, mailbox, uidValidity, uid); err != nil {
+			return err
+		}
+	}
+	if err := s.rdb.Del(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("clear attempts of %d mails of %s %s: %w", len(uids), e, mailbox, err)
 	}
 	return nil
 }

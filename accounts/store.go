@@ -49,7 +49,8 @@ type Options struct {
 //
 // Keys, under the prefix: account:<email> (hash, the refresh token sealed
 // in its "token" field), accounts (set of emails), lease:<email>,
-// attempts:<email>:<uidvalidity>:<uid>; changes are published on
+// attempts:<email>:<uidvalidity>:<uid> (INBOX) and
+// attempts:<email>:<mailbox>:<uidvalidity>:<uid> (other folders); changes are published on
 // accounts:changed.
 type Store struct {
 	rdb  redis.UniversalClient
@@ -75,8 +76,19 @@ func (s *Store) setKey() string                 { return s.p + "accounts" }
 func (s *Store) leaseKey(email string) string   { return s.p + "lease:" + email }
 func (s *Store) channel() string                { return s.p + "accounts:changed" }
 
-func (s *Store) attemptsKey(email string, uidValidity, uid uint32) string {
-	return fmt.Sprintf("%sattempts:%s:%d:%d", s.p, email, uidValidity, uid)
+// attemptsKey names the attempt counter of one message. INBOX's keeps the
+// name it had before other folders were read (INBOX is case-insensitive,
+// RFC 3501 section 5.1), so that counts taken before an upgrade still
+// count; another folder's name comes before the UIDVALIDITY. The last two
+// parts are always numbers, so no folder name makes one key name another's.
+func (s *Store) attemptsKey(email, mailbox string, uidValidity, uid uint32) (string, error) {
+	switch {
+	case mailbox == "":
+		return "", fmt.Errorf("attempts of %s uid %d: no mailbox name", email, uid)
+	case strings.EqualFold(mailbox, "INBOX"):
+		return fmt.Sprintf("%sattempts:%s:%d:%d", s.p, email, uidValidity, uid), nil
+	}
+	return fmt.Sprintf("%sattempts:%s:%s:%d:%d", s.p, email, mailbox, uidValidity, uid), nil
 }
 
 func (s *Store) now() string { return s.opts.Now().UTC().Format(time.RFC3339Nano) }

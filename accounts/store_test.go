@@ -333,22 +333,38 @@ func TestAttempts(t *testing.T) {
 	ctx := context.Background()
 	s, rdb, _ := newTestStore(t, Options{})
 	for want := 1; want <= 3; want++ {
-		if n, err := s.Attempt(ctx, "Alice@example.com", 7, 42); err != nil || n != want {
+		if n, err := s.Attempt(ctx, "Alice@example.com", "INBOX", 7, 42); err != nil || n != want {
 			t.Fatalf("Attempt #%d = %d, %v", want, n, err)
 		}
 	}
-	if n, _ := s.Attempt(ctx, "alice@example.com", 8, 42); n != 1 {
+	if n, _ := s.Attempt(ctx, "alice@example.com", "INBOX", 8, 42); n != 1 {
 		t.Fatalf("Attempt under another UIDVALIDITY = %d, want 1", n)
 	}
+	// The Sent folder numbers its mail on its own: the same UIDVALIDITY
+	// and UID there is another mail.
+	if n, _ := s.Attempt(ctx, "alice@example.com", "[Gmail]/Sent Mail", 7, 42); n != 1 {
+		t.Fatalf("Attempt of the same UIDVALIDITY and UID in the Sent folder = %d, want 1", n)
+	}
+	if _, err := s.Attempt(ctx, "alice@example.com", "", 7, 42); err == nil {
+		t.Fatal("Attempt without a mailbox name succeeded")
+	}
+	// INBOX keeps the key it had before other folders were read, so
+	// counts from before an upgrade go on; its name is case-insensitive.
 	ttl := rdb.TTL(ctx, "mailgate:attempts:alice@example.com:7:42").Val()
 	if ttl <= 0 || ttl > attemptsTTL {
 		t.Fatalf("attempts TTL = %s, want (0, %s]", ttl, attemptsTTL)
 	}
-	if err := s.ClearAttempts(ctx, "alice@example.com", 7, 42); err != nil {
+	if n, _ := s.Attempt(ctx, "alice@example.com", "inbox", 7, 42); n != 4 {
+		t.Fatalf("Attempt on \"inbox\" = %d, want 4: the same folder as \"INBOX\"", n)
+	}
+	if err := s.ClearAttempts(ctx, "alice@example.com", "INBOX", 7, 41, 42, 43); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.Attempt(ctx, "alice@example.com", 7, 42); n != 1 {
+	if n, _ := s.Attempt(ctx, "alice@example.com", "INBOX", 7, 42); n != 1 {
 		t.Fatalf("Attempt after ClearAttempts = %d, want 1", n)
+	}
+	if n, _ := s.Attempt(ctx, "alice@example.com", "[Gmail]/Sent Mail", 7, 42); n != 2 {
+		t.Fatalf("Sent folder Attempt after clearing INBOX's = %d, want 2", n)
 	}
 }
 

@@ -58,8 +58,8 @@
 //
 // A mail that the store fails (or that makes the parser or the store panic;
 // a batch that panics is retried mail by mail to find the one that does)
-// is counted with accounts.Attempt;
-// at Options.MaxAttempts it is handed to the ticket store's Quarantine with
+// is counted with accounts.Attempt, per folder (INBOX and Sent may share a
+// UIDVALIDITY); at Options.MaxAttempts it is handed to the ticket store's Quarantine with
 // its raw bytes and the error, counted with AddQuarantined, and treated as
 // done for the cursor. It stays unseen in Gmail, so a human notices it.
 // Errors that look like the store being unreachable (network errors,

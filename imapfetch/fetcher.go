@@ -174,8 +174,8 @@ type AccountStore interface {
 	SetSentCursor(ctx context.Context, email string, c accounts.Cursor) error
 	MarkImportDone(ctx context.Context, email string) error
 	RecordPoll(ctx context.Context, email string, imported int) error
-	Attempt(ctx context.Context, email string, uidValidity, uid uint32) (int, error)
-	ClearAttempts(ctx context.Context, email string, uidValidity, uid uint32) error
+	Attempt(ctx context.Context, email, mailbox string, uidValidity, uid uint32) (int, error)
+	ClearAttempts(ctx context.Context, email, mailbox string, uidValidity uint32, uids ...uint32) error
 	AddQuarantined(ctx context.Context, email string) error
 	AcquireLease(ctx context.Context, email string, me accounts.Holder, ttl time.Duration) (accounts.Lease, error)
 	ReleaseLease(ctx context.Context, email string, me accounts.Holder) error

@@ -36,7 +36,9 @@ var errNoBody = errors.New("server returned no message body")
 // order). It returns an error only when the session must stop (the store
 // looks unreachable); a mail that fails on its own is counted, and
 // quarantined at MaxAttempts. Mails stored before that error keep their
-// outcome, so that they are still marked \Seen.
+// outcome, so that they are still marked \Seen. Counts of failed tries are
+// cleared in one call for the stored mails this worker saw fail, and in a
+// session's first poll for every stored mail (see uidMarks.complete).
 // src is the Source of every mail but its ReceivedAt.
 func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.Source, imported bool) ([]outcome, error) {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.CommandTimeout)
@@ -63,6 +65,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 		}
 	}
 	if len(batch) > 0 {
+		var forget []uint32 // stored mails that may have failed before
 		for j, r := range s.storeBatch(ictx, batch) {
 			i := idx[j]
 			if r.Err != nil {
@@ -70,7 +73,15 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 				continue
 			}
 			out[i] = ingested
+			uid := uint32(b.mails[i].uid)
 			s.stored(ictx, b.mails[i].uid, r.Result)
+			if s.marks.failed[uid] || !s.marks.complete {
+				delete(s.marks.failed, uid)
+				forget = append(forget, uid)
+			}
+		}
+		if err := s.w.f.acc.ClearAttempts(ictx, s.w.email, s.mailbox(), s.cur.UIDValidity, forget...); err != nil {
+			s.log.Warn("imapfetch: clear attempts", "mailbox", s.mailbox(), "mails", len(forget), "err", err)
 		}
 	}
 
@@ -92,7 +103,7 @@ func (s *session) ingestBatch(ctx context.Context, b *fetchedBatch, src tickets.
 	return out, abort
 }
 
-// stored counts one stored mail and forgets its failed attempts.
+// stored counts one stored mail.
 func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) {
 	switch {
 	case res.Skipped != "":
@@ -114,12 +125,6 @@ func (s *session) stored(ctx context.Context, uid imap.UID, res tickets.Result) 
 			"duplicate", res.Duplicate, "suppressed", res.Suppressed, "threaded_by", res.ThreadedBy,
 			"sent_folder", s.sent, "skipped", res.Skipped)
 	}
-	if s.marks.failed[uint32(uid)] {
-		delete(s.marks.failed, uint32(uid))
-		if err := s.w.f.acc.ClearAttempts(ctx, s.w.email, s.cur.UIDValidity, uint32(uid)); err != nil {
-			s.log.Warn("imapfetch: clear attempts", "uid", uid, "err", err)
-		}
-	}
 }
 
 // failed counts a failed ingest of m against it and quarantines it at
@@ -130,14 +135,14 @@ func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcom
 	if storeUnavailable(err) {
 		return failed, storeErr(fmt.Errorf("ingest uid %d: %w", uid, err))
 	}
-	n, aerr := w.f.acc.Attempt(ctx, w.email, s.cur.UIDValidity, uid)
+	n, aerr := w.f.acc.Attempt(ctx, w.email, s.mailbox(), s.cur.UIDValidity, uid)
 	if aerr != nil {
 		return failed, storeErr(fmt.Errorf("count attempt of uid %d (ingest failed: %v): %w", uid, err, aerr))
 	}
 	s.marks.failed[uid] = true
 	if n < s.o.MaxAttempts {
 		s.rep.Errors++
-		s.log.Warn("imapfetch: ingest failed; will retry", "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
+		s.log.Warn("imapfetch: ingest failed; will retry", "mailbox", s.mailbox(), "uid", uid, "attempt", n, "max_attempts", s.o.MaxAttempts, "err", err)
 		return failed, nil
 	}
 	reason := fmt.Sprintf("ingest failed %d times: %v", n, err)
@@ -152,7 +157,7 @@ func (s *session) failed(ctx context.Context, m *fetchedMail, err error) (outcom
 	if err := w.f.acc.AddQuarantined(ctx, w.email); err != nil {
 		s.log.Warn("imapfetch: count quarantined mail", "uid", uid, "err", err)
 	}
-	s.log.Error("imapfetch: mail quarantined; left unread in the mailbox", "uid", uid, "attempts", n, "err", err)
+	s.log.Error("imapfetch: mail quarantined; left unread in the mailbox", "mailbox", s.mailbox(), "uid", uid, "attempts", n, "err", err)
 	return quarantined, nil
 }
 

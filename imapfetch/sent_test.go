@@ -188,3 +188,53 @@ func TestSentFolderUIDValidityChange(t *testing.T) {
 		t.Errorf("ticket = %+v, want 2 comments", tk)
 	}
 }
+
+// The Sent folder and INBOX number their mail each on its own, and may
+// share a UIDVALIDITY: a failing mail in one does not use up the attempts
+// of the mail with the same UID in the other. Counted together, the Sent
+// mail's second failure would be the pair's third and quarantine it.
+func TestSentFolderAttemptsApartFromInbox(t *testing.T) {
+	e := newEnv(t, fakegmail.Options{})
+	e.connect(alice, 0)
+	if err := e.gm.SetUIDValidity(alice, fakegmail.SentMail, e.gm.UIDValidity(alice)); err != nil {
+		t.Fatal(err)
+	}
+	fs := &flakyStore{Store: e.st, failTimes: map[string]int{"m1." + alice: 1, "answer@example.com": 2}}
+	o := e.options()
+	o.SentFolder = true
+	o.MaxAttempts = 3
+	f := New(e.acc, fs, o)
+	pollOnce(t, f, alice)
+	inboxUID := e.deliver(alice, 1, false)
+	sentUID, err := e.gm.AppendSent(alice, agentReply(alice, 1, "answer@example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inboxUID != sentUID || e.cursor(alice).UIDValidity != e.sentCursor(alice).UIDValidity {
+		t.Fatalf("INBOX uid %d (%+v), Sent uid %d (%+v): want the same UID under the same UIDVALIDITY",
+			inboxUID, e.cursor(alice), sentUID, e.sentCursor(alice))
+	}
+
+	// Both fail: one attempt each.
+	if rep := pollOnce(t, f, alice); rep.Errors != 2 || rep.Quarantined != 0 {
+		t.Fatalf("poll 1 = %+v, want both mails failed once", rep)
+	}
+	// The answer fails again (its second attempt), the customer's mail
+	// becomes a ticket.
+	if rep := pollOnce(t, f, alice); rep.Errors != 1 || rep.Created != 1 || rep.Quarantined != 0 {
+		t.Fatalf("poll 2 = %+v, want the answer failed again and a new ticket, nothing quarantined", rep)
+	}
+	// The answer goes through and joins the ticket.
+	if rep := pollOnce(t, f, alice); rep.Comments != 1 || rep.Quarantined != 0 {
+		t.Fatalf("poll 3 = %+v, want the agent's answer as a comment", rep)
+	}
+	if q, err := e.st.QuarantineList(context.Background()); err != nil || len(q) != 0 {
+		t.Errorf("quarantined %+v, %v; want nothing", q, err)
+	}
+	if a := e.account(alice); a.Quarantined != 0 {
+		t.Errorf("account Quarantined = %d, want 0", a.Quarantined)
+	}
+	if tk := e.tickets()["Help number 1"]; tk == nil || tk.CommentCount != 2 {
+		t.Errorf("ticket = %+v, want the customer's mail and the agent's answer", tk)
+	}
+}

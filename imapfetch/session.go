@@ -70,6 +70,7 @@ type session struct {
 // as far as one complete fetch.
 func (w *worker) session(ctx context.Context, once bool, progress func(done, total int)) (Report, error) {
 	w.polled = false
+	w.inbox.complete, w.sent.complete = false, false
 	// Logging in and the first poll take several Redis round trips and a
 	// token refresh; limiting how many sessions do that at once keeps a
 	// crowd of them (start, or every connection cut together) from
@@ -182,6 +183,7 @@ func (s *session) run(ctx context.Context, a *accounts.Account) error {
 			return err
 		}
 		s.w.polled = true
+		s.w.inbox.complete, s.w.sent.complete = true, true
 		s.w.clearThrottle(ctx, a)
 		s.started()
 		done := s.rep.Created + s.rep.Comments
@@ -357,6 +359,14 @@ func (s *session) login(ctx context.Context) error {
 		}
 		return fmt.Errorf("authenticate %s: %w", s.w.email, err)
 	}
+}
+
+// mailbox is the name of the selected folder, which its UIDs belong to.
+func (s *session) mailbox() string {
+	if s.sent {
+		return s.sentBox
+	}
+	return "INBOX"
 }
 
 // selectInbox selects INBOX and checks UIDVALIDITY against the cursor.

@@ -76,6 +76,14 @@ type uidMarks struct {
 	uidValidity uint32
 	quarantined map[uint32]bool // UIDs under uidValidity
 	failed      map[uint32]bool // UIDs with an attempt counted
+	// complete says failed holds every UID of the folder with an attempt
+	// counted in the store. Each session starts without it: attempts may
+	// have been counted by a process that held the lease in between (a
+	// `fetch --once`, a serve before a restart), and are read nowhere but
+	// in the store. It holds once a poll of this session has read the
+	// folder: a failed mail stays above the cursor (and unread, in INBOX),
+	// so that poll met every one of them again.
+	complete bool
 }
 
 func newUIDMarks() uidMarks {
@@ -88,6 +96,7 @@ func (m *uidMarks) reset(uidValidity uint32) {
 		m.uidValidity = uidValidity
 		clear(m.quarantined)
 		clear(m.failed)
+		m.complete = false
 	}
 }
 

@@ -34,6 +34,8 @@ type account struct {
 	// commandErr answers every command after login (SetCommandError).
 	commandErr *imap.Error
 	gm         *gmBook // X-GM-MSGID and X-GM-THRID of the stored mail
+	// uidValidity is what SetUIDValidity chose, by mailbox name.
+	uidValidity map[string]uint32
 }
 
 // AddUser creates an account with an empty INBOX and Sent folder. Adding an existing account

@@ -721,3 +721,50 @@ func TestSentFolderSpecialUse(t *testing.T) {
 		}
 	}
 }
+
+// Two folders of one account may share a UIDVALIDITY on a real server; a
+// test can make them.
+func TestSetUIDValidity(t *testing.T) {
+	srv, addr := newServer(t, Options{})
+	c := dial(t, addr, nil)
+	login(t, c, alice, aliceToken)
+	inbox := selectInbox(t, c).UIDValidity
+	sent, err := c.Select(SentMail, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent.UIDValidity == inbox {
+		t.Fatalf("INBOX and Sent share UIDVALIDITY %d already; the test shows nothing", inbox)
+	}
+	if err := srv.SetUIDValidity(alice, SentMail, inbox); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetUIDValidity(alice, "No such folder", 7); err == nil {
+		t.Error("SetUIDValidity of a missing mailbox succeeded")
+	}
+	sent, err = c.Select(SentMail, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(SentMail, &imap.StatusOptions{UIDValidity: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent.UIDValidity != inbox || st.UIDValidity != inbox {
+		t.Errorf("Sent UIDVALIDITY after SetUIDValidity: EXAMINE %d, STATUS %d; want INBOX's %d", sent.UIDValidity, st.UIDValidity, inbox)
+	}
+	if err := srv.SetUIDValidity(alice, Inbox, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if v := selectInbox(t, c).UIDValidity; v != 4242 || srv.UIDValidity(alice) != 4242 {
+		t.Errorf("INBOX UIDVALIDITY = %d (SELECT), %d (UIDValidity); want 4242", v, srv.UIDValidity(alice))
+	}
+	// A reset gives INBOX a new one, as it would without the choice.
+	newV, err := srv.ResetUIDValidity(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newV == 4242 || srv.UIDValidity(alice) != newV {
+		t.Errorf("after reset UIDValidity = %d, reset said %d; want a new one", srv.UIDValidity(alice), newV)
+	}
+}

@@ -269,10 +269,11 @@ func (sess *session) Delete(mailbox string) error {
 }
 
 // Select remembers the selected mailbox: FETCH X-GM-MSGID looks ids up by
-// mailbox and UID.
+// mailbox and UID. It reports the UIDVALIDITY SetUIDValidity chose.
 func (sess *session) Select(mailbox string, options *imap.SelectOptions) (*imap.SelectData, error) {
 	data, err := sess.UserSession.Select(mailbox, options)
 	if err == nil {
+		data.UIDValidity = sess.srv.shownUIDValidity(sess.acct, mailbox, data.UIDValidity)
 		sess.selected = mailbox
 		if sess.wire != nil {
 			sess.wire.setSelected(mailbox)

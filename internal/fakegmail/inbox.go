@@ -121,7 +121,8 @@ func (s *Server) Count(email string) int {
 func (s *Server) UIDValidity(email string) uint32 {
 	var v uint32
 	_ = s.inbox(email, func(_ *imapmemserver.UserSession, sel *imap.SelectData) error {
-		v = sel.UIDValidity
+		a, _ := s.account(email)
+		v = s.shownUIDValidity(a, Inbox, sel.UIDValidity)
 		return nil
 	})
 	return v
@@ -165,6 +166,9 @@ func (s *Server) ResetUIDValidity(email string) (uint32, error) {
 		return 0, fmt.Errorf("fakegmail: reset uidvalidity for %s: %w", email, err)
 	}
 	s.renumbered(a, Inbox, copied.SourceUIDs, copied.DestUIDs)
+	s.mu.Lock()
+	delete(a.uidValidity, Inbox)
+	s.mu.Unlock()
 	s.log.Info("fakegmail: uidvalidity reset", "account", email, "uidvalidity", copied.UIDValidity)
 	return copied.UIDValidity, nil
 }
