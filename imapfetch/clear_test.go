@@ -68,6 +68,9 @@ func TestSuccessClearsFailures(t *testing.T) {
 				}
 			}
 			waitFor(t, 5*time.Second, "no attempt count left", func() bool { return len(e.attemptKeys()) == 0 })
+			// serve clears the throttle once its poll has ended, a moment
+			// after the ticket is there.
+			waitFor(t, 5*time.Second, "the throttle cleared", func() bool { return e.account(alice).ThrottledUntil.IsZero() })
 			if a := e.account(alice); !a.ThrottledUntil.IsZero() || a.ThrottleReason != "" || a.LastPoll.IsZero() {
 				t.Errorf("account after a good poll: throttled until %v (%q), last poll %v; want no throttle and the poll recorded",
 					a.ThrottledUntil, a.ThrottleReason, a.LastPoll)
