@@ -399,9 +399,11 @@ func (s *Store) Changed(ctx context.Context) <-chan struct{} {
 }
 
 // update is one call of update.lua: fields to set, fields to delete,
-// field/increment pairs.
+// field/increment pairs; with ifField, only while that field is absent or
+// holds a value not after ifAtMost (a string comparison).
 type update struct {
-	set, del, incr []string
+	set, del, incr    []string
+	ifField, ifAtMost string
 }
 
 func (s *Store) update(ctx context.Context, email, guard string, publish bool, u update) error {
@@ -415,8 +417,8 @@ func (s *Store) updateArgs(email, guard string, publish bool, u update) []any {
 	if publish {
 		ch = s.channel()
 	}
-	args := make([]any, 0, 6+len(u.set)+len(u.del)+len(u.incr))
-	args = append(args, guard, ch, email, len(u.set)/2)
+	args := make([]any, 0, 8+len(u.set)+len(u.del)+len(u.incr))
+	args = append(args, guard, ch, email, u.ifField, u.ifAtMost, len(u.set)/2)
 	for _, v := range u.set {
 		args = append(args, v)
 	}

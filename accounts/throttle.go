@@ -31,37 +31,45 @@ func (a *Account) ThrottleNote(now time.Time) string {
 	return note
 }
 
+// throttleLayout writes throttled_until at a fixed width in UTC, so that
+// update.lua can compare two of them as strings.
+const throttleLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
 // SetThrottled records that Google asked us to leave the account alone
 // until then, and why. Every process reads it before using the account's
 // IMAP or SMTP, so one throttled connection holds back all of them. An
-// earlier time than the one recorded is ignored: the longer wait Google
-// asked for stands.
+// earlier time than the one recorded is ignored, in the same script that
+// writes: the longer wait Google asked for stands, whichever process
+// records last.
 func (s *Store) SetThrottled(ctx context.Context, email string, until time.Time, reason string) error {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}
-	cur, err := s.rdb.HGet(ctx, s.accountKey(e), "throttled_until").Result()
-	if err == nil && parseTime(cur).After(until) {
-		return nil
-	}
-	err = s.update(ctx, e, "live", true, update{set: []string{
-		"throttled_until", until.UTC().Format(time.RFC3339Nano), "throttle_reason", reason, "updated_at", s.now(),
-	}})
+	at := until.UTC().Format(throttleLayout)
+	err = s.update(ctx, e, "live", true, update{
+		set:     []string{"throttled_until", at, "throttle_reason", reason, "updated_at", s.now()},
+		ifField: "throttled_until", ifAtMost: at,
+	})
 	if err != nil {
 		return fmt.Errorf("throttle %s: %w", e, err)
 	}
 	return nil
 }
 
-// ClearThrottled forgets the account's throttling: Gmail took a login or a
-// message again.
-func (s *Store) ClearThrottled(ctx context.Context, email string) error {
+// ClearThrottled forgets the account's throttling once Gmail took a login
+// or a message again. seen is the throttle the caller saw before that
+// success: a later one, recorded meanwhile by another connection, stays.
+func (s *Store) ClearThrottled(ctx context.Context, email string, seen time.Time) error {
 	e, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}
-	if err := s.update(ctx, e, "exists", true, update{del: []string{"throttled_until", "throttle_reason"}}); err != nil {
+	err = s.update(ctx, e, "exists", true, update{
+		del:     []string{"throttled_until", "throttle_reason"},
+		ifField: "throttled_until", ifAtMost: seen.UTC().Format(throttleLayout),
+	})
+	if err != nil {
 		return fmt.Errorf("clear throttle of %s: %w", e, err)
 	}
 	return nil

@@ -34,7 +34,15 @@ func TestThrottleSeenByEveryReader(t *testing.T) {
 	if a.ThrottleNote(until.Add(time.Second)) != "" || a.Throttled(until) {
 		t.Error("throttle still shown after its time passed")
 	}
-	if err := other.ClearThrottled(ctx, "support@acme.example"); err != nil {
+	// A success after an older throttle does not clear the one recorded
+	// since by another connection.
+	if err := other.ClearThrottled(ctx, "support@acme.example", now.Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ = s.Get(ctx, "support@acme.example"); !a.ThrottledUntil.Equal(until) {
+		t.Errorf("a success seen against an older throttle cleared a later one: %+v", a)
+	}
+	if err := other.ClearThrottled(ctx, "support@acme.example", a.ThrottledUntil); err != nil {
 		t.Fatal(err)
 	}
 	a, _ = s.Get(ctx, "support@acme.example")

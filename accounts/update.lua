@@ -8,17 +8,27 @@
 --         the account back into service)
 -- ARGV[2] channel to PUBLISH the email on, "" for none
 -- ARGV[3] email
+-- ARGV[4] condition field, "" for none; ARGV[5] its bound: change nothing
+--         (and return "kept") when the field holds a value after the
+--         bound. Times written in throttleLayout (fixed width, UTC)
+--         compare as strings.
 -- then: n, n field/value pairs to HSET; m, m fields to HDEL;
 --       k, k field/increment pairs to HINCRBY
 --
--- Returns "ok", "missing" or "disconnected".
+-- Returns "ok", "missing", "disconnected" or "kept".
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'missing'
 end
 if ARGV[1] == 'live' and redis.call('HGET', KEYS[1], 'state') == 'disconnected' then
   return 'disconnected'
 end
-local i = 4
+if ARGV[4] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[4])
+  if cur and cur > ARGV[5] then
+    return 'kept'
+  end
+end
+local i = 6
 local n = tonumber(ARGV[i])
 for j = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])

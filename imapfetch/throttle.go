@@ -13,7 +13,7 @@ import (
 // throttling on the account, so that every process and view sees it.
 type throttleStore interface {
 	SetThrottled(ctx context.Context, email string, until time.Time, reason string) error
-	ClearThrottled(ctx context.Context, email string) error
+	ClearThrottled(ctx context.Context, email string, seen time.Time) error
 }
 
 // throttledError ends a session, or keeps one from starting, because Gmail
@@ -69,7 +69,7 @@ func (w *worker) clearThrottle(ctx context.Context, a *accounts.Account) {
 		return
 	}
 	if ts, ok := w.f.acc.(throttleStore); ok {
-		if err := ts.ClearThrottled(ctx, w.email); err != nil {
+		if err := ts.ClearThrottled(ctx, w.email, a.ThrottledUntil); err != nil {
 			w.log.Warn("imapfetch: clearing the account's throttle", "err", err)
 			return
 		}

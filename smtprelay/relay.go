@@ -420,9 +420,9 @@ func (r *Relay) deferUntil(ctx context.Context, m *Message, d decision) error {
 	attrs := append([]any{"queue_id", m.ID, "account", d.account, "sender", m.From, "reason", d.reason, "until", d.until}, d.attrs...)
 	if d.reason == reasonGmailThrottled {
 		r.log.Info("relay: deferred until Google's throttle of the account ends", attrs...)
-		return r.q.Defer(ctx, m)
+	} else {
+		r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	}
-	r.log.Warn("relay: deferred until the Gmail quota frees", attrs...)
 	return r.q.Defer(ctx, m)
 }
 

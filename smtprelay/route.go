@@ -28,7 +28,7 @@ type decision struct {
 	account string  // RouteGmail: whose quota the message took; RouteDeferred: whose it waits for
 	until   time.Time
 
-	wasThrottled bool // RouteGmail: the account carries a throttle, to clear once Gmail takes its mail
+	throttledUntil time.Time // RouteGmail: the account's throttle (past), to clear once Gmail takes its mail
 }
 
 // decide says how m, whose header is hd, goes out in this try. refused is
@@ -56,7 +56,7 @@ func (r *Relay) decide(ctx context.Context, m *Message, hd header, refused reaso
 	}
 	if why == reasonNone {
 		d := decision{route: RouteGmail, via: r.gmail.as(acct.Email), account: acct.Email, from: m.From, data: m.Data,
-			wasThrottled: !acct.ThrottledUntil.IsZero()}
+			throttledUntil: acct.ThrottledUntil}
 		if alias := viaAlias(m, hd, acct); alias != "" {
 			d.reason, d.attrs = reasonAlias, []any{"alias", alias, "account", acct.Email}
 		}

@@ -13,7 +13,7 @@ import (
 // and the views) leaves the account alone until then.
 type throttleStore interface {
 	SetThrottled(ctx context.Context, email string, until time.Time, reason string) error
-	ClearThrottled(ctx context.Context, email string) error
+	ClearThrottled(ctx context.Context, email string, seen time.Time) error
 }
 
 // gmailThrottledError is Gmail answering the account's login or message
@@ -65,17 +65,17 @@ func (r *Relay) throttled(ctx context.Context, m *Message, d decision, te *gmail
 	r.log.Warn("relay: Gmail is throttling the account; its mail waits", "account", d.account, "queue_id", m.ID,
 		"reason", te.th.Reason, "until", until, "asked_by_google", te.th.Asked, "reply", te.th.Text)
 	m.Attempts-- // Gmail's limit on the account is not a failed try of this message
-	return decision{route: RouteDeferred, reason: reasonGmailThrottled, until: until,
+	return decision{route: RouteDeferred, reason: reasonGmailThrottled, account: d.account, until: until,
 		attrs: []any{"throttle", string(te.th.Reason)}}
 }
 
 // clearThrottle forgets the account's throttle once Gmail took its mail.
 func (r *Relay) clearThrottle(ctx context.Context, d decision, res Result) {
-	if !d.wasThrottled || len(res.rcpts(Delivered)) == 0 {
+	if d.throttledUntil.IsZero() || len(res.rcpts(Delivered)) == 0 {
 		return
 	}
 	if ts, ok := r.acc.(throttleStore); ok {
-		if err := ts.ClearThrottled(ctx, d.account); err != nil {
+		if err := ts.ClearThrottled(ctx, d.account, d.throttledUntil); err != nil {
 			r.log.Warn("relay: clearing the account's throttle", "account", d.account, "err", err)
 			return
 		}
