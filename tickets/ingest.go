@@ -210,12 +210,7 @@ func (s *Store) runScript(ctx context.Context, todo []*pending, look lookResult,
 		if p.args.Rate.Limit > 0 {
 			keys[p.args.K+2] = s.rateKey(p.args.Sender)
 		}
-		for _, r := range p.refs {
-			keys = append(keys, s.msgKey(r))
-		}
-		if p.args.GmailThread {
-			keys = append(keys, p.gmThread)
-		}
+		keys = append(keys, p.lookKeys(s)...)
 		a.Mails[i] = p.args
 		argv = append(argv, p.tjson, p.chead, p.cbody)
 	}
@@ -329,7 +324,7 @@ func (p *pending) lookKeys(s *Store) []string {
 // lookUp queues the look-up of the references of mails in c (a client or a
 // pipeline); read its answer with readLook once c ran.
 func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, mails []*pending) (*redis.SliceCmd, []string) {
-	keys, refs := []string{s.seqKey()}, []string{}
+	keys := []string{s.seqKey()}
 	seen := map[string]bool{}
 	for _, p := range mails {
 		if p.args.Noise != "" {
@@ -339,11 +334,11 @@ func (s *Store) lookUp(ctx context.Context, c redis.Cmdable, mails []*pending) (
 		for _, k := range p.lookKeys(s) {
 			if !seen[k] {
 				seen[k] = true
-				keys, refs = append(keys, k), append(refs, k)
+				keys = append(keys, k)
 			}
 		}
 	}
-	return c.MGet(ctx, keys...), refs
+	return c.MGet(ctx, keys...), keys[1:]
 }
 
 func readLook(cmd *redis.SliceCmd, refs []string) lookResult {
