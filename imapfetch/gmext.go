@@ -55,10 +55,6 @@ var (
 	uidRE    = regexp.MustCompile(`(?i)[( ]UID \d+`)
 )
 
-// maxLine bounds how much of a server line gmConn holds while looking for
-// its end; a longer one passes through untouched.
-const maxLine = 64 << 10
-
 // gmConn translates the Gmail items between go-imap's client and the
 // server, as the file comment shows. It works line by line in both
 // directions and passes literals (message bodies) through untouched.
@@ -66,11 +62,7 @@ type gmConn struct {
 	net.Conn
 
 	// Read side, used by the client's reading goroutine only.
-	rbuf     [32 << 10]byte
-	raw      []byte // server bytes not yet examined
-	ready    []byte // examined bytes for the client
-	literal  int64  // literal bytes still to pass untouched
-	longLine bool
+	r *imapline.Reader
 	// inFetch: the line after the current literal continues a FETCH
 	// response, whose Gmail items may also come after a literal.
 	inFetch bool
@@ -104,60 +96,21 @@ func (c *gmConn) Write(p []byte) (int, error) {
 }
 
 func (c *gmConn) Read(p []byte) (int, error) {
-	for len(c.ready) == 0 {
-		n, err := c.Conn.Read(c.rbuf[:])
-		c.raw = append(c.raw, c.rbuf[:n]...)
-		c.scan(err != nil)
-		if len(c.ready) == 0 && err != nil {
-			return 0, err
-		}
+	if c.r == nil {
+		c.r = &imapline.Reader{R: c.Conn, Rewrite: c.rewrite}
 	}
-	n := copy(p, c.ready)
-	c.ready = c.ready[n:]
-	if len(c.ready) == 0 {
-		c.ready = nil
-	}
-	return n, nil
+	return c.r.Read(p)
 }
 
-// scan moves examined server bytes from raw to ready.
-func (c *gmConn) scan(eof bool) {
-	for len(c.raw) > 0 {
-		if c.literal > 0 {
-			n := int(min(int64(len(c.raw)), c.literal))
-			c.ready = append(c.ready, c.raw[:n]...)
-			c.raw = c.raw[n:]
-			c.literal -= int64(n)
-			continue
-		}
-		i := bytes.IndexByte(c.raw, '\n')
-		if i < 0 {
-			if eof || len(c.raw) > maxLine {
-				c.ready, c.raw = append(c.ready, c.raw...), nil
-				c.longLine = !eof
-			}
-			return
-		}
-		line := c.raw[:i+1]
-		c.raw = c.raw[i+1:]
-		if c.longLine {
-			c.longLine = false
-			c.ready = append(c.ready, line...)
-			continue
-		}
-		cont := c.inFetch
-		n, lit := imapline.LiteralLen(line)
-		if lit {
-			c.literal = n
-		}
-		if cont {
-			c.ready = append(c.ready, gmContinuation(line)...)
-		} else {
-			c.ready = append(c.ready, gmResponseLine(line)...)
-		}
-		c.inFetch = lit && (cont || isFetchResponse(line))
+// rewrite translates the Gmail items of one server line.
+func (c *gmConn) rewrite(line []byte) []byte {
+	cont := c.inFetch
+	_, lit := imapline.LiteralLen(line)
+	c.inFetch = lit && (cont || isFetchResponse(line))
+	if cont {
+		return gmContinuation(line)
 	}
-	c.raw = nil
+	return gmResponseLine(line)
 }
 
 // gmResponseLine turns the Gmail items of a response line into header

@@ -13,10 +13,6 @@ import (
 	"github.com/mailgate/mailgate/internal/imapline"
 )
 
-// maxInspect bounds how much of a client line is buffered while looking for
-// an ID command. imapserver rejects lines over 50 KiB anyway.
-const maxInspect = 64 << 10
-
 // wireListener wraps every accepted connection in a wireConn.
 type wireListener struct {
 	net.Listener
@@ -28,11 +24,15 @@ func (l wireListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &wireConn{
+	wc := &wireConn{
 		Conn:  c,
 		srv:   l.srv,
 		token: fmt.Sprintf("fg%dmb", l.srv.connSeq.Add(1)),
-	}, nil
+	}
+	// A line longer than imapline.MaxLine passes unexamined; imapserver
+	// rejects lines over 50 KiB anyway.
+	wc.in = &imapline.Reader{R: c, Rewrite: wc.command}
+	return wc, nil
 }
 
 // wireConn sits between the socket and imapserver and adds the parts of
@@ -54,12 +54,9 @@ type wireConn struct {
 	srv   *Server
 	token string // echoed in the greeting, ID and its OK, as Gmail does
 
-	// Read side, touched only by imapserver's reading goroutine.
-	rbuf     [4096]byte
-	raw      []byte // client bytes not yet examined
-	ready    []byte // examined bytes waiting for imapserver
-	literal  int64  // client literal bytes still to pass untouched
-	longLine bool   // passing an over-long line through unexamined
+	// Read side, touched only by imapserver's reading goroutine: the
+	// client's lines, each through rewrite.
+	in *imapline.Reader
 
 	// Write side.
 	wmu        sync.Mutex
@@ -77,70 +74,18 @@ type wireConn struct {
 	gmPending map[string]gmWant // tags of FETCHes that asked for Gmail ids
 }
 
-func (c *wireConn) Read(p []byte) (int, error) {
-	for len(c.ready) == 0 {
-		n, err := c.Conn.Read(c.rbuf[:])
-		c.raw = append(c.raw, c.rbuf[:n]...)
-		c.scan(err != nil)
-		if len(c.ready) == 0 && err != nil {
-			return 0, err
-		}
-		// On error with data ready, hand over the data; the next Read on
-		// the broken connection returns the error again.
-	}
-	n := copy(p, c.ready)
-	c.ready = c.ready[n:]
-	if len(c.ready) == 0 {
-		c.ready = nil
-	}
-	return n, nil
-}
+func (c *wireConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 
-// scan moves examined client bytes from raw to ready, answering ID lines.
-func (c *wireConn) scan(eof bool) {
-	for len(c.raw) > 0 {
-		if c.literal > 0 {
-			n := int(min(int64(len(c.raw)), c.literal))
-			c.ready = append(c.ready, c.raw[:n]...)
-			c.raw = c.raw[n:]
-			c.literal -= int64(n)
-			continue
-		}
-		i := bytes.IndexByte(c.raw, '\n')
-		if c.longLine {
-			if i < 0 {
-				c.ready, c.raw = append(c.ready, c.raw...), nil
-				return
-			}
-			c.ready = append(c.ready, c.raw[:i+1]...)
-			c.raw = c.raw[i+1:]
-			c.longLine = false
-			continue
-		}
-		if i < 0 {
-			if eof || len(c.raw) > maxInspect {
-				c.ready, c.raw = append(c.ready, c.raw...), nil
-				c.longLine = !eof
-			}
-			return
-		}
-		line := c.raw[:i+1]
-		c.raw = c.raw[i+1:]
-		if c.answerID(line) || c.refuseCommand(line) {
-			continue
-		}
-		n, lit := imapline.LiteralLen(line)
-		if !lit {
-			if line = c.gmCommand(line); line == nil {
-				continue
-			}
-		}
-		c.ready = append(c.ready, line...)
-		if lit {
-			c.literal = n
-		}
+// command answers ID lines and refused commands itself (dropping them from
+// imapserver's stream) and translates Gmail's search and fetch items.
+func (c *wireConn) command(line []byte) []byte {
+	if c.answerID(line) || c.refuseCommand(line) {
+		return nil
 	}
-	c.raw = nil
+	if _, lit := imapline.LiteralLen(line); lit {
+		return line
+	}
+	return c.gmCommand(line)
 }
 
 // answerID handles line if it is an ID command, as Gmail does:

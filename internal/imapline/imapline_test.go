@@ -1,6 +1,12 @@
 package imapline
 
-import "testing"
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
 
 func TestLiteralLen(t *testing.T) {
 	for _, tc := range []struct {
@@ -19,5 +25,31 @@ func TestLiteralLen(t *testing.T) {
 		if n != tc.n || ok != tc.ok {
 			t.Errorf("LiteralLen(%q) = %d %v, want %d %v", tc.line, n, ok, tc.n, tc.ok)
 		}
+	}
+}
+
+// Reader hands whole lines to Rewrite, never a literal's bytes (even
+// when they look like protocol), and passes an over-long line unexamined.
+func TestReader(t *testing.T) {
+	long := strings.Repeat("x", MaxLine+10) + "\r\n"
+	in := "* 1 FETCH (BODY[] {11}\r\nA1 LOGOUT\r\n)\r\n" + "* DROP me\r\n" + long + "A2 OK done\r\n"
+	var seen []string
+	r := &Reader{R: iotest.OneByteReader(strings.NewReader(in)), Rewrite: func(line []byte) []byte {
+		seen = append(seen, string(line))
+		if strings.HasPrefix(string(line), "* DROP") {
+			return nil
+		}
+		return bytes.ToLower(line)
+	}}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "* 1 fetch (body[] {11}\r\nA1 LOGOUT\r\n)\r\n" + long + "a2 ok done\r\n"
+	if string(out) != want {
+		t.Errorf("read %q…, want %q…", out[:min(len(out), 80)], want[:80])
+	}
+	if len(seen) != 4 || seen[1] != ")\r\n" || seen[3] != "A2 OK done\r\n" {
+		t.Errorf("lines handed to Rewrite: %q", seen)
 	}
 }
