@@ -9,13 +9,6 @@ import (
 	"github.com/mailgate/mailgate/throttle"
 )
 
-// throttleStore is the optional part of AccountStore that records Gmail's
-// throttling on the account, so that every process and view sees it.
-type throttleStore interface {
-	SetThrottled(ctx context.Context, email string, until time.Time, reason string) error
-	ClearThrottled(ctx context.Context, email string, seen time.Time) error
-}
-
 // throttledError ends a session, or keeps one from starting, because Gmail
 // asked us to leave the account alone until a time. The worker waits
 // until then instead of reconnecting with its usual backoff: every login
@@ -53,7 +46,7 @@ func (w *worker) noteThrottle(ctx context.Context, err error) error {
 		return err
 	}
 	until := th.Until(w.f.opts.Now())
-	if ts, ok := w.f.acc.(throttleStore); ok {
+	if ts, ok := w.f.acc.(throttle.Store); ok {
 		if serr := ts.SetThrottled(ctx, w.email, until, string(th.Reason)); serr != nil {
 			w.log.Warn("imapfetch: recording the throttle on the account", "err", serr)
 		}
@@ -68,7 +61,7 @@ func (w *worker) clearThrottle(ctx context.Context, a *accounts.Account) {
 	if a.ThrottledUntil.IsZero() {
 		return
 	}
-	if ts, ok := w.f.acc.(throttleStore); ok {
+	if ts, ok := w.f.acc.(throttle.Store); ok {
 		if err := ts.ClearThrottled(ctx, w.email, a.ThrottledUntil); err != nil {
 			w.log.Warn("imapfetch: clearing the account's throttle", "err", err)
 			return

@@ -3,18 +3,9 @@ package smtprelay
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/mailgate/mailgate/throttle"
 )
-
-// throttleStore is the optional part of AccountStore that records Gmail's
-// throttling on the account, so that every relay process (and the fetcher,
-// and the views) leaves the account alone until then.
-type throttleStore interface {
-	SetThrottled(ctx context.Context, email string, until time.Time, reason string) error
-	ClearThrottled(ctx context.Context, email string, seen time.Time) error
-}
 
 // gmailThrottledError is Gmail answering the account's login or message
 // with one of its throttling replies ("421 4.7.0 Try again later", "454
@@ -57,7 +48,7 @@ func gmailThrottled(res Result) (*gmailThrottledError, bool) {
 // the account's Gmail, so that it still lands in the Sent folder.
 func (r *Relay) throttled(ctx context.Context, m *Message, d decision, te *gmailThrottledError) decision {
 	until := te.th.Until(r.opts.Now())
-	if ts, ok := r.acc.(throttleStore); ok {
+	if ts, ok := r.acc.(throttle.Store); ok {
 		if err := ts.SetThrottled(ctx, d.account, until, string(te.th.Reason)); err != nil {
 			r.log.Warn("relay: recording Gmail's throttle on the account", "account", d.account, "err", err)
 		}
@@ -74,7 +65,7 @@ func (r *Relay) clearThrottle(ctx context.Context, d decision, res Result) {
 	if d.throttledUntil.IsZero() || len(res.rcpts(Delivered)) == 0 {
 		return
 	}
-	if ts, ok := r.acc.(throttleStore); ok {
+	if ts, ok := r.acc.(throttle.Store); ok {
 		if err := ts.ClearThrottled(ctx, d.account, d.throttledUntil); err != nil {
 			r.log.Warn("relay: clearing the account's throttle", "account", d.account, "err", err)
 			return

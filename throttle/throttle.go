@@ -14,6 +14,7 @@
 package throttle
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"regexp"
@@ -146,4 +147,13 @@ func asked(text string) (time.Duration, bool) {
 		unit = time.Hour
 	}
 	return min(time.Duration(n)*unit, maxAsked), true
+}
+
+// Store records a throttle on the account, where every process and view
+// reads it (*accounts.Store has it). Recording keeps the longer of two
+// waits; clearing, after Gmail served the account again, leaves a throttle
+// later than seen, the one the caller saw before that success.
+type Store interface {
+	SetThrottled(ctx context.Context, email string, until time.Time, reason string) error
+	ClearThrottled(ctx context.Context, email string, seen time.Time) error
 }
